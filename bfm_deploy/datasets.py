@@ -1,0 +1,93 @@
+"""Readers for the verification protocols we evaluate on (LFW pairs.txt, MFR2) and the shared data folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BfmError
+
+MASK_FREE_LABEL = "no-mask"
+
+
+def default_data_dir() -> Path:
+    """``$BFM_DATA`` if set, else ``../shared/data`` next to the repository (where the shared data lives)."""
+    env = os.environ.get("BFM_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class Pair:
+    left: Path
+    right: Path
+    same: bool
+    fold: int  # 0-based fold index; -1 where the protocol has no folds
+
+
+def _lfw_image(root: Path, name: str, index: str) -> Path:
+    return root / name / f"{name}_{int(index):04d}.jpg"
+
+
+def read_lfw_pairs(pairs_file: Path, image_root: Path) -> list[Pair]:
+    """LFW View 2 ``pairs.txt``: a ``folds per_fold`` header, then per fold ``per_fold`` same and different pairs."""
+    lines = Path(pairs_file).read_text().splitlines()
+    try:
+        folds, per_fold = (int(v) for v in lines[0].split())
+    except (ValueError, IndexError):
+        raise BfmError(f"{pairs_file}: first line must be '<folds> <pairs per fold>'") from None
+    pairs: list[Pair] = []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split()
+        if not fields:
+            continue
+        fold = (len(pairs)) // (2 * per_fold)
+        if len(fields) == 3:
+            name, i, j = fields
+            pairs.append(Pair(_lfw_image(image_root, name, i), _lfw_image(image_root, name, j), True, fold))
+        elif len(fields) == 4:
+            n1, i, n2, j = fields
+            pairs.append(Pair(_lfw_image(image_root, n1, i), _lfw_image(image_root, n2, j), False, fold))
+        else:
+            raise BfmError(f"{pairs_file}:{number}: expected 3 or 4 fields, got {len(fields)}")
+    if len(pairs) != folds * 2 * per_fold:
+        raise BfmError(f"{pairs_file}: header promises {folds * 2 * per_fold} pairs, found {len(pairs)}")
+    return pairs
+
+
+def lfw_identities_in_folds(pairs: list[Pair], folds: set[int]) -> set[str]:
+    """Identity names (folder names) used by the given 0-based folds."""
+    return {p.parent.name for pair in pairs if pair.fold in folds for p in (pair.left, pair.right)}
+
+
+def read_mfr2_pairs(pairs_file: Path, image_root: Path) -> list[Pair]:
+    """MFR2 ``pairs.txt``: ``Name i j`` / ``Name1 i Name2 j``, PNG images, no folds."""
+    pairs: list[Pair] = []
+    for number, line in enumerate(Path(pairs_file).read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) == 3:
+            name, i, j = fields
+            left, right, same = (name, i), (name, j), True
+        elif len(fields) == 4:
+            left, right, same = (fields[0], fields[1]), (fields[2], fields[3]), False
+        else:
+            raise BfmError(f"{pairs_file}:{number}: expected 3 or 4 fields, got {len(fields)}")
+        paths = [image_root / n / f"{n}_{int(k):04d}.png" for n, k in (left, right)]
+        pairs.append(Pair(paths[0], paths[1], same, -1))
+    return pairs
+
+
+def read_mfr2_labels(labels_file: Path, image_root: Path) -> dict[Path, str]:
+    """MFR2 ``mfr2_labels.txt``: ``Name, i, label`` -> {image path: label} (``no-mask`` or a mask type)."""
+    labels: dict[Path, str] = {}
+    for line in Path(labels_file).read_text().splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != 3:
+            continue
+        name, index, label = fields
+        labels[image_root / name / f"{name}_{int(index):04d}.png"] = label
+    return labels

@@ -1,0 +1,12 @@
+"""The one exception type users see.
+
+Every expected failure (bad input, a mismatching manifest, a missing backend) raises ``BfmError`` with a
+message that fits on one line; command-line tools print it and exit 2 (see ``bfm_deploy.cli_support``).
+"""
+
+
+class BfmError(Exception):
+    """An expected failure with a one-line, user-facing message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
