@@ -21,6 +21,8 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp creates 0600; give the artifact the permissions a plain open() would have.
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
         with open(tmp, "rb") as fh:
@@ -28,6 +30,12 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
@@ -47,6 +55,7 @@ def atomic_dir(final: str | os.PathLike[str], overwrite: bool = False) -> Iterat
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final} exists (pass overwrite=True to replace it)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if final.exists():

@@ -1,0 +1,16 @@
+"""Face detection (MTCNN on ONNX Runtime) and five-point alignment; torch-free."""
+
+from .face import AlignerConfig, AlignmentInfo, FaceAligner, NoFaceError, detect_and_align, face_priority
+from .mtcnn import Face, MtcnnConfig, MtcnnDetector
+
+__all__ = [
+    "AlignerConfig",
+    "AlignmentInfo",
+    "Face",
+    "FaceAligner",
+    "MtcnnConfig",
+    "MtcnnDetector",
+    "NoFaceError",
+    "detect_and_align",
+    "face_priority",
+]
