@@ -1,0 +1,132 @@
+"""Colours, fabric patterns and noise for the masks we draw ourselves.
+
+Every random choice draws from the per-image generator passed in, in a fixed order, so a seed fixes the
+pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+BGR = tuple[int, int, int]
+
+# Named colours per mask type, BGR. Surgical masks come in the few hospital colours; respirators are mostly
+# white; cloth masks in anything.
+PALETTES: dict[str, dict[str, BGR]] = {
+    "surgical": {
+        "blue": (222, 196, 142),
+        "lightblue": (235, 214, 170),
+        "green": (180, 200, 150),
+        "white": (236, 238, 238),
+        "pink": (205, 190, 240),
+        "black": (46, 44, 44),
+    },
+    "n95": {
+        "white": (232, 236, 238),
+        "offwhite": (212, 226, 232),
+        "grey": (190, 192, 192),
+        "blue": (215, 170, 120),
+    },
+    "kn95": {
+        "white": (238, 240, 240),
+        "black": (40, 40, 42),
+        "grey": (165, 165, 168),
+        "pink": (200, 185, 238),
+        "lightblue": (232, 205, 160),
+    },
+    "cloth": {
+        "black": (36, 36, 38),
+        "navy": (92, 50, 30),
+        "grey": (120, 118, 115),
+        "red": (48, 40, 170),
+        "maroon": (50, 30, 100),
+        "beige": (150, 190, 215),
+        "denim": (140, 95, 60),
+        "olive": (60, 110, 100),
+        "white": (225, 228, 230),
+        "yellow": (60, 190, 230),
+    },
+}
+PATTERNS = ("solid", "stripes", "dots", "checks")
+STRAP_COLOURS: dict[str, BGR] = {"white": (235, 238, 238), "yellow": (60, 200, 235), "blue": (200, 140, 70)}
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a drawn mask looks: ``name`` is what the report records (e.g. ``surgical_blue``, ``cloth_red_dots``)."""
+
+    name: str
+    colour: BGR
+    pattern: str = "solid"
+    second: BGR = (0, 0, 0)
+    period: float = 0.1  # pattern period as a fraction of the face width
+    angle: float = 0.0  # pattern angle in radians, relative to the face
+    strap: BGR = (235, 238, 238)
+    grain: float = 0.03  # amplitude of the noise texture (fraction of brightness)
+    valve: bool = False
+
+
+def sample_style(mask_type: str, rng: np.random.Generator) -> Style:
+    palette = PALETTES[mask_type]
+    colour_name = str(rng.choice(sorted(palette)))
+    colour = palette[colour_name]
+    if mask_type == "cloth":
+        pattern = str(rng.choice(PATTERNS))
+        others = [c for c in sorted(PALETTES["cloth"]) if c != colour_name]
+        second = PALETTES["cloth"][str(rng.choice(others))]
+        period = float(rng.uniform(0.06, 0.16))
+        angle = float(rng.choice([0.0, np.pi / 2, np.pi / 4, -np.pi / 4]))
+        name = f"cloth_{colour_name}" + ("" if pattern == "solid" else f"_{pattern}")
+        # Ear loops of cloth masks are usually the mask's own fabric.
+        return Style(name, colour, pattern, second, period, angle, strap=_shade(colour, 0.9), grain=0.04)
+    if mask_type == "n95":
+        strap_name = str(rng.choice(sorted(STRAP_COLOURS)))
+        return Style(f"n95_{colour_name}", colour, strap=STRAP_COLOURS[strap_name], grain=0.02,
+                     valve=bool(rng.random() < 0.3))
+    strap = _shade(colour, 0.95) if colour_name in ("black", "grey") else STRAP_COLOURS["white"]
+    return Style(f"{mask_type}_{colour_name}", colour, strap=strap, grain=0.015)
+
+
+def _shade(colour: BGR, factor: float) -> BGR:
+    return (int(colour[0] * factor), int(colour[1] * factor), int(colour[2] * factor))
+
+
+def fill_colour(style: Style, u: np.ndarray, v: np.ndarray, face_width: float) -> np.ndarray:
+    """HxWx3 float32 base colour at face-frame coordinates ``u``, ``v`` (pixels, HxW each)."""
+    base = np.asarray(style.colour, dtype=np.float32)
+    out = np.empty(u.shape + (3,), dtype=np.float32)
+    out[:] = base
+    if style.pattern == "solid":
+        return out
+    c, s = np.cos(style.angle), np.sin(style.angle)
+    period = max(style.period * face_width, 2.0)
+    a = (u * c + v * s) / period
+    b = (-u * s + v * c) / period
+    if style.pattern == "stripes":
+        weight = _soft_step(np.abs(a - np.floor(a) - 0.5) - 0.25)
+    elif style.pattern == "dots":
+        da, db = a - np.round(a), b - np.round(b)
+        weight = _soft_step(0.28 - np.sqrt(da * da + db * db), 0.05)
+    else:  # checks: two crossing half-transparent stripe sets, like a plaid
+        sa = _soft_step(np.abs(a - np.floor(a) - 0.5) - 0.3)
+        sb = _soft_step(np.abs(b - np.floor(b) - 0.5) - 0.3)
+        weight = 0.5 * (sa + sb)
+    second = np.asarray(style.second, dtype=np.float32)
+    return out + weight[..., None].astype(np.float32) * (second - base)
+
+
+def _soft_step(x: np.ndarray, width: float = 0.04) -> np.ndarray:
+    """0 below -width, 1 above +width, linear between: anti-aliased pattern edges."""
+    return np.clip(0.5 + x / (2 * width), 0.0, 1.0)
+
+
+def grain(shape: tuple[int, int], amplitude: float, rng: np.random.Generator, blur: float = 0.0) -> np.ndarray:
+    """Multiplicative noise texture around 1.0 (non-woven or fabric grain)."""
+    noise = rng.standard_normal(shape).astype(np.float32)
+    if blur > 0:
+        blurred = np.asarray(cv2.GaussianBlur(noise, (0, 0), blur), dtype=np.float32)
+        noise = blurred / np.float32(max(float(blurred.std()), 1e-6))
+    return 1.0 + amplitude * noise
