@@ -1,0 +1,91 @@
+"""ONNX Runtime backend: one InferenceSession per network, CUDA where onnxruntime-gpu finds a GPU."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from ..errors import BfmError
+from .base import NETWORKS, Backend, Network
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+    from ..bundle import Bundle
+
+Device = Literal["auto", "cpu", "cuda"]
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+def cuda_provider_available() -> bool:
+    """Whether this onnxruntime build offers CUDA at all (it may still fail to find a GPU at session creation)."""
+    import onnxruntime as ort
+
+    return CUDA_PROVIDER in ort.get_available_providers()
+
+
+class OrtBackend(Backend):
+    """Runs the bundle's ONNX graphs with onnxruntime.
+
+    ``device="auto"`` asks for CUDA first when the build has it; whether a GPU was really found is decided
+    from the created session's providers (onnxruntime silently falls back to CPU), not from
+    ``ort.get_device()``, which only reports how the wheel was built.
+    """
+
+    name = "ort"
+
+    def __init__(self, bundle: Bundle, device: Device = "auto", intra_op_threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        if device not in ("auto", "cpu", "cuda"):
+            raise BfmError(f"ort backend: unknown device {device!r} (auto, cpu or cuda)")
+        want_cuda = device != "cpu" and CUDA_PROVIDER in ort.get_available_providers()
+        if device == "cuda" and not want_cuda:
+            raise BfmError("ort backend: CUDA requested but this onnxruntime has no CUDAExecutionProvider "
+                           "(pip install onnxruntime-gpu)")
+        providers = [CUDA_PROVIDER, CPU_PROVIDER] if want_cuda else [CPU_PROVIDER]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads  # 0 lets onnxruntime pick
+        options.log_severity_level = 3  # warnings about unused initialisers etc. are noise for users
+        self._sessions: dict[Network, ort.InferenceSession] = {}
+        self._io: dict[Network, tuple[str, str]] = {}
+        for network in NETWORKS:
+            entry = bundle.models[network]
+            try:
+                session = ort.InferenceSession(str(entry.file), sess_options=options, providers=providers)
+            except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+                raise BfmError(f"ort backend: cannot load {entry.file}: {str(exc).splitlines()[0]}") from None
+            self._sessions[network] = session
+            self._io[network] = (entry.input_name, entry.output_name)
+        on_gpu = all(s.get_providers()[0] == CUDA_PROVIDER for s in self._sessions.values())
+        if device == "cuda" and not on_gpu:
+            self.close()
+            raise BfmError("ort backend: CUDAExecutionProvider is installed but found no usable GPU")
+        self.device: Literal["cpu", "cuda"] = "cuda" if on_gpu else "cpu"
+        self._pool = ThreadPoolExecutor(max_workers=len(NETWORKS), thread_name_prefix="bfm-ort")
+
+    def infer(self, network: Network, batch: np.ndarray) -> np.ndarray:
+        input_name, output_name = self._io[network]
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        (out,) = self._sessions[network].run([output_name], {input_name: batch})
+        return np.asarray(out, dtype=np.float32)
+
+    def infer_concurrent(self, jobs: dict[Network, np.ndarray]) -> dict[Network, np.ndarray]:
+        # onnxruntime releases the GIL inside run(), so one thread per session overlaps the networks.
+        live = {network: batch for network, batch in jobs.items() if len(batch)}
+        if len(live) < 2:
+            return {network: self.infer(network, batch) for network, batch in live.items()}
+        futures = {network: self._pool.submit(self.infer, network, batch) for network, batch in live.items()}
+        return {network: future.result() for network, future in futures.items()}
+
+    def close(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self._sessions = {}
+
+    def __repr__(self) -> str:
+        return f"OrtBackend(device={self.device!r})"

@@ -1,0 +1,259 @@
+"""A model bundle on disk (``engines/<name>/``): manifest validation and file integrity.
+
+``Bundle.load`` refuses anything it cannot trust with a one-line ``BfmError``: unreadable or corrupt
+``manifest.json``, a missing or mistyped field, an unknown ``format_version``, an ONNX file whose sha256
+differs from the manifest (edited, truncated or swapped after export). The layout is described in
+ARCHITECTURE.md ("Model bundle").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .backends.base import NETWORKS, Network
+from .errors import BfmError
+
+MANIFEST = "manifest.json"
+FORMAT = "bfm-bundle"
+FORMAT_VERSION = 1
+ROUTES: tuple[str, ...] = ("full", "partial")
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """What every network expects: NCHW float32 RGB crops aligned to the ArcFace template."""
+
+    size: tuple[int, int]
+    layout: str
+    channel_order: str
+    dtype: str
+    mean: float
+    std: float
+    alignment_method: str
+    template: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    network: Network
+    file: Path
+    architecture: str
+    params: int
+    macs: int
+    sha256: str
+    input_name: str
+    output_name: str
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float
+    calibration: str
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated bundle: paths of the three ONNX graphs, thresholds per route and the input contract."""
+
+    root: Path
+    name: str
+    manifest: dict[str, Any]
+    input: InputContract
+    embedding_size: int
+    metric: str
+    thresholds: dict[str, Threshold]
+    models: dict[Network, ModelEntry]
+    weights: Path | None  # optional weights.safetensors for the torch backend
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], verify_files: bool = True) -> Bundle:
+        root = Path(path)
+        if not root.is_dir():
+            raise BfmError(f"bundle {root} not found (a folder written by bfm-export; choose one with --bundle)")
+        manifest_path = root / MANIFEST
+        try:
+            text = manifest_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise BfmError(f"{manifest_path} is missing: {root} is not a bundle (re-export it with bfm-export)") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BfmError(f"cannot read {manifest_path}: {exc}") from None
+        try:
+            manifest = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BfmError(f"{manifest_path} is not valid JSON ({exc.msg} at line {exc.lineno}); re-export the bundle") from None
+        bundle = _parse(root, manifest, _Fields(manifest_path))
+        if verify_files:
+            bundle.verify_files()
+        return bundle
+
+    def path(self, network: Network) -> Path:
+        return self.models[network].file
+
+    def threshold(self, route: str) -> float:
+        return self.thresholds[route].value
+
+    def verify_files(self) -> None:
+        """Check each ONNX file against the manifest's sha256 (the torch weights: ``verify_weights``)."""
+        for entry in self.models.values():
+            self._check(entry.file, entry.sha256)
+
+    def verify_weights(self) -> None:
+        """Check ``weights.safetensors``; only the torch backend reads it, so only it pays for the hash."""
+        if self.weights is not None:
+            self._check(self.weights, str(self.manifest["weights"]["sha256"]))
+
+    def _check(self, file: Path, expected: str) -> None:
+        if not file.is_file():
+            raise BfmError(f"bundle {self.root}: {file.name} is missing; re-export the bundle with bfm-export")
+        if sha256_file(file) != expected:
+            raise BfmError(
+                f"bundle {self.root}: {file.name} does not match the sha256 in {MANIFEST} "
+                "(modified or corrupt); re-export the bundle with bfm-export"
+            )
+
+
+class _Fields:
+    """Typed look-ups into the manifest that fail with the dotted name of the offending field."""
+
+    def __init__(self, manifest_path: Path) -> None:
+        self.where = manifest_path
+
+    def fail(self, key: str, problem: str) -> BfmError:
+        return BfmError(f"{self.where}: field '{key}' {problem}; re-export the bundle with bfm-export")
+
+    def get(self, obj: dict[str, Any], key: str, kind: type | tuple[type, ...], prefix: str = "") -> Any:
+        name = f"{prefix}{key}"
+        if not isinstance(obj, dict) or key not in obj:
+            raise self.fail(name, "is missing")
+        value = obj[key]
+        # bool is an int subclass; a manifest saying "params": true is still wrong.
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise self.fail(name, f"must be {_kind_name(kind)}, got {value!r}")
+        if not isinstance(value, kind):
+            raise self.fail(name, f"must be {_kind_name(kind)}, got {type(value).__name__}")
+        return value
+
+    def number(self, obj: dict[str, Any], key: str, prefix: str = "") -> float:
+        return float(self.get(obj, key, (int, float), prefix))
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {int: "an integer", float: "a number", str: "a string", dict: "an object", list: "a list"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _parse(root: Path, manifest: Any, f: _Fields) -> Bundle:
+    if not isinstance(manifest, dict):
+        raise BfmError(f"{f.where}: expected a JSON object; re-export the bundle with bfm-export")
+    if f.get(manifest, "format", str) != FORMAT:
+        raise f.fail("format", f"must be '{FORMAT}', got {manifest['format']!r}")
+    version = f.get(manifest, "format_version", int)
+    if version != FORMAT_VERSION:
+        raise BfmError(
+            f"{f.where}: format_version {version} is not supported (this bfm reads version {FORMAT_VERSION}); "
+            "re-export the bundle with this version of bfm-export"
+        )
+    name = f.get(manifest, "name", str)
+    contract = _parse_input(f.get(manifest, "input", dict), f)
+    embedding_size = f.get(manifest, "embedding_size", int)
+    if embedding_size <= 0:
+        raise f.fail("embedding_size", "must be positive")
+    metric = f.get(manifest, "metric", str)
+    if metric != "cosine":
+        raise f.fail("metric", f"must be 'cosine', got {metric!r}")
+    thresholds = _parse_thresholds(f.get(manifest, "thresholds", dict), f)
+    models = _parse_models(root, f.get(manifest, "models", dict), f)
+    f.get(manifest, "source", dict)
+    f.get(manifest, "tools", dict)
+    weights = None
+    if "weights" in manifest:
+        entry = f.get(manifest, "weights", dict)
+        weights = root / _plain_file_name(f.get(entry, "file", str, "weights."), "weights.file", f)
+        _check_sha(f.get(entry, "sha256", str, "weights."), "weights.sha256", f)
+    return Bundle(root, name, manifest, contract, embedding_size, metric, thresholds, models, weights)
+
+
+def _parse_input(obj: dict[str, Any], f: _Fields) -> InputContract:
+    p = "input."
+    size = f.get(obj, "size", list, p)
+    if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+        raise f.fail("input.size", f"must be [height, width], got {size!r}")
+    expected = {"layout": "NCHW", "channel_order": "RGB", "dtype": "float32"}
+    for key, value in expected.items():
+        if f.get(obj, key, str, p) != value:
+            raise f.fail(p + key, f"must be '{value}' (the only contract this runtime implements), got {obj[key]!r}")
+    norm = f.get(obj, "normalisation", dict, p)
+    mean = f.number(norm, "mean", "input.normalisation.")
+    std = f.number(norm, "std", "input.normalisation.")
+    if std <= 0:
+        raise f.fail("input.normalisation.std", "must be positive")
+    alignment = f.get(obj, "alignment", dict, p)
+    method = f.get(alignment, "method", str, "input.alignment.")
+    template = f.get(alignment, "template", list, "input.alignment.")
+    try:
+        points = tuple((float(x), float(y)) for x, y in template)
+    except (TypeError, ValueError):
+        raise f.fail("input.alignment.template", "must be a list of [x, y] points") from None
+    if len(points) != 5:
+        raise f.fail("input.alignment.template", f"must hold 5 points, got {len(points)}")
+    return InputContract((size[0], size[1]), "NCHW", "RGB", "float32", mean, std, method, points)
+
+
+def _parse_thresholds(obj: dict[str, Any], f: _Fields) -> dict[str, Threshold]:
+    thresholds = {}
+    for route in ROUTES:
+        p = f"thresholds.{route}."
+        entry = f.get(obj, route, dict, "thresholds.")
+        value = f.number(entry, "value", p)
+        if not -1.0 <= value <= 1.0:
+            raise f.fail(p + "value", f"must be a cosine similarity in [-1, 1], got {value}")
+        thresholds[route] = Threshold(value, f.get(entry, "calibration", str, p))
+    return thresholds
+
+
+def _parse_models(root: Path, obj: dict[str, Any], f: _Fields) -> dict[Network, ModelEntry]:
+    models: dict[Network, ModelEntry] = {}
+    for network in NETWORKS:
+        p = f"models.{network}."
+        entry = f.get(obj, network, dict, "models.")
+        file = _plain_file_name(f.get(entry, "file", str, p), p + "file", f)
+        params = f.get(entry, "params", int, p)
+        macs = f.get(entry, "macs", int, p)
+        models[network] = ModelEntry(
+            network=network,
+            file=root / file,
+            architecture=f.get(entry, "architecture", str, p),
+            params=params,
+            macs=macs,
+            sha256=_check_sha(f.get(entry, "sha256", str, p), p + "sha256", f),
+            input_name=f.get(entry, "input", str, p),
+            output_name=f.get(entry, "output", str, p),
+        )
+    return models
+
+
+def _plain_file_name(name: str, key: str, f: _Fields) -> str:
+    # A manifest must not point outside its own folder.
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise f.fail(key, f"must be a file name inside the bundle, got {name!r}")
+    return name
+
+
+def _check_sha(value: str, key: str, f: _Fields) -> str:
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise f.fail(key, "must be a lowercase hex sha256")
+    return value

@@ -1,0 +1,246 @@
+"""Mask-routed face verification (the paper's inference stage, Sec. III-F) on any backend.
+
+For a pair of faces the mask classifier C decides the case: 1 both unmasked, 2 one masked, 3 both masked.
+Case 1 compares full-face embeddings E_F, cases 2 and 3 compare partial-face embeddings E_P of both faces,
+each route against its own calibrated threshold. Batched: every face of a batch is classified in one call,
+the pairs are split by route and E_F and E_P run on their own batches concurrently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Union
+
+import numpy as np
+
+from .backends import BACKEND_NAMES, Backend, create_backend
+from .bundle import Bundle
+from .errors import BfmError
+from .images import load_image
+
+Image = Union[str, "os.PathLike[str]", np.ndarray]
+Route = Literal["full", "partial"]
+MASKED = 1  # classifier logit index of "masked" (0 = unmasked), ARCHITECTURE.md
+
+CASE_NAMES = {1: "both unmasked", 2: "one masked", 3: "both masked"}
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    same: bool
+    score: float  # cosine similarity of the L2-normalised embeddings of the route
+    threshold: float
+    route: Route
+    case: int  # 1 both unmasked, 2 one masked, 3 both masked
+    mask_probability: tuple[float, float]
+    note: str | None = None  # e.g. several faces found, the largest was used
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mask_probability"] = list(self.mask_probability)
+        if self.note is None:
+            del data["note"]
+        return data
+
+
+@dataclass(frozen=True)
+class PairError:
+    """Stands in for the result of a pair that could not be verified (``verify_many(errors="collect")``)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Face:
+    crop: np.ndarray  # 112x112x3 BGR uint8, aligned to the ArcFace template
+    note: str | None = None
+
+
+def preprocess(crops: Sequence[np.ndarray], mean: float = 127.5, std: float = 127.5) -> np.ndarray:
+    """Aligned BGR uint8 crops -> the tensor contract: NCHW float32 RGB, ``(x - mean) / std``."""
+    batch = np.stack(crops).astype(np.float32)[..., ::-1]  # BGR -> RGB
+    return np.ascontiguousarray(((batch - mean) / std).transpose(0, 3, 1, 2))
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def softmax_masked(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return (exp[:, MASKED] / exp.sum(axis=1)).astype(np.float32)
+
+
+def case_of(masked_a: bool, masked_b: bool) -> int:
+    return 1 + int(masked_a) + int(masked_b)
+
+
+class Verifier:
+    """Verify face pairs with a bundle::
+
+        with Verifier("engines/demo") as v:
+            result = v.verify("a.jpg", "b.jpg")      # detects and aligns both faces
+            result.same, result.score, result.route, result.case
+
+    ``backend`` is a name (``auto``, ``ort``, ``trt``, ``torch``; created on first use) or a ready ``Backend``;
+    ``batch_size`` is the largest batch any network sees.
+    """
+
+    def __init__(self, bundle: Bundle | str | os.PathLike[str], backend: str | Backend = "auto",
+                 batch_size: int = 64, mask_threshold: float = 0.5) -> None:
+        if batch_size < 2:
+            raise BfmError(f"batch_size must be at least 2 (one pair), got {batch_size}")
+        if not 0.0 < mask_threshold < 1.0:
+            raise BfmError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
+        if isinstance(backend, str) and backend not in BACKEND_NAMES:
+            raise BfmError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        self._owns_backend = not isinstance(backend, Backend)
+        self._backend_choice = backend
+        self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+        self.batch_size = batch_size
+        self.mask_threshold = mask_threshold
+        self._aligner: Any = None  # bfm_deploy.detect.FaceAligner, created on first use
+
+    @property
+    def backend(self) -> Backend:
+        """Created on first use, so that bad input is reported before seconds of model loading."""
+        if self._backend is None:
+            assert isinstance(self._backend_choice, str)
+            self._backend = create_backend(self._backend_choice, self.bundle)
+        return self._backend
+
+    # -- faces -------------------------------------------------------------------------------------------
+
+    def prepare(self, image: Image, aligned: bool = False) -> Face:
+        """Decode ``image`` and return its aligned 112x112 crop (detecting the face unless ``aligned``)."""
+        bgr = load_image(image)
+        height, width = self.bundle.input.size
+        if aligned:
+            if bgr.shape[:2] != (height, width):
+                name = "array" if isinstance(image, np.ndarray) else str(image)
+                raise BfmError(f"{name}: an aligned face must be {width}x{height}, got {bgr.shape[1]}x{bgr.shape[0]} "
+                               "(drop --aligned to detect and align it)")
+            return Face(bgr)
+        if self._aligner is None:
+            from .detect import FaceAligner  # builds three ONNX sessions: only when detection is needed
+
+            self._aligner = FaceAligner()
+        name = "image" if isinstance(image, np.ndarray) else str(image)
+        crop, info = self._aligner.detect_and_align(bgr, name)
+        return Face(np.ascontiguousarray(crop), info.note)
+
+    def _tensor(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        return preprocess(crops, self.bundle.input.mean, self.bundle.input.std)
+
+    def _run(self, network: Literal["classifier", "full", "partial"], crops: Sequence[np.ndarray]) -> np.ndarray:
+        outputs = [self.backend.infer(network, self._tensor(crops[i : i + self.batch_size]))
+                   for i in range(0, len(crops), self.batch_size)]
+        return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+    # -- public API --------------------------------------------------------------------------------------
+
+    def embed(self, images: Sequence[Image], route: Route = "full", aligned: bool = False) -> np.ndarray:
+        """``N x embedding_size`` L2-normalised float32 embeddings of ``route``'s extractor."""
+        if route not in ("full", "partial"):
+            raise BfmError(f"route must be 'full' or 'partial', got {route!r}")
+        crops = [self.prepare(image, aligned).crop for image in images]
+        if not crops:
+            return np.zeros((0, self.bundle.embedding_size), np.float32)
+        return l2_normalise(self._run(route, crops))
+
+    def mask_probability(self, images: Sequence[Image], aligned: bool = False) -> np.ndarray:
+        """``N`` probabilities that each face wears a mask (softmax of the classifier)."""
+        crops = [self.prepare(image, aligned).crop for image in images]
+        if not crops:
+            return np.zeros(0, np.float32)
+        return softmax_masked(self._run("classifier", crops))
+
+    def verify(self, a: Image, b: Image, aligned: bool = False) -> VerifyResult:
+        (result,) = self.verify_many([(a, b)], aligned=aligned)
+        assert isinstance(result, VerifyResult)  # errors="raise"
+        return result
+
+    def verify_many(self, pairs: Iterable[tuple[Image, Image]], aligned: bool = False,
+                    errors: Literal["raise", "collect"] = "raise") -> Iterator[VerifyResult | PairError]:
+        """Verify pairs in batches, yielding one result per pair in order.
+
+        With ``errors="collect"`` a pair whose images cannot be read or hold no face yields a ``PairError``
+        instead of stopping the run.
+        """
+        if errors not in ("raise", "collect"):
+            raise BfmError(f"errors must be 'raise' or 'collect', got {errors!r}")
+        chunk: list[tuple[Image, Image]] = []
+        pairs_per_batch = self.batch_size // 2  # both faces of a pair go through the classifier together
+        for pair in pairs:
+            chunk.append(pair)
+            if len(chunk) == pairs_per_batch:
+                yield from self._verify_chunk(chunk, aligned, errors)
+                chunk = []
+        if chunk:
+            yield from self._verify_chunk(chunk, aligned, errors)
+
+    def _verify_chunk(self, chunk: list[tuple[Image, Image]], aligned: bool,
+                      errors: str) -> list[VerifyResult | PairError]:
+        prepared: list[tuple[Face, Face] | PairError] = []
+        for a, b in chunk:
+            try:
+                prepared.append((self.prepare(a, aligned), self.prepare(b, aligned)))
+            except BfmError as exc:
+                if errors == "raise":
+                    raise
+                prepared.append(PairError(str(exc)))
+        good = [p for p in prepared if not isinstance(p, PairError)]
+        if not good:
+            return list(prepared)  # type: ignore[arg-type]
+        crops = [face.crop for pair in good for face in pair]
+        probs = softmax_masked(self.backend.infer("classifier", self._tensor(crops))).reshape(-1, 2)
+        masked = probs >= self.mask_threshold
+        cases = [case_of(bool(m[0]), bool(m[1])) for m in masked]
+        routes: list[Route] = ["full" if case == 1 else "partial" for case in cases]
+        jobs: dict[Any, np.ndarray] = {}
+        members: dict[Route, list[int]] = {"full": [], "partial": []}
+        for i, route in enumerate(routes):
+            members[route].append(i)
+        for route, idx in members.items():
+            if idx:
+                jobs[route] = self._tensor([face.crop for i in idx for face in good[i]])
+        outputs = self.backend.infer_concurrent(jobs)
+        scores = np.zeros(len(good), np.float32)
+        for route, idx in members.items():
+            if idx:
+                emb = l2_normalise(outputs[route]).reshape(len(idx), 2, -1)
+                scores[idx] = np.einsum("nd,nd->n", emb[:, 0], emb[:, 1])
+        results: list[VerifyResult | PairError] = []
+        k = 0
+        for item in prepared:
+            if isinstance(item, PairError):
+                results.append(item)
+                continue
+            route = routes[k]
+            threshold = self.bundle.threshold(route)
+            score = float(scores[k])
+            notes = [face.note for face in item if face.note]
+            results.append(VerifyResult(
+                same=score >= threshold, score=score, threshold=threshold, route=route, case=cases[k],
+                mask_probability=(float(probs[k, 0]), float(probs[k, 1])),
+                note="; ".join(notes) or None,
+            ))
+            k += 1
+        return results
+
+    def close(self) -> None:
+        if self._owns_backend and self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def __enter__(self) -> Verifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

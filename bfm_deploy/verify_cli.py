@@ -1,0 +1,141 @@
+"""``bfm-verify``: are two faces the same person? Or a whole list of pairs, streamed as JSON lines.
+
+Exit status for one pair: 0 same person, 1 different, 2 error. For ``--pairs``: 0 when every pair was
+verified, 2 when any could not be (its JSON line carries the error) or the run failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import click
+from tqdm import tqdm
+
+from .atomic import atomic_path
+from .backends import BACKEND_NAMES
+from .cli_support import fail, one_line_errors
+from .errors import BfmError
+from .verifier import CASE_NAMES, PairError, Verifier, VerifyResult
+
+DEFAULT_BUNDLE = "engines/demo"
+EXIT_SAME, EXIT_DIFFERENT = 0, 1
+
+
+def default_bundle() -> str:
+    return os.environ.get("BFM_BUNDLE", DEFAULT_BUNDLE)
+
+
+def read_pairs(path: Path) -> list[tuple[Path, Path]]:
+    """``img1 img2`` per line (tab-separated when the line has a tab, so paths may hold spaces); blank lines
+    and ``#`` comments are skipped; relative paths are relative to the pairs file's folder."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BfmError(f"pairs file not found: {path}") from None
+    except IsADirectoryError:
+        raise BfmError(f"pairs file {path} is a directory") from None
+    except UnicodeDecodeError:
+        raise BfmError(f"pairs file {path} is not UTF-8 text") from None
+    pairs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = [f.strip() for f in line.split("\t")] if "\t" in line else line.split()
+        if len(fields) != 2 or not all(fields):
+            raise BfmError(f"{path}:{number}: expected two image paths, got {len(fields)} fields")
+        left, right = (Path(f) if Path(f).is_absolute() else path.parent / f for f in fields)
+        pairs.append((left, right))
+    if not pairs:
+        raise BfmError(f"pairs file {path} lists no pairs")
+    return pairs
+
+
+def describe(result: VerifyResult) -> str:
+    decision = "same person" if result.same else "different people"
+    relation = ">=" if result.same else "<"
+    lines = [
+        f"{decision} (score {result.score:.4f} {relation} threshold {result.threshold:.4f})",
+        f"route: {result.route}, case {result.case} ({CASE_NAMES[result.case]})",
+        f"mask probability: {result.mask_probability[0]:.3f}, {result.mask_probability[1]:.3f}",
+    ]
+    if result.note:
+        lines.append(f"note: {result.note}")
+    return "\n".join(lines)
+
+
+@contextmanager
+def _output(out: Path | None) -> Iterator[IO[str]]:
+    if out is None:
+        yield sys.stdout
+        return
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        yield fh
+
+
+def _verify_pairs(verifier: Verifier, pairs_file: Path, out: Path | None, aligned: bool) -> int:
+    pairs = read_pairs(pairs_file)
+    failed = 0
+    with _output(out) as sink, tqdm(total=len(pairs), desc="verify", unit="pair", file=sys.stderr,
+                                   disable=None) as bar:
+        results = verifier.verify_many(pairs, aligned=aligned, errors="collect")
+        for (left, right), result in zip(pairs, results):
+            record: dict[str, object] = {"a": str(left), "b": str(right)}
+            if isinstance(result, PairError):
+                failed += 1
+                record["error"] = result.message
+            else:
+                record.update(result.to_dict())
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            bar.update(1)
+    if failed:
+        fail(f"{failed} of {len(pairs)} pairs could not be verified (see the 'error' field of their lines)")
+    return 0
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("images", nargs=-1, metavar="[IMG1 IMG2]", type=click.Path(path_type=Path))
+@click.option("--bundle", type=click.Path(path_type=Path), default=default_bundle,
+              help=f"Model bundle folder (default: $BFM_BUNDLE or {DEFAULT_BUNDLE}).")
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True,
+              help="Inference backend; auto picks the fastest available.")
+@click.option("--aligned", is_flag=True, help="Inputs are 112x112 ArcFace-aligned crops: skip face detection.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--pairs", "pairs_file", type=click.Path(path_type=Path),
+              help="Verify every 'img1 img2' line (or TSV) of this file, paths relative to it; "
+                   "one JSON line per pair; exit 0 when all pairs were verified, else 2.")
+@click.option("--out", type=click.Path(path_type=Path), help="With --pairs: write the JSON lines here (atomically).")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Largest batch per network.")
+@one_line_errors
+def main(images: tuple[Path, ...], bundle: Path, backend: str, aligned: bool, as_json: bool,
+         pairs_file: Path | None, out: Path | None, batch_size: int) -> None:
+    """Verify that IMG1 and IMG2 show the same person (exit 0) or different people (exit 1); 2 on error.
+
+    Faces are detected and aligned (MTCNN) unless --aligned; the mask classifier routes the pair to the
+    full-face (case 1) or partial-face extractor (cases 2 and 3) and its threshold.
+    """
+    if pairs_file is not None and images:
+        raise BfmError("give either IMG1 IMG2 or --pairs FILE, not both")
+    if pairs_file is None and len(images) != 2:
+        raise BfmError(f"expected two images (IMG1 IMG2) or --pairs FILE, got {len(images)} image(s)")
+    if out is not None and pairs_file is None:
+        raise BfmError("--out is only for --pairs")
+    with Verifier(bundle, backend=backend, batch_size=batch_size) as verifier:
+        if pairs_file is not None:
+            sys.exit(_verify_pairs(verifier, pairs_file, out, aligned))
+        result = verifier.verify(images[0], images[1], aligned=aligned)
+    if as_json:
+        click.echo(json.dumps({"a": str(images[0]), "b": str(images[1]), **result.to_dict()}))
+    else:
+        click.echo(describe(result))
+    sys.exit(EXIT_SAME if result.same else EXIT_DIFFERENT)
+
+
+if __name__ == "__main__":
+    main()

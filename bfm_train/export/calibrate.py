@@ -1,0 +1,134 @@
+"""Per-route verification thresholds from a labelled pairs list (of training identities, never test ones).
+
+Each pair is routed as the runtime routes it (classifier C: full when neither face is masked, else
+partial); each route's threshold is the one that maximises accuracy on its own pairs. A route that gets
+too few pairs of either kind is calibrated on all pairs with its extractor instead, and the manifest says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from bfm_deploy.bundle import ROUTES, sha256_file
+from bfm_deploy.datasets import read_lfw_pairs
+from bfm_deploy.errors import BfmError
+from bfm_deploy.images import load_image
+from bfm_deploy.verifier import l2_normalise, preprocess, softmax_masked
+
+MIN_PER_KIND = 10  # same and different pairs a route needs to be calibrated on its own pairs
+BATCH = 64
+TRUE_WORDS = {"1", "true", "same", "yes"}
+FALSE_WORDS = {"0", "false", "different", "no"}
+
+
+@dataclass(frozen=True)
+class LabelledPair:
+    left: Path
+    right: Path
+    same: bool
+
+
+@dataclass(frozen=True)
+class Calibration:
+    value: float
+    accuracy: float
+    pairs: int
+    description: str
+
+
+def read_labelled_pairs(path: Path) -> list[LabelledPair]:
+    """An LFW-style ``pairs.txt`` (header ``folds per_fold``; images in ``aligned112/`` beside it) or lines
+    ``img1 img2 label`` (tab or space separated, label 1/0 or same/different, paths relative to the file)."""
+    if not path.is_file():
+        raise BfmError(f"calibration pairs file not found: {path}")
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+    if lines and len(first := lines[0].split()) == 2 and all(f.isdigit() for f in first):
+        return [LabelledPair(p.left, p.right, p.same) for p in read_lfw_pairs(path, path.parent / "aligned112")]
+    pairs = []
+    for number, line in enumerate(lines, start=1):
+        fields = line.split("\t") if "\t" in line else line.split()
+        if len(fields) != 3 or fields[2].strip().lower() not in TRUE_WORDS | FALSE_WORDS:
+            raise BfmError(f"{path}:{number}: expected 'img1 img2 label' (label 1/0 or same/different)")
+        left, right = (Path(f.strip()) if Path(f.strip()).is_absolute() else path.parent / f.strip() for f in fields[:2])
+        pairs.append(LabelledPair(left, right, fields[2].strip().lower() in TRUE_WORDS))
+    if not pairs:
+        raise BfmError(f"{path}: no pairs")
+    return pairs
+
+
+def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """(threshold, accuracy) maximising accuracy of ``score >= threshold``; mid-point of the best gap."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], same[order].astype(bool)
+    n = len(s)
+    # Predict "same" for the top k scores, k = 0..n.
+    same_in_top = np.concatenate([[0], np.cumsum(y)])
+    diff_below = (~y).sum() - np.concatenate([[0], np.cumsum(~y)])
+    accuracy = (same_in_top + diff_below) / n
+    # Only cut between distinct scores (a cut inside a run of ties is not realisable by a threshold).
+    valid = np.ones(n + 1, bool)
+    valid[1:n] = s[:-1] != s[1:]
+    accuracy = np.where(valid, accuracy, -1.0)
+    best = np.flatnonzero(accuracy == accuracy.max())
+    k = int(best[len(best) // 2])  # the middle of a plateau of equally good cuts
+    upper = s[k - 1] if k > 0 else 1.0 + 1e-6
+    lower = s[k] if k < n else -1.0 - 1e-6
+    return float(np.clip((upper + lower) / 2, -1.0, 1.0)), float(accuracy[k])
+
+
+class _Runner:
+    """Caches decoded crops and network outputs per image so that each image is processed once."""
+
+    def __init__(self, images: list[Path]) -> None:
+        self.images = images
+        self.index = {p: i for i, p in enumerate(images)}
+        self._crops: list[np.ndarray] | None = None
+
+    def crops(self) -> list[np.ndarray]:
+        if self._crops is None:
+            self._crops = []
+            for path in tqdm(self.images, desc="calibration images", unit="img", leave=False):
+                crop = load_image(path)
+                if crop.shape[:2] != (112, 112):
+                    raise BfmError(f"{path}: calibration images must be aligned 112x112 crops")
+                self._crops.append(crop)
+        return self._crops
+
+    def run(self, module: nn.Module, what: str) -> np.ndarray:
+        crops = self.crops()
+        outputs = []
+        with torch.inference_mode():
+            for i in tqdm(range(0, len(crops), BATCH), desc=f"calibration {what}", unit="batch", leave=False):
+                outputs.append(module(torch.from_numpy(preprocess(crops[i : i + BATCH]))).float().numpy())
+        return np.concatenate(outputs)
+
+
+def calibrate(pairs_file: Path, networks: dict[str, nn.Module]) -> dict[str, Calibration]:
+    pairs = read_labelled_pairs(pairs_file)
+    images = sorted({p for pair in pairs for p in (pair.left, pair.right)})
+    runner = _Runner(images)
+    left = np.array([runner.index[p.left] for p in pairs])
+    right = np.array([runner.index[p.right] for p in pairs])
+    same = np.array([p.same for p in pairs])
+    masked = softmax_masked(runner.run(networks["classifier"], "classifier")) >= 0.5
+    partial_route = masked[left] | masked[right]
+    file_id = f"{pairs_file.name} (sha256 {sha256_file(pairs_file)[:12]})"
+    result: dict[str, Calibration] = {}
+    for route in ROUTES:
+        emb = l2_normalise(runner.run(networks[route], route))
+        scores = (emb[left] * emb[right]).sum(axis=1)
+        routed = partial_route if route == "partial" else ~partial_route
+        enough = min(int((same & routed).sum()), int((~same & routed).sum())) >= MIN_PER_KIND
+        subset = routed if enough else np.ones(len(pairs), bool)
+        value, accuracy = best_threshold(scores[subset], same[subset])
+        scope = (f"the {int(subset.sum())} pairs the classifier routes to {route}" if enough else
+                 f"all {len(pairs)} pairs with the {route} extractor (only {int(routed.sum())} routed to {route})")
+        result[route] = Calibration(value, accuracy, int(subset.sum()),
+                                    f"accuracy-maximising threshold on {scope} of {file_id}: accuracy {accuracy:.4f}")
+    return result

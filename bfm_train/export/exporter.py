@@ -1,0 +1,172 @@
+"""Checkpoint -> model bundle: three ONNX graphs, parity-checked, plus manifest.json (ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import bfm_train
+from bfm_deploy.alignment import ARCFACE_TEMPLATE, CROP_SIZE
+from bfm_deploy.atomic import atomic_dir, atomic_write_text
+from bfm_deploy.bundle import FORMAT, FORMAT_VERSION, MANIFEST, ROUTES, sha256_file
+from bfm_deploy.datasets import default_data_dir
+from bfm_deploy.errors import BfmError
+from bfm_train.models import count_macs, count_params
+
+from .calibrate import calibrate
+from .options import ExportOptions
+from .parity import ParityResult, check_parity, parity_batch
+from .source import ExportSource, load_source
+
+NETWORKS = ("classifier", "full", "partial")
+OUTPUT_NAMES = {"classifier": "logits", "full": "embedding", "partial": "embedding"}
+OUTPUT_SIZES = {"classifier": 2, "full": 512, "partial": 512}
+INPUT_NAME = "input"
+WEIGHTS_FILE = "weights.safetensors"
+EMBEDDING_SIZE = OUTPUT_SIZES["full"]
+
+
+def export_bundle(checkpoint: str | Path | None, options: ExportOptions | None = None) -> Path:
+    """Export ``checkpoint`` (a bfm-checkpoint/1 safetensors file; ``None`` with ``options.from_pretrained``)
+    to a bundle folder and return its path."""
+    options = options or ExportOptions()
+    return export_source(load_source(checkpoint, options), options)
+
+
+def export_source(source: ExportSource, options: ExportOptions, log: Any = print) -> Path:
+    """Export already-built networks (see ``source.load_source``): the step the tests drive directly."""
+    name, out = options.resolve_out(source.default_name)
+    if out.exists() and not options.overwrite:
+        raise BfmError(f"{out} exists; pass --overwrite to replace it")
+    thresholds = _thresholds(source, options, log)
+    batch = parity_batch(options.data_dir or default_data_dir(), options.parity_images)
+    log(f"parity check on {batch.description}")
+    with atomic_dir(out, overwrite=options.overwrite) as tmp:
+        models: dict[str, dict[str, Any]] = {}
+        for network in tqdm(NETWORKS, desc="export", unit="graph"):
+            module = source.networks[network]
+            path = tmp / f"{network}.onnx"
+            export_onnx(module, path, OUTPUT_NAMES[network], options.opset)
+            parity = check_parity(module, path, batch.tensor)
+            log(f"{network}: max abs diff {parity.max_abs_diff:.3g}, min cosine {parity.min_cosine:.7f}")
+            if not parity.min_cosine >= options.min_cosine:  # also catches NaN
+                raise BfmError(f"{network}.onnx disagrees with the torch model: cosine {parity.min_cosine:.6f} "
+                               f"< {options.min_cosine}; the bundle was not written")
+            if parity.output_size != OUTPUT_SIZES[network]:
+                raise BfmError(f"{network} outputs {parity.output_size} values per face; "
+                               f"the bundle contract needs {OUTPUT_SIZES[network]}")
+            models[network] = _model_entry(network, module, path, source, parity)
+        manifest = _manifest(name, source, options, thresholds, models)
+        if options.torch_weights:
+            write_weights(tmp / WEIGHTS_FILE, source)
+            manifest["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE)}
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        _make_readable(tmp)
+    log(f"wrote {out}")
+    return out
+
+
+def _make_readable(folder: Path) -> None:
+    """Temporary folders and files are created private (0700/0600); a bundle is meant to be deployed and
+    read by a service account, so give it the usual 0755/0644."""
+    folder.chmod(0o755)
+    for file in folder.iterdir():
+        file.chmod(0o644)
+
+
+def export_onnx(module: nn.Module, path: Path, output_name: str, opset: int) -> None:
+    """Single-file ONNX with a dynamic batch axis named ``batch``.
+
+    The TorchScript exporter (dynamo=False) handles these plain CNNs reliably and deterministically;
+    its deprecation warnings are not actionable for users of bfm-export.
+    """
+    module = module.eval()
+    dummy = torch.zeros(2, 3, CROP_SIZE, CROP_SIZE)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (dummy,), str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
+            input_names=[INPUT_NAME], output_names=[output_name],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}},
+        )
+    onnx.checker.check_model(str(path))
+
+
+def write_weights(path: Path, source: ExportSource) -> None:
+    """The three state dicts for the torch backend, keys ``<network>.<state key>`` as in the checkpoint."""
+    from safetensors.torch import save_file
+
+    tensors = {f"{network}.{key}": value.detach().cpu().contiguous().clone()
+               for network in NETWORKS for key, value in source.networks[network].state_dict().items()}
+    metadata = {"format": "bfm-bundle-weights/1", "architectures": json.dumps(source.architectures)}
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def _thresholds(source: ExportSource, options: ExportOptions, log: Any) -> dict[str, dict[str, Any]]:
+    given = options.threshold_values()
+    if options.calibrate is not None:
+        calibrated = calibrate(options.calibrate, source.networks)
+        for route, cal in calibrated.items():
+            log(f"threshold {route}: {cal.value:.4f} ({cal.description})")
+        return {route: {"value": round(cal.value, 6), "calibration": cal.description} for route, cal in calibrated.items()}
+    if given is None:
+        raise BfmError("no thresholds: pass --thresholds full=..,partial=.. or --calibrate PAIRS")
+    return {route: {"value": given[route], "calibration": "given at export (not calibrated by bfm-export)"}
+            for route in ROUTES}
+
+
+def _model_entry(network: str, module: nn.Module, path: Path, source: ExportSource,
+                 parity: ParityResult) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "file": path.name,
+        "architecture": source.architectures[network],
+        "params": count_params(module),
+        "macs": count_macs(module),
+        "sha256": sha256_file(path),
+        "input": INPUT_NAME,
+        "output": OUTPUT_NAMES[network],
+        "parity": {"max_abs_diff": parity.max_abs_diff, "min_cosine": parity.min_cosine},
+    }
+    if network in source.notes:
+        entry["note"] = source.notes[network]
+    return entry
+
+
+def _manifest(name: str, source: ExportSource, options: ExportOptions, thresholds: dict[str, dict[str, Any]],
+              models: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "input": {
+            "size": [CROP_SIZE, CROP_SIZE],
+            "layout": "NCHW",
+            "channel_order": "RGB",
+            "dtype": "float32",
+            "normalisation": {"mean": 127.5, "std": 127.5},
+            "alignment": {"method": "similarity-5pt", "template": ARCFACE_TEMPLATE.tolist()},
+        },
+        "embedding_size": EMBEDDING_SIZE,
+        "metric": "cosine",
+        "thresholds": thresholds,
+        "models": models,
+        "source": source.source,
+        "tools": {
+            "bfm": bfm_train.__version__,
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "opset": options.opset,
+        },
+        "licence": options.licence or source.licence,
+    }

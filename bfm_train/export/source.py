@@ -1,0 +1,131 @@
+"""Where the three networks of a bundle come from: a training checkpoint or pretrained weights."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bfm_deploy.bundle import sha256_file
+from bfm_deploy.errors import BfmError
+from bfm_train.models import get_model
+from bfm_train.models.pretrained import W600K_MBF, w600k_mbf_path
+from bfm_train.models.system import BFMSystem
+
+from .options import RANDOM_CLASSIFIER, ExportOptions
+
+W600K_LICENCE = (
+    "Derived from insightface's w600k_mbf weights, released for NON-COMMERCIAL RESEARCH PURPOSES ONLY; "
+    "this bundle inherits that restriction."
+)
+OWN_LICENCE = "Weights trained with bfm; their use is bound by the licences of the training data."
+
+
+@dataclass
+class ExportSource:
+    """The three networks in eval mode plus what the manifest says about their origin."""
+
+    networks: dict[str, nn.Module]  # classifier, full, partial
+    architectures: dict[str, str]
+    default_name: str
+    source: dict[str, Any]  # manifest "source"
+    licence: str
+    notes: dict[str, str] = field(default_factory=dict)  # per network, e.g. "copy of full"
+
+
+def load_source(checkpoint: str | Path | None, options: ExportOptions) -> ExportSource:
+    if (checkpoint is None) == (options.from_pretrained is None):
+        raise BfmError("give either a checkpoint or --from-pretrained NAME (exactly one)")
+    if options.from_pretrained is not None:
+        return _from_pretrained(options)
+    return _from_checkpoint(Path(checkpoint), options)  # type: ignore[arg-type]
+
+
+def _from_pretrained(options: ExportOptions) -> ExportSource:
+    name = str(options.from_pretrained)
+    system = BFMSystem.build(options.backbone, pretrained=name)
+    if name == W600K_MBF:
+        weights_file = w600k_mbf_path()
+    else:
+        weights_file = Path(name)
+    classifier, classifier_origin = _classifier(None, options)
+    assert system.partial is not None  # BFMSystem.build always makes both extractors
+    networks = {"classifier": classifier, "full": system.full, "partial": system.partial}
+    source = {
+        "checkpoint": f"pretrained:{weights_file.name if name != W600K_MBF else name}",
+        "sha256": sha256_file(weights_file),
+        "classifier": classifier_origin,
+        "extractors": "full and partial both hold the pretrained weights",
+    }
+    licence = W600K_LICENCE if name == W600K_MBF or "w600k" in name.lower() else OWN_LICENCE
+    return ExportSource(_eval(networks), _architectures(options.backbone), _stem(name), source, licence)
+
+
+def _from_checkpoint(path: Path, options: ExportOptions) -> ExportSource:
+    system = BFMSystem.from_checkpoint(path)
+    notes: dict[str, str] = {}
+    classifier, classifier_origin = _classifier(system.classifier, options)
+    partial = system.partial
+    if partial is None:
+        # A baseline recipe trains only E_F; routing to a copy of it keeps the bundle contract (three graphs).
+        partial = copy.deepcopy(system.full)
+        notes["partial"] = "copy of full: the checkpoint has no partial-face extractor (baseline recipe)"
+    networks = {"classifier": classifier, "full": system.full, "partial": partial}
+    source = {"checkpoint": path.name, "sha256": sha256_file(path), "classifier": classifier_origin}
+    source.update(_checkpoint_metadata(path))
+    mentions_w600k = "w600k" in json.dumps(source).lower()
+    licence = W600K_LICENCE if mentions_w600k else OWN_LICENCE
+    return ExportSource(_eval(networks), _architectures(system.backbone), path.stem, source, licence, notes)
+
+
+def _classifier(from_source: nn.Module | None, options: ExportOptions) -> tuple[nn.Module, str]:
+    choice = options.classifier
+    if choice is None:
+        if from_source is None:
+            raise BfmError("the source has no mask classifier: pass --classifier random or --classifier CHECKPOINT")
+        return from_source, "from the source checkpoint"
+    if choice == RANDOM_CLASSIFIER:
+        # Seeded so that re-exporting gives the same bundle; such a classifier routes at random.
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(options.seed)
+        try:
+            model = get_model("classifier")
+        finally:
+            torch.random.set_rng_state(generator_state)
+        return model, f"random initialisation (seed {options.seed}), untrained: routing is arbitrary"
+    path = Path(choice)
+    other = BFMSystem.from_checkpoint(path)
+    if other.classifier is None:
+        raise BfmError(f"{path.name} has no classifier.* tensors")
+    return other.classifier, f"from {path.name} (sha256 {sha256_file(path)})"
+
+
+def _checkpoint_metadata(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    keep = {k: meta[k] for k in ("recipe", "epoch", "step", "backbone") if k in meta}
+    if "config" in meta:
+        try:
+            keep["config"] = json.loads(meta["config"])
+        except json.JSONDecodeError:
+            keep["config"] = meta["config"]
+    return keep
+
+
+def _architectures(backbone: str) -> dict[str, str]:
+    return {"classifier": "classifier", "full": backbone, "partial": backbone}
+
+
+def _eval(networks: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    return {k: v.eval() for k, v in networks.items()}
+
+
+def _stem(name: str) -> str:
+    return Path(name).stem or "bundle"

@@ -1,0 +1,134 @@
+"""Bundle.load: a valid bundle loads; every kind of damage is one clear BfmError."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bfm_deploy.bundle import Bundle
+from bfm_deploy.errors import BfmError
+
+
+def linked_copy(bundle: Path, dest: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """A copy of ``bundle`` that links the big files and rewrites manifest.json through ``edit``."""
+    dest.mkdir()
+    for file in bundle.iterdir():
+        if file.name != "manifest.json":
+            (dest / file.name).symlink_to(file)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    if edit is not None:
+        edit(manifest)
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+def test_load_exposes_thresholds_paths_and_contract(mbf_bundle: Path) -> None:
+    bundle = Bundle.load(mbf_bundle)
+    assert bundle.name == "mbf" and bundle.embedding_size == 512
+    assert bundle.threshold("full") == 0.30 and bundle.threshold("partial") == 0.25
+    assert bundle.path("partial") == mbf_bundle / "partial.onnx"
+    assert bundle.models["classifier"].output_name == "logits"
+    assert bundle.input.size == (112, 112) and (bundle.input.mean, bundle.input.std) == (127.5, 127.5)
+    assert bundle.input.template[0] == pytest.approx((38.2946, 51.6963))
+    assert bundle.weights == mbf_bundle / "weights.safetensors"
+
+
+def _drop(*keys: str) -> Callable[[dict[str, Any]], None]:
+    def edit(manifest: dict[str, Any]) -> None:
+        obj = manifest
+        for key in keys[:-1]:
+            obj = obj[key]
+        del obj[keys[-1]]
+
+    return edit
+
+
+def _set(value: Any, *keys: str) -> Callable[[dict[str, Any]], None]:
+    def edit(manifest: dict[str, Any]) -> None:
+        obj = manifest
+        for key in keys[:-1]:
+            obj = obj[key]
+        obj[keys[-1]] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_drop("models", "full", "sha256"), "'models.full.sha256' is missing"),
+        (_drop("thresholds", "partial"), "'thresholds.partial' is missing"),
+        (_set("0.3", "thresholds", "full", "value"), "'thresholds.full.value' must be"),
+        (_set(1.5, "thresholds", "full", "value"), "in [-1, 1]"),
+        (_set(2, "format_version"), "format_version 2 is not supported"),
+        (_set("onnx-bundle", "format"), "'format' must be 'bfm-bundle'"),
+        (_set("BGR", "input", "channel_order"), "'input.channel_order' must be 'RGB'"),
+        (_set("../full.onnx", "models", "full", "file"), "must be a file name inside the bundle"),
+        (_set(True, "models", "classifier", "params"), "'models.classifier.params' must be an integer"),
+        (_set("A" * 64, "models", "partial", "sha256"), "lowercase hex sha256"),
+        (_set("l2", "metric"), "'metric' must be 'cosine'"),
+        (_set([], "models"), "'models' must be an object"),
+    ],
+)
+def test_edited_manifest_is_refused(mbf_bundle: Path, tmp_path: Path, edit: Callable[..., None], message: str) -> None:
+    path = linked_copy(mbf_bundle, tmp_path / "b", edit)
+    with pytest.raises(BfmError) as info:
+        Bundle.load(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_corrupt_json(mbf_bundle: Path, tmp_path: Path) -> None:
+    path = linked_copy(mbf_bundle, tmp_path / "b")
+    text = (path / "manifest.json").read_text()
+    (path / "manifest.json").write_text(text[: len(text) // 2])
+    with pytest.raises(BfmError, match="not valid JSON"):
+        Bundle.load(path)
+    (path / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(BfmError, match="expected a JSON object"):
+        Bundle.load(path)
+
+
+def test_onnx_sha256_mismatch_names_the_file(mbf_bundle: Path, tmp_path: Path) -> None:
+    path = linked_copy(mbf_bundle, tmp_path / "b")
+    (path / "full.onnx").unlink()
+    shutil.copy(mbf_bundle / "full.onnx", path / "full.onnx")
+    with open(path / "full.onnx", "r+b") as fh:  # flip one byte in the middle of the weights
+        fh.seek(fh.seek(0, 2) // 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(BfmError, match=r"full\.onnx does not match the sha256.*re-export"):
+        Bundle.load(path)
+    Bundle.load(path, verify_files=False)  # the manifest itself is fine
+
+
+def test_missing_pieces(mbf_bundle: Path, tmp_path: Path) -> None:
+    with pytest.raises(BfmError, match="not found.*--bundle"):
+        Bundle.load(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BfmError, match="manifest.json is missing"):
+        Bundle.load(tmp_path / "empty")
+    path = linked_copy(mbf_bundle, tmp_path / "b")
+    (path / "classifier.onnx").unlink()
+    with pytest.raises(BfmError, match="classifier.onnx is missing"):
+        Bundle.load(path)
+
+
+def test_bundle_without_torch_weights_loads(mbf_bundle: Path, tmp_path: Path) -> None:
+    path = linked_copy(mbf_bundle, tmp_path / "b", _drop("weights"))
+    (path / "weights.safetensors").unlink()
+    assert Bundle.load(path).weights is None
+
+
+def test_torch_weights_are_checked_when_used(mbf_bundle: Path, tmp_path: Path) -> None:
+    path = linked_copy(mbf_bundle, tmp_path / "b")
+    (path / "weights.safetensors").unlink()
+    (path / "weights.safetensors").write_bytes((mbf_bundle / "weights.safetensors").read_bytes()[:-8])
+    bundle = Bundle.load(path)  # the ONNX graphs are fine; ort never reads the weights
+    with pytest.raises(BfmError, match="weights.safetensors does not match the sha256"):
+        bundle.verify_weights()
