@@ -1,0 +1,38 @@
+"""The training set a config describes: identity folders or RecordIO, with the identity filters applied."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from bfm_deploy.datasets import lfw_identities_in_folds, read_lfw_pairs
+from bfm_deploy.errors import BfmError
+
+from ..data import PairedFolderDataset, RecordDataset
+from .config import TrainConfig, resolve_path
+
+
+def build_dataset(config: TrainConfig) -> Dataset[Any]:
+    data = config.data
+    masked = data.masked_root if config.recipe != "baseline1" else None
+    exclude = set(data.exclude_identities)
+    if data.exclude_lfw_pairs:
+        pairs = read_lfw_pairs(resolve_path(data.exclude_lfw_pairs), resolve_path(data.root))
+        n_folds = max(p.fold for p in pairs) + 1
+        bad = [f for f in data.exclude_lfw_folds if not 1 <= f <= n_folds]
+        if bad:
+            raise BfmError(f"data.exclude_lfw_folds: fold {bad[0]} is not in 1..{n_folds}")
+        exclude |= lfw_identities_in_folds(pairs, {f - 1 for f in data.exclude_lfw_folds})
+    if data.format == "rec":
+        if exclude or data.include_identities is not None or data.min_images > 1:
+            raise BfmError("identity include/exclude lists and min_images apply to data.format: folder only")
+        return RecordDataset(resolve_path(data.root), None if masked is None else resolve_path(masked))
+    return PairedFolderDataset(
+        resolve_path(data.root),
+        None if masked is None else resolve_path(masked),
+        include=data.include_identities,
+        exclude=exclude,
+        min_images=data.min_images,
+        missing_masked=data.missing_masked,
+    )
