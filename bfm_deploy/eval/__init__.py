@@ -1,0 +1,1 @@
+"""``bfm-eval``: the paper's verification accuracy protocol (10-fold thresholds, matching cases, mask accuracy)."""
