@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -40,3 +40,27 @@ def one_line_errors(func: F) -> F:
             fail("interrupted")
 
     return wrapper  # type: ignore[return-value]
+
+
+class OneLineCommand(click.Command):
+    """Usage errors (unknown option, bad value) as one ``error: ...`` line and exit 2, like every BfmError.
+
+    Click's default prints the usage block and a hint over several lines. Every bfm tool uses this class.
+    """
+
+    # click types main() with overloads on standalone_mode; this override always runs standalone
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            fail(exc.format_message())
+        except click.Abort:
+            fail("aborted")
+        sys.exit(code if isinstance(code, int) else 0)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_path
 from .backends import BACKEND_NAMES
-from .cli_support import fail, one_line_errors
+from .cli_support import fail, OneLineCommand, one_line_errors
 from .errors import BfmError
 from .verifier import CASE_NAMES, PairError, Verifier, VerifyResult
 
@@ -99,7 +99,7 @@ def _verify_pairs(verifier: Verifier, pairs_file: Path, out: Path | None, aligne
     return 0
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("images", nargs=-1, metavar="[IMG1 IMG2]", type=click.Path(path_type=Path))
 @click.option("--bundle", type=click.Path(path_type=Path), default=default_bundle,
               help=f"Model bundle folder (default: $BFM_BUNDLE or {DEFAULT_BUNDLE}).")

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from ..cli_support import one_line_errors
+from ..cli_support import OneLineCommand, one_line_errors
 from .availability import require_tensorrt
 from .spec import ENGINE_MANIFEST, BatchProfile, BuildOptions
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--min-batch", default=1, show_default=True, help="Smallest batch the engines accept.")
 @click.option("--opt-batch", default=32, show_default=True, help="Batch TensorRT tunes the kernels for.")

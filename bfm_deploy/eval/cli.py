@@ -9,7 +9,7 @@ import click
 
 from ..backends import BACKEND_NAMES
 from ..bundle import Bundle
-from ..cli_support import one_line_errors
+from ..cli_support import OneLineCommand, one_line_errors
 from ..datasets import default_data_dir
 from ..errors import BfmError
 from . import protocols
@@ -75,7 +75,7 @@ def _open_verifier(backend: str, batch_size: int) -> ModelFactory:
     return open_model
 
 
-@click.command(help=HELP, context_settings={"max_content_width": 100})
+@click.command(cls=OneLineCommand, help=HELP, context_settings={"max_content_width": 100})
 @click.option("--dataset", "dataset", metavar="|".join(DATASETS), help="Which protocol to run.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Folder holding lfw/ and mfr2/ (pairs: the pairs file's folder). "

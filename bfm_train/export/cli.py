@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from bfm_deploy.cli_support import one_line_errors
+from bfm_deploy.cli_support import OneLineCommand, one_line_errors
 
 from .exporter import export_bundle
 from .options import MIN_OPSET, ExportOptions
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
 @click.option("--name", help="Bundle name (default: the checkpoint's file stem); written to engines/NAME.")
 @click.option("--out", type=click.Path(path_type=Path), help="Bundle folder (instead of engines/NAME).")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from bfm_deploy.cli_support import one_line_errors
+from bfm_deploy.cli_support import OneLineCommand, one_line_errors
 from bfm_deploy.errors import BfmError
 
 from .dataset import REPORT_NAME, RunConfig, list_images, run
@@ -24,7 +24,7 @@ def _types(value: str) -> tuple[str, ...]:
     return types
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("src", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--types", default=",".join(DRAWN_TYPES), show_default=True,

@@ -7,7 +7,7 @@ import json
 import click
 import yaml
 
-from bfm_deploy.cli_support import one_line_errors
+from bfm_deploy.cli_support import OneLineCommand, one_line_errors
 
 from .config import load_config
 
@@ -19,7 +19,7 @@ Examples:
 """
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (defaults: the paper's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. optim.lr=0.01 (repeatable).")
 @click.option("--resume", default=None, metavar="auto|PATH", help="Continue from the latest checkpoint of run_dir (auto) or a file.")
