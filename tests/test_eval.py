@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bfm_deploy.detect.scrfd import default_model_path
 from bfm_deploy.errors import BfmError
 from bfm_deploy.eval import metrics, protocols, report
 from bfm_deploy.eval.cli import main
@@ -400,3 +401,16 @@ def test_detecting_loader_aligns_once_and_falls_back_to_resizing(data_dir: Path,
     assert crop.shape == (112, 112, 3) and loader(image) is crop
     assert loader(blank).shape == (112, 112, 3)
     assert loader.fallbacks == [blank] and "no face detected in 1 images" in loader.notes()[0]
+
+
+def test_detecting_loader_with_scrfd_and_bad_detector_names(data_dir: Path) -> None:
+    image = next((data_dir / "mfr2").glob("*/*_0001.png"))
+    with pytest.raises(BfmError, match="unknown detector 'retina'"):
+        DetectingLoader(detector="retina")  # type: ignore[arg-type]
+    try:
+        default_model_path()
+    except BfmError as exc:
+        pytest.skip(str(exc))  # the SCRFD model comes with an optional package
+    loader = DetectingLoader(detector="scrfd")
+    crop = loader(image)
+    assert crop.shape == (112, 112, 3) and not loader.fallbacks

@@ -1,7 +1,8 @@
-"""Face detection (MTCNN on ONNX Runtime) and five-point alignment; torch-free."""
+"""Face detection (MTCNN, or SCRFD, on ONNX Runtime) and five-point alignment; torch-free."""
 
 from .face import AlignerConfig, AlignmentInfo, FaceAligner, NoFaceError, detect_and_align, face_priority
 from .mtcnn import Face, MtcnnConfig, MtcnnDetector
+from .scrfd import ScrfdConfig, ScrfdDetector
 
 __all__ = [
     "AlignerConfig",
@@ -11,6 +12,8 @@ __all__ = [
     "MtcnnConfig",
     "MtcnnDetector",
     "NoFaceError",
+    "ScrfdConfig",
+    "ScrfdDetector",
     "detect_and_align",
     "face_priority",
 ]

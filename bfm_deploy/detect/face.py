@@ -13,6 +13,7 @@ from ..alignment import CROP_SIZE, align_face
 from ..errors import BfmError
 from ..images import ImageLimits, load_image
 from .mtcnn import Face, MtcnnConfig, MtcnnDetector
+from .scrfd import ScrfdConfig, ScrfdDetector
 
 
 class NoFaceError(BfmError):
@@ -21,7 +22,8 @@ class NoFaceError(BfmError):
 
 @dataclass(frozen=True)
 class AlignerConfig:
-    detector: MtcnnConfig = field(default_factory=MtcnnConfig)
+    # MTCNN (the paper's detector) by default; SCRFD gives far better landmarks on masked faces.
+    detector: MtcnnConfig | ScrfdConfig = field(default_factory=MtcnnConfig)
     crop_size: int = CROP_SIZE
     # How much an off-centre face is penalised against a larger one: a face at an image corner counts as
     # (1 - centre_weight) of its size. Photos for verification are framed on their subject, while the
@@ -56,7 +58,10 @@ class FaceAligner:
 
     def __init__(self, config: AlignerConfig | None = None) -> None:
         self.config = config or AlignerConfig()
-        self.detector = MtcnnDetector(self.config.detector)
+        detector = self.config.detector
+        self.detector: MtcnnDetector | ScrfdDetector = (
+            ScrfdDetector(detector) if isinstance(detector, ScrfdConfig) else MtcnnDetector(detector)
+        )
 
     def detect_and_align(self, bgr: np.ndarray, name: str = "image") -> tuple[np.ndarray, AlignmentInfo]:
         """The aligned crop (BGR uint8, crop_size^2) of the largest, most centred face in ``bgr``.

