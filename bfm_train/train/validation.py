@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from bfm_deploy.datasets import Pair, read_lfw_pairs
 from bfm_deploy.errors import BfmError
+from bfm_deploy.eval.metrics import best_threshold
 
 from ..data.folders import IMAGE_EXTENSIONS
 from ..data.images import load_face, to_tensor
@@ -23,18 +24,8 @@ from .config import ValConfig, resolve_path
 
 def best_threshold_accuracy(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     """(accuracy, threshold) of the best rule ``same <=> score >= threshold`` over the given pairs."""
-    order = np.argsort(-scores, kind="stable")
-    s, t = scores[order], same[order].astype(np.int64)
-    n, positives = len(s), int(t.sum())
-    # Threshold at the k-th highest score accepts the first k pairs: TP = cumsum(t), TN = negatives - FP.
-    tp = np.concatenate([[0], np.cumsum(t)])
-    fp = np.concatenate([[0], np.cumsum(1 - t)])
-    correct = tp + (n - positives - fp)
-    # Only cut between distinct scores (ties must land on the same side).
-    valid = np.concatenate([[True], np.append(s[1:] != s[:-1], True)])
-    k = int(np.argmax(np.where(valid, correct, -1)))
-    threshold = float(s[k - 1]) if k > 0 else float(s[0]) + 1e-6
-    return float(correct[k]) / n, threshold
+    threshold = best_threshold(scores, same)
+    return float(((scores >= threshold) == same.astype(bool)).mean()), threshold
 
 
 def _twin(masked_root: Path, image: Path) -> Path | None:
