@@ -414,3 +414,13 @@ def test_detecting_loader_with_scrfd_and_bad_detector_names(data_dir: Path) -> N
     loader = DetectingLoader(detector="scrfd")
     crop = loader(image)
     assert crop.shape == (112, 112, 3) and not loader.fallbacks
+
+
+@pytest.mark.parametrize("detector", ["mtcnn", "scrfd"])
+def test_cli_passes_the_detector_to_mfr2_and_detected_pairs(data_dir: Path, detector: str) -> None:
+    from bfm_deploy.eval import cli
+    from bfm_deploy.eval.faces import DetectingLoader
+
+    mfr2 = cli._base_set("mfr2", data_dir, None, False, detector, None, None)
+    assert len(mfr2.pairs) == 848
+    assert isinstance(mfr2.load, DetectingLoader) and mfr2.load.detector == detector

@@ -13,7 +13,7 @@ from ..cli_support import OneLineCommand, one_line_errors
 from ..datasets import default_data_dir
 from ..errors import BfmError
 from . import protocols
-from .faces import DETECTORS, DetectingLoader
+from .faces import DETECTORS, DetectingLoader, DetectorName
 from .folds import parse_fold_spec
 from .methods import collect_methods
 from .report import table, to_json, write_json, write_plot
@@ -108,7 +108,7 @@ def _open_verifier(backend: str, batch_size: int) -> ModelFactory:
 @click.argument("more_compare", nargs=-1, metavar="[NAME=SPEC]...")
 @one_line_errors
 def main(dataset: str | None, data_dir: Path | None, pairs_file: Path | None, detect: bool, bundle: str | None,
-         compare: tuple[str, ...], more_compare: tuple[str, ...], folds: str | None, pairs_per_fold: int | None, backend: str, batch_size: int, detector: str,
+         compare: tuple[str, ...], more_compare: tuple[str, ...], folds: str | None, pairs_per_fold: int | None, backend: str, batch_size: int, detector: DetectorName,
          seed: int, mask_templates: bool, cache_dir: Path | None, json_path: Path | None,
          plot_path: Path | None) -> None:
     started = time.perf_counter()
@@ -131,7 +131,7 @@ def main(dataset: str | None, data_dir: Path | None, pairs_file: Path | None, de
     data_dir = data_dir if data_dir is not None else default_data_dir()
     if not data_dir.is_dir() and not (dataset == "pairs" and pairs_file is not None):
         raise BfmError(f"data dir {data_dir} not found (pass --data-dir or set BFM_DATA)")
-    base = _base_set(dataset, data_dir, pairs_file, detect, folds, pairs_per_fold)
+    base = _base_set(dataset, data_dir, pairs_file, detect, detector, folds, pairs_per_fold)
     # Bundles before masking: a broken one should fail before minutes of work.
     bundles = load_bundles(methods, _open_verifier(backend, batch_size), batch_size)
     evalsets = [base] if dataset != "masked-lfw" else _masked_lfw(base, data_dir, seed, mask_templates, cache_dir)
@@ -150,7 +150,7 @@ def main(dataset: str | None, data_dir: Path | None, pairs_file: Path | None, de
     click.echo(f"{pairs} pairs per set, {len(methods)} method(s), {time.perf_counter() - started:.1f} s")
 
 
-def _base_set(dataset: str, data_dir: Path, pairs_file: Path | None, detect: bool, fold_spec: str | None,
+def _base_set(dataset: str, data_dir: Path, pairs_file: Path | None, detect: bool, detector: DetectorName, fold_spec: str | None,
               pairs_per_fold: int | None) -> protocols.EvalSet:
     if dataset in ("lfw", "masked-lfw"):
         base = protocols.lfw(data_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import cv2
 import numpy as np
@@ -19,7 +19,8 @@ from .protocols import CROP_SIZE
 RELAXED_THRESHOLDS = (0.5, 0.5, 0.5)
 # SCRFD's retry threshold (its default is 0.5): it is rarely needed, SCRFD finds masked faces readily.
 RELAXED_SCRFD_THRESHOLD = 0.3
-DETECTORS = ("mtcnn", "scrfd")
+DetectorName = Literal["mtcnn", "scrfd"]
+DETECTORS: tuple[str, ...] = get_args(DetectorName)
 
 
 @dataclass
@@ -35,7 +36,7 @@ class DetectingLoader:
     masked faces, which costs the pretrained w600k_mbf about three points of MFR2 accuracy.
     """
 
-    detector: Literal["mtcnn", "scrfd"] = "mtcnn"
+    detector: DetectorName = "mtcnn"
     crops: dict[Path, np.ndarray] = field(default_factory=dict)
     fallbacks: list[Path] = field(default_factory=list)
     relaxed: int = 0
