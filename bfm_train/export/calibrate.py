@@ -18,6 +18,7 @@ from tqdm import tqdm
 from bfm_deploy.bundle import ROUTES, sha256_file
 from bfm_deploy.datasets import read_lfw_pairs
 from bfm_deploy.errors import BfmError
+from bfm_deploy.eval.metrics import best_threshold
 from bfm_deploy.images import load_image
 from bfm_deploy.verifier import l2_normalise, preprocess, softmax_masked
 
@@ -60,26 +61,6 @@ def read_labelled_pairs(path: Path) -> list[LabelledPair]:
     if not pairs:
         raise BfmError(f"{path}: no pairs")
     return pairs
-
-
-def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
-    """(threshold, accuracy) maximising accuracy of ``score >= threshold``; mid-point of the best gap."""
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], same[order].astype(bool)
-    n = len(s)
-    # Predict "same" for the top k scores, k = 0..n.
-    same_in_top = np.concatenate([[0], np.cumsum(y)])
-    diff_below = (~y).sum() - np.concatenate([[0], np.cumsum(~y)])
-    accuracy = (same_in_top + diff_below) / n
-    # Only cut between distinct scores (a cut inside a run of ties is not realisable by a threshold).
-    valid = np.ones(n + 1, bool)
-    valid[1:n] = s[:-1] != s[1:]
-    accuracy = np.where(valid, accuracy, -1.0)
-    best = np.flatnonzero(accuracy == accuracy.max())
-    k = int(best[len(best) // 2])  # the middle of a plateau of equally good cuts
-    upper = s[k - 1] if k > 0 else 1.0 + 1e-6
-    lower = s[k] if k < n else -1.0 - 1e-6
-    return float(np.clip((upper + lower) / 2, -1.0, 1.0)), float(accuracy[k])
 
 
 class _Runner:
@@ -126,7 +107,8 @@ def calibrate(pairs_file: Path, networks: dict[str, nn.Module]) -> dict[str, Cal
         routed = partial_route if route == "partial" else ~partial_route
         enough = min(int((same & routed).sum()), int((~same & routed).sum())) >= MIN_PER_KIND
         subset = routed if enough else np.ones(len(pairs), bool)
-        value, accuracy = best_threshold(scores[subset], same[subset])
+        value = best_threshold(scores[subset], same[subset])
+        accuracy = float(((scores[subset] >= value) == same[subset]).mean())
         scope = (f"the {int(subset.sum())} pairs the classifier routes to {route}" if enough else
                  f"all {len(pairs)} pairs with the {route} extractor (only {int(routed.sum())} routed to {route})")
         result[route] = Calibration(value, accuracy, int(subset.sum()),
