@@ -54,25 +54,10 @@ def convert_to_fp16(source: str | os.PathLike[str], target: str | os.PathLike[st
             elif node.op_type == "Constant" and attr.name in ("value_float", "value_floats"):
                 raise BfmError(f"{source}: Constant {node.name!r} uses {attr.name}; not converted to FP16")
 
-    boundary: list[onnx.NodeProto] = []
-    for graph_input in graph.input:
-        if graph_input.type.tensor_type.elem_type != TensorProto.FLOAT:
-            continue
-        half_name = f"{graph_input.name}__fp16"
-        for node in graph.node:
-            node.input[:] = [half_name if name == graph_input.name else name for name in node.input]
-        boundary.append(helper.make_node("Cast", [graph_input.name], [half_name], to=TensorProto.FLOAT16,
-                                         name=f"{graph_input.name}_to_fp16"))
-    tail: list[onnx.NodeProto] = []
-    for graph_output in graph.output:
-        if graph_output.type.tensor_type.elem_type != TensorProto.FLOAT:
-            continue
-        half_name = f"{graph_output.name}__fp16"
-        for node in graph.node:
-            node.output[:] = [half_name if name == graph_output.name else name for name in node.output]
-        tail.append(helper.make_node("Cast", [half_name], [graph_output.name], to=TensorProto.FLOAT,
-                                     name=f"{graph_output.name}_to_fp32"))
-    nodes = [*boundary, *graph.node, *tail]
+    # The graph's float32 inputs and outputs stay float32: a Cast sits between each and the FP16 body.
+    head = _boundary_casts(graph, "input")
+    tail = _boundary_casts(graph, "output")
+    nodes = [*head, *graph.node, *tail]
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.value_info[:]  # intermediate types changed; TensorRT infers them again
@@ -84,6 +69,26 @@ def convert_to_fp16(source: str | os.PathLike[str], target: str | os.PathLike[st
     target = Path(target)
     onnx.save(model, str(target))
     return target
+
+
+def _boundary_casts(graph: onnx.GraphProto, side: str) -> list[onnx.NodeProto]:
+    """Rename each float32 graph ``side`` ("input" or "output") inside the body to ``<name>__fp16`` and return
+    the Cast nodes that connect it to the unchanged float32 tensor."""
+    casts: list[onnx.NodeProto] = []
+    for value in getattr(graph, side):
+        if value.type.tensor_type.elem_type != TensorProto.FLOAT:
+            continue
+        half_name = f"{value.name}__fp16"
+        for node in graph.node:
+            ports = getattr(node, side)
+            ports[:] = [half_name if name == value.name else name for name in ports]
+        if side == "input":
+            casts.append(helper.make_node("Cast", [value.name], [half_name], to=TensorProto.FLOAT16,
+                                          name=f"{value.name}_to_fp16"))
+        else:
+            casts.append(helper.make_node("Cast", [half_name], [value.name], to=TensorProto.FLOAT,
+                                          name=f"{value.name}_to_fp32"))
+    return casts
 
 
 def _half(array: np.ndarray, name: str, source: str | os.PathLike[str]) -> onnx.TensorProto:
