@@ -16,12 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from .backends.base import NETWORKS, Network
+from .detect.spec import DetectorSpec
 from .errors import BfmError
 
 MANIFEST = "manifest.json"
 FORMAT = "bfm-bundle"
 FORMAT_VERSION = 1
 ROUTES: tuple[str, ...] = ("full", "partial")
+DEFAULT_BUNDLE = "engines/demo"
+
+
+def default_bundle() -> str:
+    """The bundle every tool uses unless told otherwise: ``$BFM_BUNDLE``, else ``engines/demo``."""
+    return os.environ.get("BFM_BUNDLE", DEFAULT_BUNDLE)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -77,6 +84,7 @@ class Bundle:
     thresholds: dict[str, Threshold]
     models: dict[Network, ModelEntry]
     weights: Path | None  # optional weights.safetensors for the torch backend
+    detector: DetectorSpec | None = None  # optional detector.onnx (the manifest's "detector" entry)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], verify_files: bool = True) -> Bundle:
@@ -109,6 +117,8 @@ class Bundle:
         """Check each ONNX file against the manifest's sha256 (the torch weights: ``verify_weights``)."""
         for entry in self.models.values():
             self._check(entry.file, entry.sha256)
+        if self.detector is not None:
+            self._check(self.detector.file, self.detector.sha256)
 
     def verify_weights(self) -> None:
         """Check ``weights.safetensors``; only the torch backend reads it, so only it pays for the hash."""
@@ -184,7 +194,58 @@ def _parse(root: Path, manifest: Any, f: _Fields) -> Bundle:
         entry = f.get(manifest, "weights", dict)
         weights = root / _plain_file_name(f.get(entry, "file", str, "weights."), "weights.file", f)
         _check_sha(f.get(entry, "sha256", str, "weights."), "weights.sha256", f)
-    return Bundle(root, name, manifest, contract, embedding_size, metric, thresholds, models, weights)
+    detector = _parse_detector(root, f.get(manifest, "detector", dict), f) if "detector" in manifest else None
+    return Bundle(root, name, manifest, contract, embedding_size, metric, thresholds, models, weights, detector)
+
+
+def _parse_detector(root: Path, obj: dict[str, Any], f: _Fields) -> DetectorSpec:
+    p = "detector."
+    size = f.get(obj, "input_size", list, p)
+    if len(size) != 2 or size[0] != size[1] or not all(isinstance(v, int) and not isinstance(v, bool) for v in size):
+        raise f.fail(p + "input_size", f"must be [side, side] (a square letterbox), got {size!r}")
+    outputs = f.get(obj, "outputs", list, p)
+    if not outputs or not all(isinstance(o, str) and o for o in outputs):
+        raise f.fail(p + "outputs", "must be a list of output tensor names")
+    norm = f.get(obj, "normalisation", dict, p)
+    try:
+        return DetectorSpec(
+            file=root / _plain_file_name(f.get(obj, "file", str, p), p + "file", f),
+            architecture=f.get(obj, "architecture", str, p),
+            decoding=f.get(obj, "decoding", str, p),
+            input_name=f.get(obj, "input", str, p),
+            output_names=tuple(outputs),
+            input_size=size[0],
+            mean=f.number(norm, "mean", p + "normalisation."),
+            std=f.number(norm, "std", p + "normalisation."),
+            channel_order=f.get(obj, "channel_order", str, p),
+            score_threshold=f.number(obj, "score_threshold", p),
+            nms_threshold=f.number(obj, "nms_threshold", p),
+            sha256=_check_sha(f.get(obj, "sha256", str, p), p + "sha256", f),
+            licence=f.get(obj, "licence", str, p),
+            source=f.get(obj, "source", str, p),
+        )
+    except BfmError as exc:
+        raise BfmError(f"{f.where}: {exc}; re-export the bundle with bfm-export") from None
+
+
+def detector_entry(spec: DetectorSpec, params: int) -> dict[str, Any]:
+    """The manifest's ``detector`` entry for ``spec`` (its file already in the bundle folder)."""
+    return {
+        "file": spec.file.name,
+        "architecture": spec.architecture,
+        "decoding": spec.decoding,
+        "input": spec.input_name,
+        "outputs": list(spec.output_names),
+        "input_size": [spec.input_size, spec.input_size],
+        "channel_order": spec.channel_order,
+        "normalisation": {"mean": spec.mean, "std": spec.std},
+        "score_threshold": spec.score_threshold,
+        "nms_threshold": spec.nms_threshold,
+        "params": params,
+        "sha256": sha256_file(spec.file),
+        "licence": spec.licence,
+        "source": spec.source,
+    }
 
 
 def _parse_input(obj: dict[str, Any], f: _Fields) -> InputContract:

@@ -47,11 +47,17 @@ class _Header:
     height: int = 0
 
 
-def load_image(source: str | os.PathLike[str] | np.ndarray, limits: ImageLimits | None = None) -> np.ndarray:
-    """Return ``source`` (a path or an array) as a contiguous BGR uint8 HxWx3 array, or raise ``BfmError``."""
+def load_image(source: str | os.PathLike[str] | np.ndarray, limits: ImageLimits | None = None,
+               max_side: int | None = None) -> np.ndarray:
+    """Return ``source`` (a path or an array) as a contiguous BGR uint8 HxWx3 array, or raise ``BfmError``.
+
+    ``max_side``: shrink the image so that its longer side is at most this (face detection needs no more:
+    a 6000x4000 photo then costs about what a small one does). A large JPEG is decoded at 1/2, 1/4 or 1/8
+    scale by libjpeg itself, which skips most of the decoding work.
+    """
     limits = limits or ImageLimits()
     if isinstance(source, np.ndarray):
-        return to_bgr_uint8(source, "array")
+        return shrink_to(to_bgr_uint8(source, "array"), max_side)
     if not isinstance(source, (str, os.PathLike)):
         raise BfmError(f"expected an image path or a numpy array, got {type(source).__name__}")
     path = Path(source)
@@ -66,13 +72,36 @@ def load_image(source: str | os.PathLike[str] | np.ndarray, limits: ImageLimits 
     # JPEG is always 8-bit: IMREAD_COLOR applies its EXIF orientation (IMREAD_UNCHANGED would ignore it).
     # Elsewhere IMREAD_UNCHANGED keeps 16-bit depth and alpha so that they are converted, not mangled.
     flags = cv2.IMREAD_COLOR if header.kind == "jpeg" else cv2.IMREAD_UNCHANGED
+    if header.kind == "jpeg" and max_side is not None:
+        flags = _reduced_jpeg_flag(max(header.width, header.height), max_side)
     try:
         image = cv2.imdecode(buffer, flags)
     except cv2.error as exc:
         raise BfmError(f"{path}: cannot decode image ({str(exc).strip().splitlines()[-1]})") from None
     if image is None:
         raise BfmError(f"{path}: cannot decode image (corrupt or unsupported format)")
-    return to_bgr_uint8(image, str(path))
+    return shrink_to(to_bgr_uint8(image, str(path)), max_side)
+
+
+# libjpeg's DCT scaling, largest factor first; each still applies the EXIF orientation like IMREAD_COLOR.
+_JPEG_REDUCTIONS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def _reduced_jpeg_flag(longer_side: int, max_side: int) -> int:
+    for factor, flag in _JPEG_REDUCTIONS:
+        if longer_side // factor >= max_side:
+            return flag
+    return cv2.IMREAD_COLOR
+
+
+def shrink_to(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``image`` scaled down (pixel area averaging) so that its longer side is at most ``max_side``."""
+    height, width = image.shape[:2]
+    if max_side is None or max(height, width) <= max_side:
+        return image
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.ascontiguousarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
 
 
 def to_bgr_uint8(image: np.ndarray, name: str = "array") -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 
@@ -19,6 +19,10 @@ from .backends import BACKEND_NAMES, Backend, create_backend
 from .bundle import Bundle
 from .errors import BfmError
 from .images import load_image
+from .tensor import to_nchw
+
+if TYPE_CHECKING:
+    from .detect import FaceAligner
 
 Image = Union[str, "os.PathLike[str]", np.ndarray]
 Route = Literal["full", "partial"]
@@ -60,8 +64,7 @@ class Face:
 
 def preprocess(crops: Sequence[np.ndarray], mean: float = 127.5, std: float = 127.5) -> np.ndarray:
     """Aligned BGR uint8 crops -> the tensor contract: NCHW float32 RGB, ``(x - mean) / std``."""
-    batch = np.stack(crops).astype(np.float32)[..., ::-1]  # BGR -> RGB
-    return np.ascontiguousarray(((batch - mean) / std).transpose(0, 3, 1, 2))
+    return to_nchw(crops, mean, std, reverse_channels=True)  # BGR -> RGB
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -91,7 +94,9 @@ class Verifier:
     """
 
     def __init__(self, bundle: Bundle | str | os.PathLike[str], backend: str | Backend = "auto",
-                 batch_size: int = 64, mask_threshold: float = 0.5) -> None:
+                 batch_size: int = 64, mask_threshold: float = 0.5, detector: str = "auto") -> None:
+        from .detect.choice import check_choice
+
         if batch_size < 2:
             raise BfmError(f"batch_size must be at least 2 (one pair), got {batch_size}")
         if not 0.0 < mask_threshold < 1.0:
@@ -99,12 +104,13 @@ class Verifier:
         if isinstance(backend, str) and backend not in BACKEND_NAMES:
             raise BfmError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        self.detector_choice = check_choice(detector)
         self._owns_backend = not isinstance(backend, Backend)
         self._backend_choice = backend
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
         self.batch_size = batch_size
         self.mask_threshold = mask_threshold
-        self._aligner: Any = None  # bfm_deploy.detect.FaceAligner, created on first use
+        self._aligner: FaceAligner | None = None
 
     @property
     def backend(self) -> Backend:
@@ -114,32 +120,65 @@ class Verifier:
             self._backend = create_backend(self._backend_choice, self.bundle)
         return self._backend
 
+    @property
+    def aligner(self) -> FaceAligner:
+        """The detector and aligner, created on first use (only photos that need detection pay for it)."""
+        if self._aligner is None:
+            from .detect import FaceAligner, open_detector
+
+            on_backend = self.detector_choice in ("auto", "bundle") and self.bundle.detector is not None
+            detector = open_detector(self.detector_choice, self.bundle, self.backend if on_backend else None)
+            self._aligner = FaceAligner(detector)
+        return self._aligner
+
+    @property
+    def detector_name(self) -> str:
+        return self.aligner.detector.name
+
     # -- faces -------------------------------------------------------------------------------------------
 
     def prepare(self, image: Image, aligned: bool = False) -> Face:
         """Decode ``image`` and return its aligned 112x112 crop (detecting the face unless ``aligned``)."""
-        bgr = load_image(image)
-        height, width = self.bundle.input.size
-        if aligned:
-            if bgr.shape[:2] != (height, width):
-                name = "array" if isinstance(image, np.ndarray) else str(image)
-                raise BfmError(f"{name}: an aligned face must be {width}x{height}, got {bgr.shape[1]}x{bgr.shape[0]} "
-                               "(drop --aligned to detect and align it)")
-            return Face(bgr)
-        if self._aligner is None:
-            from .detect import FaceAligner  # builds three ONNX sessions: only when detection is needed
+        (face,) = self.prepare_many([image], aligned)
+        if isinstance(face, BfmError):
+            raise face
+        return face
 
-            self._aligner = FaceAligner()
-        name = "image" if isinstance(image, np.ndarray) else str(image)
-        crop, info = self._aligner.detect_and_align(bgr, name)
-        return Face(np.ascontiguousarray(crop), info.note)
+    def prepare_many(self, images: Sequence[Image], aligned: bool = False) -> list[Face | BfmError]:
+        """Each image's aligned crop, or the ``BfmError`` that stopped it (unreadable, no face) in its place.
+
+        Photos are decoded and aligned on a thread pool and detected in one batch."""
+        if aligned:
+            return [self._aligned(image) for image in images]
+        return [item if isinstance(item, BfmError) else Face(item.crop, item.note)
+                for item in self.aligner.align_many(images)]
+
+    def _aligned(self, image: Image) -> Face | BfmError:
+        try:
+            bgr = load_image(image)
+        except BfmError as exc:
+            return exc
+        height, width = self.bundle.input.size
+        if bgr.shape[:2] != (height, width):
+            name = "array" if isinstance(image, np.ndarray) else str(image)
+            return BfmError(f"{name}: an aligned face must be {width}x{height}, got {bgr.shape[1]}x{bgr.shape[0]} "
+                            "(drop --aligned to detect and align it)")
+        return Face(bgr)
+
+    def _crops(self, images: Sequence[Image], aligned: bool) -> list[np.ndarray]:
+        crops = []
+        for face in self.prepare_many(images, aligned):
+            if isinstance(face, BfmError):
+                raise face
+            crops.append(face.crop)
+        return crops
 
     def _tensor(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         return preprocess(crops, self.bundle.input.mean, self.bundle.input.std)
 
-    def _run(self, network: Literal["classifier", "full", "partial"], crops: Sequence[np.ndarray]) -> np.ndarray:
-        outputs = [self.backend.infer(network, self._tensor(crops[i : i + self.batch_size]))
-                   for i in range(0, len(crops), self.batch_size)]
+    def _run(self, network: Literal["classifier", "full", "partial"], tensor: np.ndarray) -> np.ndarray:
+        outputs = [self.backend.infer(network, tensor[i : i + self.batch_size])
+                   for i in range(0, len(tensor), self.batch_size)]
         return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
     # -- public API --------------------------------------------------------------------------------------
@@ -148,17 +187,17 @@ class Verifier:
         """``N x embedding_size`` L2-normalised float32 embeddings of ``route``'s extractor."""
         if route not in ("full", "partial"):
             raise BfmError(f"route must be 'full' or 'partial', got {route!r}")
-        crops = [self.prepare(image, aligned).crop for image in images]
+        crops = self._crops(images, aligned)
         if not crops:
             return np.zeros((0, self.bundle.embedding_size), np.float32)
-        return l2_normalise(self._run(route, crops))
+        return l2_normalise(self._run(route, self._tensor(crops)))
 
     def mask_probability(self, images: Sequence[Image], aligned: bool = False) -> np.ndarray:
         """``N`` probabilities that each face wears a mask (softmax of the classifier)."""
-        crops = [self.prepare(image, aligned).crop for image in images]
+        crops = self._crops(images, aligned)
         if not crops:
             return np.zeros(0, np.float32)
-        return softmax_masked(self._run("classifier", crops))
+        return softmax_masked(self._run("classifier", self._tensor(crops)))
 
     def verify(self, a: Image, b: Image, aligned: bool = False) -> VerifyResult:
         (result,) = self.verify_many([(a, b)], aligned=aligned)
@@ -186,19 +225,22 @@ class Verifier:
 
     def _verify_chunk(self, chunk: list[tuple[Image, Image]], aligned: bool,
                       errors: str) -> list[VerifyResult | PairError]:
+        faces = self.prepare_many([image for pair in chunk for image in pair], aligned)
         prepared: list[tuple[Face, Face] | PairError] = []
-        for a, b in chunk:
-            try:
-                prepared.append((self.prepare(a, aligned), self.prepare(b, aligned)))
-            except BfmError as exc:
+        for a, b in zip(faces[0::2], faces[1::2]):
+            if isinstance(a, BfmError) or isinstance(b, BfmError):
+                error = a if isinstance(a, BfmError) else b
                 if errors == "raise":
-                    raise
-                prepared.append(PairError(str(exc)))
+                    raise error
+                prepared.append(PairError(str(error)))
+            else:
+                prepared.append((a, b))
         good = [p for p in prepared if not isinstance(p, PairError)]
         if not good:
             return list(prepared)  # type: ignore[arg-type]
-        crops = [face.crop for pair in good for face in pair]
-        probs = softmax_masked(self.backend.infer("classifier", self._tensor(crops))).reshape(-1, 2)
+        # One tensor for every face: the classifier sees all of it, each extractor its route's rows.
+        tensor = self._tensor([face.crop for pair in good for face in pair])
+        probs = softmax_masked(self.backend.infer("classifier", tensor)).reshape(-1, 2)
         masked = probs >= self.mask_threshold
         cases = [case_of(bool(m[0]), bool(m[1])) for m in masked]
         routes: list[Route] = ["full" if case == 1 else "partial" for case in cases]
@@ -208,7 +250,8 @@ class Verifier:
             members[route].append(i)
         for route, idx in members.items():
             if idx:
-                jobs[route] = self._tensor([face.crop for i in idx for face in good[i]])
+                rows = np.array([[2 * i, 2 * i + 1] for i in idx]).reshape(-1)
+                jobs[route] = tensor[rows]
         outputs = self.backend.infer_concurrent(jobs)
         scores = np.zeros(len(good), np.float32)
         for route, idx in members.items():
@@ -234,6 +277,9 @@ class Verifier:
         return results
 
     def close(self) -> None:
+        if self._aligner is not None:
+            self._aligner.close()
+            self._aligner = None
         if self._owns_backend and self._backend is not None:
             self._backend.close()
             self._backend = None

@@ -18,17 +18,13 @@ import click
 from tqdm import tqdm
 
 from .atomic import atomic_path
+from .bundle import DEFAULT_BUNDLE, default_bundle
 from .backends import BACKEND_NAMES
-from .cli_support import fail, OneLineCommand, one_line_errors
+from .cli_support import OneLineCommand, detector_option, fail, one_line_errors
 from .errors import BfmError
 from .verifier import CASE_NAMES, PairError, Verifier, VerifyResult
 
-DEFAULT_BUNDLE = "engines/demo"
 EXIT_SAME, EXIT_DIFFERENT = 0, 1
-
-
-def default_bundle() -> str:
-    return os.environ.get("BFM_BUNDLE", DEFAULT_BUNDLE)
 
 
 def read_pairs(path: Path) -> list[tuple[Path, Path]]:
@@ -112,12 +108,13 @@ def _verify_pairs(verifier: Verifier, pairs_file: Path, out: Path | None, aligne
                    "one JSON line per pair; exit 0 when all pairs were verified, else 2.")
 @click.option("--out", type=click.Path(path_type=Path), help="With --pairs: write the JSON lines here (atomically).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Largest batch per network.")
+@detector_option
 @one_line_errors
 def main(images: tuple[Path, ...], bundle: Path, backend: str, aligned: bool, as_json: bool,
-         pairs_file: Path | None, out: Path | None, batch_size: int) -> None:
+         pairs_file: Path | None, out: Path | None, batch_size: int, detector: str) -> None:
     """Verify that IMG1 and IMG2 show the same person (exit 0) or different people (exit 1); 2 on error.
 
-    Faces are detected and aligned (MTCNN) unless --aligned; the mask classifier routes the pair to the
+    Faces are detected (the bundle's detector, see --detector) and aligned unless --aligned; the mask classifier routes the pair to the
     full-face (case 1) or partial-face extractor (cases 2 and 3) and its threshold.
     """
     if pairs_file is not None and images:
@@ -126,7 +123,7 @@ def main(images: tuple[Path, ...], bundle: Path, backend: str, aligned: bool, as
         raise BfmError(f"expected two images (IMG1 IMG2) or --pairs FILE, got {len(images)} image(s)")
     if out is not None and pairs_file is None:
         raise BfmError("--out is only for --pairs")
-    with Verifier(bundle, backend=backend, batch_size=batch_size) as verifier:
+    with Verifier(bundle, backend=backend, batch_size=batch_size, detector=detector) as verifier:
         if pairs_file is not None:
             sys.exit(_verify_pairs(verifier, pairs_file, out, aligned))
         result = verifier.verify(images[0], images[1], aligned=aligned)

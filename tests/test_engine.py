@@ -423,7 +423,7 @@ class _FakeTrt(types.ModuleType):
             num_inputs = 1
 
             def get_input(self, index: int) -> Tensor:
-                return Tensor("input")
+                return Tensor(getattr(self, "input_name", "input"))
 
         class Error:
             def desc(self) -> str:
@@ -439,6 +439,10 @@ class _FakeTrt(types.ModuleType):
                 fake.parsed.append(path)
                 self.network.source = data  # type: ignore[attr-defined]
                 self.num_errors = 0 if data.startswith(b"\x08") else 1  # ONNX protobufs start with ir_version
+                if self.num_errors == 0:
+                    import onnx
+
+                    self.network.input_name = onnx.load_from_string(data).graph.input[0].name  # type: ignore[attr-defined]
                 return self.num_errors == 0
 
             def get_error(self, index: int) -> Error:
@@ -647,6 +651,39 @@ def _embed(x: np.ndarray, width: int) -> np.ndarray:
     return (x.reshape(len(x), -1).mean(1, keepdims=True) * np.arange(1, width + 1)).astype(np.float32)
 
 
+# The fake detector: input 'det_in' [N, 3, 64, 64], outputs 'a' [N, 5, 1] and 'b' [N, 5, 4] holding the mean.
+DETECTOR_OUTPUTS = {"a": (5, 1), "b": (5, 4)}
+
+
+def _fake_detector_context(cuda: _FakeCuda, executed: list[tuple[str, int]]) -> Any:
+    class Context:
+        def __init__(self) -> None:
+            self.addresses: dict[str, int] = {}
+            self.shape: tuple[int, ...] = (0,)
+
+        def set_tensor_address(self, name: str, ptr: int) -> bool:
+            self.addresses[name] = ptr
+            return True
+
+        def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+            self.shape = tuple(shape)
+            return name == "det_in"
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            return (self.shape[0], *DETECTOR_OUTPUTS[name])
+
+        def execute_async_v3(self, handle: int) -> bool:
+            n = self.shape[0]
+            x = cuda.memory[self.addresses["det_in"]].view(np.float32)[: n * 3 * 64 * 64].reshape(n, -1)
+            for name, shape in DETECTOR_OUTPUTS.items():
+                values = np.repeat(x.mean(1), int(np.prod(shape)))
+                cuda.memory[self.addresses[name]].view(np.float32)[: values.size] = values
+            executed.append(("detector", n))
+            return True
+
+    return Context()
+
+
 def _fake_runtime(fake_trt: _FakeTrt, cuda: _FakeCuda, executed: list[tuple[str, int]]) -> None:
     widths = {"classifier": 2, "full": 8, "partial": 8}
 
@@ -690,8 +727,8 @@ def _fake_runtime(fake_trt: _FakeTrt, cuda: _FakeCuda, executed: list[tuple[str,
         def get_tensor_shape(self, name: str) -> tuple[int, ...]:
             return (-1, widths[self.network])
 
-        def create_execution_context(self) -> Context:
-            return Context(self.network)
+        def create_execution_context(self) -> Any:
+            return _fake_detector_context(cuda, executed) if self.network == "detector" else Context(self.network)
 
     class Runtime:
         def __init__(self, logger: Any) -> None:
@@ -819,3 +856,65 @@ def test_trt_backend_failed_run_waits_for_queued_work(
         with pytest.raises(BfmError, match="execute_async_v3 failed"):
             backend.infer_concurrent({"full": x, "partial": x})
         assert cuda.log[0] == "exec full" and sum(e.startswith("sync") for e in cuda.log) == 3
+
+
+# ---- the bundle's detector: its own engine, profile and multi-output buffers ---------------------------------
+
+
+def _with_fake_detector(bundle: Path, data: bytes = b"detector bytes", size: int = 64) -> Path:
+    """Give a test bundle a detector entry (placeholder graph) with the fake engine's tensor names."""
+    (bundle / "detector.onnx").write_bytes(data)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["detector"] = {
+        "file": "detector.onnx", "architecture": "scrfd-500m", "decoding": "scrfd", "input": "det_in",
+        "outputs": list(DETECTOR_OUTPUTS), "input_size": [size, size], "channel_order": "RGB",
+        "normalisation": {"mean": 127.5, "std": 128.0}, "score_threshold": 0.5, "nms_threshold": 0.4,
+        "params": 1, "sha256": hashlib.sha256(data).hexdigest(), "licence": "test", "source": "test",
+    }
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return bundle
+
+
+def test_build_engines_builds_the_detector_with_its_own_profile(tmp_path: Path, use_fake_trt: Any) -> None:
+    fake = _FakeTrt("10.16.1.11", fp16_flag=True)
+    build = use_fake_trt(fake)
+    bundle = _tiny_bundle(tmp_path)
+    demo_detector = Path(__file__).resolve().parents[1] / "engines" / "demo" / "detector.onnx"
+    from bfm_deploy.detect.install import add_detector
+
+    add_detector(bundle, str(demo_detector), log=lambda _: None)
+    target = build.build_engines(bundle, BuildOptions(profile=BatchProfile(2, 16, 64), timing_cache=tmp_path / "t"))
+    manifest = EngineManifest.load(target / "engine_manifest.json")
+    entry = manifest.engines["detector"]
+    assert entry.max_batch == 32 and len(entry.outputs) == 9 and entry.input == "input.1"
+    assert fake.profiles[-1] == ("input.1", (2, 3, 320, 320), (16, 3, 320, 320), (32, 3, 320, 320))
+    sources = read_sources(bundle)
+    check_manifest(manifest, FACTS, {n: s.sha256 for n, s in sources.items()}, bundle)
+    # engines built before the bundle had a detector no longer match it
+    stale = replace(manifest, engines={n: e for n, e in manifest.engines.items() if n != "detector"})
+    with pytest.raises(BfmError, match="detector: no engine in the manifest"):
+        check_manifest(stale, FACTS, {n: s.sha256 for n, s in sources.items()}, bundle)
+
+
+def test_trt_backend_runs_the_detector_in_chunks(tmp_path: Path, fake_gpu: tuple[Any, _FakeCuda, list[tuple[str, int]]]) -> None:
+    trt_backend, cuda, executed = fake_gpu
+    bundle = _with_fake_detector(_bundle(tmp_path))
+    folder = _write_engines(bundle, FACTS, BatchProfile(4, 8, 16))
+    manifest = json.loads((folder / "engine_manifest.json").read_text())
+    (folder / "detector.engine").write_bytes(b"detector")
+    manifest["engines"]["detector"] = {
+        "file": "detector.engine", "onnx_sha256": read_sources(bundle)["detector"].sha256,
+        "sha256": hashlib.sha256(b"detector").hexdigest(), "input": "det_in", "output": "a",
+        "outputs": list(DETECTOR_OUTPUTS), "max_batch": 8,
+    }
+    (folder / "engine_manifest.json").write_text(json.dumps(manifest))
+    x = np.random.default_rng(1).normal(size=(11, 3, 64, 64)).astype(np.float32)
+    with trt_backend.TrtBackend(bundle) as backend:
+        a, b = backend.detect(x)
+        assert executed == [("detector", 8), ("detector", 4)]  # chunks of max_batch; 3 rows padded to min 4
+        assert a.shape == (11, 5, 1) and b.shape == (11, 5, 4)
+        np.testing.assert_allclose(a[:, 0, 0], x.reshape(11, -1).mean(1), rtol=1e-5)
+        np.testing.assert_allclose(b[:, 4, 3], x.reshape(11, -1).mean(1), rtol=1e-5)
+        with pytest.raises(BfmError, match=r"detector batch must be \[N, 3, 64, 64\]"):
+            backend.detect(x[:, :, :32])
+    assert cuda.memory == {}

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bfm_deploy.detect.scrfd import default_model_path
+from bfm_deploy.bundle import Bundle
 from bfm_deploy.errors import BfmError
 from bfm_deploy.eval import metrics, protocols, report
 from bfm_deploy.eval.cli import main
@@ -23,6 +23,8 @@ from bfm_deploy.eval.methods import collect_methods, parse_compare, parse_spec
 from bfm_deploy.eval.protocols import EvalPair, EvalSet
 from bfm_deploy.eval.scoring import FeatureCache, MethodScores, score_pairs
 from tests.conftest import DARKEN
+
+DEMO_BUNDLE = Path(__file__).resolve().parents[1] / "engines" / "demo"
 
 # ---------------------------------------------------------------- metrics
 
@@ -396,31 +398,42 @@ def test_detecting_loader_aligns_once_and_falls_back_to_resizing(data_dir: Path,
     image = next((data_dir / "mfr2").glob("*/*_0001.png"))
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((160, 160, 3), 128, np.uint8))
-    loader = DetectingLoader()
+    loader = DetectingLoader("auto", Bundle.load(DEMO_BUNDLE))
+    loader.prefetch([image, blank], progress=False)
     crop = loader(image)
     assert crop.shape == (112, 112, 3) and loader(image) is crop
     assert loader(blank).shape == (112, 112, 3)
-    assert loader.fallbacks == [blank] and "no face detected in 1 images" in loader.notes()[0]
+    assert loader.detector_name == "bundle:scrfd-500m"
+    notes = loader.notes()
+    assert loader.fallbacks == [blank] and "no face detected in 1 images" in notes[1], notes
 
 
-def test_detecting_loader_with_scrfd_and_bad_detector_names(data_dir: Path) -> None:
+def test_detecting_loader_rejects_bad_detector_names_and_uses_named_ones(data_dir: Path) -> None:
     image = next((data_dir / "mfr2").glob("*/*_0001.png"))
     with pytest.raises(BfmError, match="unknown detector 'retina'"):
-        DetectingLoader(detector="retina")  # type: ignore[arg-type]
-    try:
-        default_model_path()
-    except BfmError as exc:
-        pytest.skip(str(exc))  # the SCRFD model comes with an optional package
-    loader = DetectingLoader(detector="scrfd")
-    crop = loader(image)
-    assert crop.shape == (112, 112, 3) and not loader.fallbacks
+        DetectingLoader(detector="retina")
+    loader = DetectingLoader(detector="yunet")
+    assert loader(image).shape == (112, 112, 3) and not loader.fallbacks and loader.detector_name == "yunet"
 
 
-@pytest.mark.parametrize("detector", ["mtcnn", "scrfd"])
-def test_cli_passes_the_detector_to_mfr2_and_detected_pairs(data_dir: Path, detector: str) -> None:
+@pytest.mark.parametrize("detector", ["mtcnn", "auto"])
+def test_cli_passes_the_detector_to_mfr2(data_dir: Path, detector: str) -> None:
     from bfm_deploy.eval import cli
-    from bfm_deploy.eval.faces import DetectingLoader
 
-    mfr2 = cli._base_set("mfr2", data_dir, None, False, detector, None, None)
+    mfr2 = cli._base_set("mfr2", data_dir, None, False, DetectingLoader(detector), None, None)
     assert len(mfr2.pairs) == 848
     assert isinstance(mfr2.load, DetectingLoader) and mfr2.load.detector == detector
+
+
+def test_landmarks_dataset_reports_the_detector_error(data_dir: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    for source in sorted((data_dir / "lfw" / "raw-fold1").glob("*/*.jpg"))[:6]:
+        (photos / source.parent.name).mkdir(parents=True, exist_ok=True)
+        (photos / source.parent.name / source.name).write_bytes(source.read_bytes())
+    out = tmp_path / "lm.json"
+    result = CliRunner().invoke(main, ["--dataset", "landmarks", "--bundle", str(DEMO_BUNDLE), "--data-dir",
+                                       str(data_dir), "--photos", str(photos), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["detector"] == "bundle:scrfd-500m" and report["photos"] == report["found"] == 6
+    assert 0.5 < report["median_px"] < 5.0 and report["median_px_after_mean_offset"] <= report["median_px"] + 1e-9

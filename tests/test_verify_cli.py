@@ -93,6 +93,22 @@ def test_bad_image_exits_2_in_one_line(mbf_bundle: Path, faces: dict[str, Path],
     assert_one_line_error(result, fragment, bad_images[kind].name)
 
 
+@pytest.mark.parametrize("kind", ["missing", "directory", "zero-byte", "truncated", "text", "too-large"])
+def test_bad_image_on_the_detection_path_exits_2_in_one_line(mbf_bundle: Path, faces: dict[str, Path],
+                                                             bad_images: dict[str, Path], kind: str) -> None:
+    result = run(bad_images[kind], faces["a1"], "--bundle", mbf_bundle)  # photos are decoded on a thread pool
+    assert_one_line_error(result, bad_images[kind].name)
+
+
+def test_detector_option_is_checked_and_used(mbf_bundle: Path, data_dir: Path, tmp_path: Path) -> None:
+    photo = data_dir / "lfw" / "raw-fold1" / "Abel_Pacheco" / "Abel_Pacheco_0001.jpg"
+    other = data_dir / "lfw" / "raw-fold1" / "Abel_Pacheco" / "Abel_Pacheco_0004.jpg"
+    assert_one_line_error(run(photo, other, "--bundle", mbf_bundle, "--detector", "retina"), "unknown detector 'retina'")
+    for detector in ("auto", "yunet", "mtcnn"):
+        result = run(photo, other, "--bundle", mbf_bundle, "--detector", detector, "--json")
+        assert result.exit_code == 0, (detector, result.output)
+
+
 def test_truncated_jpeg_in_a_real_process(mbf_bundle: Path, faces: dict[str, Path], bad_images: dict[str, Path]) -> None:
     """No traceback and no decoder chatter (libjpeg warnings go straight to stderr, past click)."""
     proc = subprocess.run([sys.executable, "-m", "bfm_deploy.verify_cli", str(faces["a1"]), str(bad_images["truncated"]),

@@ -11,6 +11,8 @@ from typing import Literal
 
 import numpy as np
 
+from ..errors import BfmError
+
 Network = Literal["classifier", "full", "partial"]
 NETWORKS: tuple[Network, ...] = ("classifier", "full", "partial")
 
@@ -23,6 +25,11 @@ class Backend(ABC):
     @abstractmethod
     def infer(self, network: Network, batch: np.ndarray) -> np.ndarray:
         """Run one network on one batch; returns float32."""
+
+    def detect(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run the bundle's detector (``detector.onnx``) on a letterboxed NCHW float32 batch; its outputs in
+        the manifest's order."""
+        raise BfmError(f"the {self.name} backend has no detector: the bundle has no detector.onnx")
 
     def infer_concurrent(self, jobs: dict[Network, np.ndarray]) -> dict[Network, np.ndarray]:
         """Run several networks on their own batches, overlapping them where the backend can.

@@ -60,6 +60,11 @@ class OrtBackend(Backend):
                 raise BfmError(f"ort backend: cannot load {entry.file}: {str(exc).splitlines()[0]}") from None
             self._sessions[network] = session
             self._io[network] = (entry.input_name, entry.output_name)
+        self._detector: ort.InferenceSession | None = None
+        self._detector_io: tuple[str, list[str]] = ("", [])
+        if bundle.detector is not None:
+            self._detector = self._detector_session(bundle, options, providers)
+            self._detector_io = (bundle.detector.input_name, list(bundle.detector.output_names))
         on_gpu = all(s.get_providers()[0] == CUDA_PROVIDER for s in self._sessions.values())
         if device == "cuda" and not on_gpu:
             self.close()
@@ -72,6 +77,30 @@ class OrtBackend(Backend):
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         (out,) = self._sessions[network].run([output_name], {input_name: batch})
         return np.asarray(out, dtype=np.float32)
+
+    @staticmethod
+    def _detector_session(bundle: Bundle, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+        import onnxruntime as ort
+
+        spec = bundle.detector
+        assert spec is not None
+        try:
+            session = ort.InferenceSession(str(spec.file), sess_options=options, providers=providers)
+        except Exception as exc:
+            raise BfmError(f"ort backend: cannot load {spec.file}: {str(exc).splitlines()[0]}") from None
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = {o.name for o in session.get_outputs()}
+        if inputs != [spec.input_name] or not set(spec.output_names) <= outputs:
+            raise BfmError(f"bundle {bundle.root}: {spec.file.name} does not match its manifest entry "
+                           f"(graph inputs {inputs}, manifest input {spec.input_name!r} and outputs "
+                           f"{list(spec.output_names)}); re-export the bundle")
+        return session
+
+    def detect(self, batch: np.ndarray) -> list[np.ndarray]:
+        if self._detector is None:
+            return super().detect(batch)
+        spec_input, spec_outputs = self._detector_io
+        return list(self._detector.run(spec_outputs, {spec_input: np.ascontiguousarray(batch, dtype=np.float32)}))
 
     def infer_concurrent(self, jobs: dict[Network, np.ndarray]) -> dict[Network, np.ndarray]:
         # onnxruntime releases the GIL inside run(), so one thread per session overlaps the networks.
@@ -86,6 +115,7 @@ class OrtBackend(Backend):
         if pool is not None:
             pool.shutdown(wait=True)
         self._sessions = {}
+        self._detector = None
 
     def __repr__(self) -> str:
         return f"OrtBackend(device={self.device!r})"

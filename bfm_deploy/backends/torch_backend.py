@@ -4,6 +4,8 @@ Rebuilding modules from ONNX initialisers would tie us to exporter naming detail
 the state dicts (keys ``classifier.*``, ``full.*``, ``partial.*``) and the manifest names each architecture;
 the modules come from ``bfm_train.models.get_model``. torch is imported only when this backend is created.
 On CUDA the networks run in FP16 (the accuracy cost is negligible for these models), on CPU in FP32.
+The bundle's detector has no torch module of ours: this backend runs ``detector.onnx`` on an onnxruntime CPU
+session (rebuilding it in torch is the GPU issue's work).
 """
 
 from __future__ import annotations
@@ -69,6 +71,17 @@ class TorchBackend(Backend):
             if self.fp16:
                 model.half()
             self._models[network] = model
+        self._detector: Any = None
+        if bundle.detector is not None:
+            from ..detect.network import OnnxRunner
+
+            spec = bundle.detector
+            self._detector = OnnxRunner(spec.file, spec.input_name, spec.output_names)
+
+    def detect(self, batch: np.ndarray) -> list[np.ndarray]:
+        if self._detector is None:
+            return super().detect(batch)
+        return self._detector(np.ascontiguousarray(batch, dtype=np.float32))  # type: ignore[no-any-return]
 
     def infer(self, network: Network, batch: np.ndarray) -> np.ndarray:
         torch = self._torch

@@ -58,6 +58,28 @@ class _Slot:
             resource.close()
 
 
+@dataclass
+class _DetectorSlot:
+    """The detector's engine: one input, several outputs (scores, boxes, keypoints per stride), own stream."""
+
+    context: trt.IExecutionContext
+    stream: Stream
+    input_name: str
+    chw: tuple[int, int, int]
+    min_batch: int  # smaller batches are padded with zeros up to the profile's minimum
+    max_batch: int
+    host_in: PinnedBuffer
+    device_in: DeviceBuffer
+    outputs: list[tuple[str, tuple[int, ...], PinnedBuffer, DeviceBuffer]]  # name, shape per image, buffers
+
+    def close(self) -> None:
+        for _, _, host, device in self.outputs:
+            host.close()
+            device.close()
+        for resource in (self.host_in, self.device_in, self.stream):
+            resource.close()
+
+
 class TrtBackend(Backend):
     name = "trt"
 
@@ -83,9 +105,12 @@ class TrtBackend(Backend):
         self.profile = manifest.profile
         self._logger = trt.Logger(trt.Logger.INFO if verbose else trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
+        self._detector: _DetectorSlot | None = None
         try:
             for network in NETWORKS:
                 self._slots[network] = self._load(folder, manifest, network)
+            if "detector" in sources:
+                self._detector = self._load_detector(folder, manifest, sources["detector"].chw or self._chw)
         except BaseException:
             self.close()
             raise
@@ -95,14 +120,7 @@ class TrtBackend(Backend):
 
         entry = manifest.engines[network]
         path = folder / entry.file
-        if not path.is_file() or sha256_file(path) != entry.sha256:
-            raise BfmError(
-                f"{path} is missing or does not match its sha256 in {ENGINE_MANIFEST}; rebuild with: "
-                f"{rebuild_command(self._bundle_dir, manifest.profile)}"
-            )
-        engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
-        if engine is None:
-            raise BfmError(f"TensorRT could not deserialize {path}")
+        engine = self._deserialize(folder, manifest, network)
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         io = {name: engine.get_tensor_mode(name) for name in names}
         if io.get(entry.input) != trt.TensorIOMode.INPUT or io.get(entry.output) != trt.TensorIOMode.OUTPUT:
@@ -136,6 +154,78 @@ class TrtBackend(Backend):
             raise
         return _Slot(engine, context, stream, entry.input, entry.output, output_width,
                      host_in, host_out, device_in, device_out)
+
+    def _deserialize(self, folder: Path, manifest: EngineManifest, network: str) -> trt.ICudaEngine:
+        entry = manifest.engines[network]
+        path = folder / entry.file
+        if not path.is_file() or sha256_file(path) != entry.sha256:
+            raise BfmError(
+                f"{path} is missing or does not match its sha256 in {ENGINE_MANIFEST}; rebuild with: "
+                f"{rebuild_command(self._bundle_dir, manifest.profile)}"
+            )
+        engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            raise BfmError(f"TensorRT could not deserialize {path}")
+        return engine
+
+    def _load_detector(self, folder: Path, manifest: EngineManifest, chw: tuple[int, int, int]) -> _DetectorSlot:
+        """Buffers for the detector's profile maximum; each output's per-image shape is read from the context
+        once the input shape is fixed (the graph's anchor counts follow from its letterbox size)."""
+        entry = manifest.engines["detector"]
+        engine = self._deserialize(folder, manifest, "detector")
+        context = engine.create_execution_context()
+        if context is None:
+            raise BfmError("TensorRT could not create an execution context for the detector (out of GPU memory?)")
+        max_batch = entry.max_batch or manifest.profile.max
+        if not context.set_input_shape(entry.input, (max_batch, *chw)):
+            raise BfmError(f"the detector engine refused input shape {[max_batch, *chw]}; rebuild it")
+        owned: list[PinnedBuffer | DeviceBuffer | Stream] = []
+        try:
+            host_in = _own(owned, self._cuda.pinned((max_batch, *chw), np.float32))
+            device_in = _own(owned, self._cuda.device_buffer(host_in.nbytes))
+            outputs = []
+            for name in entry.outputs or [entry.output]:
+                dims = context.get_tensor_shape(name)
+                shape = tuple(int(dims[i]) for i in range(len(dims)))
+                host = _own(owned, self._cuda.pinned(shape, np.float32))
+                device = _own(owned, self._cuda.device_buffer(host.nbytes))
+                if not context.set_tensor_address(name, device.ptr):
+                    raise BfmError(f"TensorRT refused the buffer address of detector output {name!r}")
+                outputs.append((name, shape[1:], host, device))
+            stream = _own(owned, self._cuda.stream())
+            if not context.set_tensor_address(entry.input, device_in.ptr):
+                raise BfmError("TensorRT refused the detector's input buffer address")
+        except BaseException:
+            for resource in owned:
+                resource.close()
+            raise
+        min_batch = min(manifest.profile.min, max_batch)
+        return _DetectorSlot(context, stream, entry.input, chw, min_batch, max_batch, host_in, device_in, outputs)
+
+    def detect(self, batch: np.ndarray) -> list[np.ndarray]:
+        slot = self._detector
+        if slot is None:
+            return super().detect(batch)
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != slot.chw:
+            raise BfmError(f"detector batch must be [N, {', '.join(map(str, slot.chw))}], got {list(batch.shape)}")
+        parts: list[list[np.ndarray]] = [[] for _ in slot.outputs]
+        for start in range(0, len(batch), slot.max_batch):
+            chunk = np.ascontiguousarray(batch[start : start + slot.max_batch], dtype=np.float32)
+            rows = len(chunk)
+            padded = max(rows, slot.min_batch)
+            slot.host_in.array[:rows] = chunk
+            slot.host_in.array[rows:padded] = 0.0
+            slot.stream.copy_to_device(slot.device_in, slot.host_in, padded * int(np.prod(slot.chw)) * 4)
+            if not slot.context.set_input_shape(slot.input_name, (padded, *slot.chw)):
+                raise BfmError(f"TensorRT refused detector input shape {[padded, *slot.chw]}")
+            if not slot.context.execute_async_v3(slot.stream.handle):
+                raise BfmError("TensorRT execute_async_v3 failed on the detector (see the TensorRT log)")
+            for _, shape, host, device in slot.outputs:
+                slot.stream.copy_to_host(host, device, padded * int(np.prod(shape)) * 4)
+            slot.stream.synchronize()
+            for i, (_, _, host, _) in enumerate(slot.outputs):
+                parts[i].append(host.array[:rows].copy())
+        return [np.concatenate(p) for p in parts]
 
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:
         if batch.ndim != 4 or tuple(batch.shape[1:]) != self._chw:
@@ -201,6 +291,9 @@ class TrtBackend(Backend):
         slots, self._slots = getattr(self, "_slots", {}), {}
         for slot in slots.values():
             slot.close()
+        detector, self._detector = getattr(self, "_detector", None), None
+        if detector is not None:
+            detector.close()
 
 
 _R = TypeVar("_R", PinnedBuffer, DeviceBuffer, Stream)

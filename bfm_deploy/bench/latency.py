@@ -127,14 +127,15 @@ def _pipeline(bundle: Bundle, backend: Backend, options: LatencyOptions) -> dict
     aligned_paths = pipeline.lfw_pairs(data_dir, "aligned112", cfg.pairs)
     raw_paths = pipeline.lfw_pairs(data_dir, "raw-fold1", min(cfg.raw_pairs, 600)) if cfg.raw_pairs else []
     decoded = pipeline.decode_pairs(aligned_paths)
-    masked, masked_source = pipeline.masked_crops(data_dir, cfg.masked_dir, limit=max(1, len(decoded)))
-    steps = (cfg.runs + 1) * (2 if raw_paths else 1) + cfg.runs * len(cfg.prevalences)
+    masked, masked_source = pipeline.masked_crops(bundle, data_dir, cfg.masked_dir, limit=max(1, len(decoded)))
+    steps = (cfg.runs + 1) * (2 if raw_paths else 1) + cfg.runs * len(cfg.prevalences) + (cfg.runs if raw_paths else 0)
     report: dict[str, Any] = {"config": {**asdict(cfg), "masked_dir": str(cfg.masked_dir) if cfg.masked_dir else None},
                               "backend": backend.name, "masked_source": masked_source}
     with _progress(steps, "pipeline") as bar:
         report["aligned"] = pipeline.stage_split(bundle, backend, aligned_paths, True, cfg, bar.update)
         if raw_paths:
             report["raw"] = pipeline.stage_split(bundle, backend, raw_paths, False, cfg, bar.update)
+            report["raw_comparison"] = pipeline.raw_comparison(bundle, backend, raw_paths, cfg, bar.update)
         report["prevalence"] = [
             {"masked_pairs": p, **pipeline.overhead(bundle, backend, pipeline.mix_pairs(decoded, masked, p), cfg,
                                                     bar.update)}
@@ -179,6 +180,12 @@ def format_latency_table(report: dict[str, Any], networks: Sequence[str] = NETWO
                         f"batch p50/p90/p99 {s['batch_latency_ms']['p50']:.0f}/{s['batch_latency_ms']['p90']:.0f}/"
                         f"{s['batch_latency_ms']['p99']:.0f} ms")
             rows.append(f"  ms per pair: {split}")
+    if "raw_comparison" in pipe:
+        c = pipe["raw_comparison"]
+        fps = c["faces_per_s"]
+        rows.append(f"\nraw photos ({c['photos']}), faces/s: runtime ({c['runtime_detector']}) {fps['runtime']:.1f}, "
+                    f"runtime with mtcnn {fps['mtcnn']:.1f}, reference SCRFD-640 + E_F {fps['reference']:.1f}; "
+                    f"runtime/mtcnn {c['runtime_over_mtcnn']:.2f}, runtime/reference {c['runtime_over_reference']:.2f}")
     first = pipe["prevalence"][0]
     rows.append(f"\nmask prevalence (aligned crops in memory, {first['faces']} faces, batch {first['batch_size']}): "
                 "routed / E_F alone")

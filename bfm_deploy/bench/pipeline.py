@@ -31,7 +31,7 @@ from ..errors import BfmError
 from .stages import StageClock, TimedBackend, patch_everywhere, patch_method
 from .stats import median, percentile
 
-STAGES = ("decode", "detector_setup", "detect", "align", "preprocess", "classify", "extract", "compare")
+STAGES = ("decode", "detector_setup", "decode_align", "detect", "align", "preprocess", "classify", "extract", "compare")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -71,7 +71,7 @@ def lfw_pairs(data_dir: Path, folder: str, count: int) -> list[tuple[Path, Path]
     return pairs
 
 
-def masked_crops(data_dir: Path, masked_dir: Path | None, limit: int) -> tuple[list[np.ndarray], str]:
+def masked_crops(bundle: Bundle, data_dir: Path, masked_dir: Path | None, limit: int) -> tuple[list[np.ndarray], str]:
     """Aligned crops of masked faces and a description of where they came from.
 
     ``--masked-dir`` holds ready 112x112 crops; otherwise MFR2's photos labelled with a mask are detected and
@@ -89,22 +89,16 @@ def masked_crops(data_dir: Path, masked_dir: Path | None, limit: int) -> tuple[l
     labels_file = data_dir / "mfr2" / "mfr2_labels.txt"
     if not labels_file.is_file():
         raise BfmError(f"no masked faces: {labels_file} not found (pass --masked-dir with aligned masked crops)")
-    from ..detect import FaceAligner
+    from ..detect import FaceAligner, open_detector
 
     labelled = read_mfr2_labels(labels_file, data_dir / "mfr2")
-    paths = sorted(p for p, label in labelled.items() if label != MASK_FREE_LABEL and p.is_file())
-    aligner = FaceAligner()
-    crops = []
-    for path in paths:
-        if len(crops) == limit:
-            break
-        try:
-            crops.append(aligner.detect_and_align(images.load_image(path), path.name)[0])
-        except BfmError:
-            continue  # MTCNN misses a few heavily masked faces; they are simply not used
+    paths = sorted(p for p, label in labelled.items() if label != MASK_FREE_LABEL and p.is_file())[:limit]
+    with FaceAligner(open_detector("auto", bundle)) as aligner:
+        crops = [item.crop for item in aligner.align_many(paths) if not isinstance(item, BfmError)]
+        name = aligner.detector.name
     if not crops:
-        raise BfmError("MTCNN aligned none of MFR2's masked photos; pass --masked-dir")
-    return crops, f"{len(crops)} MFR2 photos labelled with a mask, aligned with MTCNN"
+        raise BfmError(f"{name} aligned none of MFR2's masked photos; pass --masked-dir")
+    return crops, f"{len(crops)} MFR2 photos labelled with a mask, aligned with {name}"
 
 
 def mix_pairs(
@@ -125,13 +119,13 @@ def decode_pairs(pairs: Sequence[tuple[Path, Path]]) -> list[tuple[np.ndarray, n
 @contextmanager
 def instrumented(clock: StageClock) -> Iterator[list[str]]:
     """Timers around the public functions the pipeline calls; yields the hooks that were installed."""
+    import bfm_deploy.detect as detect
     from ..detect import face as detect_face
-    from ..detect import mtcnn
 
     hooks: list[tuple[Callable[..., Any], str]] = [
         (images.load_image, "decode"),
         (alignment.align_face, "align"),
-        (detect_face.detect_and_align, "detect"),
+        (detect.open_detector, "detector_setup"),
         (verifier.preprocess, "preprocess"),
         (verifier.softmax_masked, "classify"),
         (verifier.l2_normalise, "compare"),
@@ -143,8 +137,10 @@ def instrumented(clock: StageClock) -> Iterator[list[str]]:
                 installed.append(f"{func.__module__}.{func.__name__} -> {stage}")
         for cls, method, stage in (
             (detect_face.FaceAligner, "__init__", "detector_setup"),
-            (detect_face.FaceAligner, "detect_and_align", "detect"),
-            (mtcnn.MtcnnDetector, "detect", "detect"),
+            (detect_face.FaceAligner, "align_many", "decode_align"),
+            (detect.NetworkDetector, "detect_batch", "detect"),
+            (detect.MtcnnDetector, "detect_batch", "detect"),
+            (detect.YunetDetector, "detect_batch", "detect"),
         ):
             stack.enter_context(patch_method(cls, method, clock, stage))
             installed.append(f"{cls.__module__}.{cls.__name__}.{method} -> {stage}")
@@ -179,7 +175,7 @@ def route_split(results: Sequence[Any]) -> dict[str, Any]:
 
 def stage_split(
     bundle: Bundle, backend: Backend, pairs: Sequence[tuple[Path, Path]], aligned: bool, config: PipelineConfig,
-    progress: Callable[[], None],
+    progress: Callable[[], None], detector: str = "auto",
 ) -> dict[str, Any]:
     """Median over runs of per-pair time by stage, plus batch latency percentiles and throughput."""
     clock = StageClock()
@@ -191,7 +187,8 @@ def stage_split(
     with instrumented(clock) as hooks:
         for _ in range(config.runs + 1):  # the first run is the warm-up
             # a fresh Verifier per run, built inside the hooks: it looks the detector up lazily
-            v = verifier.Verifier(bundle, TimedBackend(backend, clock), batch_size=config.batch_size)
+            v = verifier.Verifier(bundle, TimedBackend(backend, clock), batch_size=config.batch_size,
+                                  detector=detector)
             clock.reset()
             start = time.perf_counter()
             seconds, results = run_verifier(v, pairs, aligned)
@@ -210,6 +207,7 @@ def stage_split(
     wall = median(walls)
     return {
         "input": "aligned 112x112 crops (files)" if aligned else "raw 250x250 photos (files): detect + align",
+        "detector": None if aligned else detector,
         "pairs": n,
         "faces": 2 * n,
         "runs": config.runs,
@@ -271,4 +269,58 @@ def overhead(
         "ratio": median(ratios),
         "ratio_runs": [round(r, 4) for r in ratios],
         "routes": route_split(results),
+    }
+
+
+# ---- raw photos: the runtime against today's detector and a hand-written peer ---------------------------
+
+
+def raw_comparison(
+    bundle: Bundle, backend: Backend, pairs: Sequence[tuple[Path, Path]], config: PipelineConfig,
+    progress: Callable[[], None],
+) -> dict[str, Any]:
+    """Faces/s on raw photo pairs of three pipelines, run in turn within each run so that a change in the
+    machine's load hits all three, and the median of the per-run ratios:
+
+    - ``runtime``: ``Verifier.verify_many`` with the bundle's own detector (what users get);
+    - ``mtcnn``: the same with ``--detector mtcnn``, the runtime's detector before the bundle carried one;
+    - ``reference``: ``reference.ReferencePipeline`` (SCRFD-500M at 640, alignment, the bundle's E_F),
+      which embeds the faces and does not classify or route them.
+    """
+    from ..detect.scrfd import vectron_model_path
+    from .reference import ReferencePipeline
+
+    photos = [p for pair in pairs for p in pair]
+    runtime = verifier.Verifier(bundle, backend, batch_size=config.batch_size)
+    today = verifier.Verifier(bundle, backend, batch_size=config.batch_size, detector="mtcnn")
+    peer = ReferencePipeline(vectron_model_path(), bundle.path("full"))
+    contenders: dict[str, Callable[[], Any]] = {
+        "runtime": lambda: run_verifier(runtime, pairs, aligned=False),
+        "mtcnn": lambda: run_verifier(today, pairs, aligned=False),
+        "reference": lambda: peer.embed(photos),
+    }
+    for run in contenders.values():  # warm-up: sessions size their buffers on the first call of a shape
+        run()
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(config.runs):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            run()
+            rates[name].append(len(photos) / (time.perf_counter() - start))
+        progress()
+    runtime_name = runtime.detector_name
+    runtime.close()
+    today.close()
+    ratio = {other: median([a / b for a, b in zip(rates["runtime"], rates[other])]) for other in ("mtcnn", "reference")}
+    return {
+        "photos": len(photos),
+        "runs": config.runs,
+        "runtime_detector": runtime_name,
+        "faces_per_s": {name: median(values) for name, values in rates.items()},
+        "faces_per_s_runs": {name: [round(v, 2) for v in values] for name, values in rates.items()},
+        "runtime_over_mtcnn": ratio["mtcnn"],
+        "runtime_over_reference": ratio["reference"],
+        "definition": "faces/s on the same raw LFW photos; runtime and mtcnn verify pairs (detect, align, classify, "
+                      "route, embed), reference embeds each face with E_F (SCRFD-500M at 640, insightface-style); "
+                      "ratios are medians of per-run ratios",
     }

@@ -1,19 +1,36 @@
-"""Face detection (MTCNN, or SCRFD, on ONNX Runtime) and five-point alignment; torch-free."""
+"""Face detection and five-point alignment, torch-free.
 
-from .face import AlignerConfig, AlignmentInfo, FaceAligner, NoFaceError, detect_and_align, face_priority
+Detectors: SCRFD (a bundle network, ``detector.onnx``, batched on the bundle's backend), YuNet and MTCNN (host
+detectors on the CPU); ``open_detector`` picks one by the ``--detector`` grammar. ``FaceAligner`` turns images
+into aligned crops.
+"""
+
+from .choice import DETECTOR_HELP, DETECTOR_NAMES, check_choice, open_detector, scrfd_spec
+from .face import AlignedFace, AlignerConfig, Detector, FaceAligner, NoFaceError, face_priority
 from .mtcnn import Face, MtcnnConfig, MtcnnDetector
-from .scrfd import ScrfdConfig, ScrfdDetector
+from .network import NetworkDetector, OnnxRunner, letterbox
+from .spec import DetectorSpec
+from .yunet import YunetConfig, YunetDetector
 
 __all__ = [
+    "DETECTOR_HELP",
+    "DETECTOR_NAMES",
+    "AlignedFace",
     "AlignerConfig",
-    "AlignmentInfo",
+    "Detector",
+    "DetectorSpec",
     "Face",
     "FaceAligner",
     "MtcnnConfig",
     "MtcnnDetector",
+    "NetworkDetector",
     "NoFaceError",
-    "ScrfdConfig",
-    "ScrfdDetector",
-    "detect_and_align",
+    "OnnxRunner",
+    "YunetConfig",
+    "YunetDetector",
+    "check_choice",
     "face_priority",
+    "letterbox",
+    "open_detector",
+    "scrfd_spec",
 ]

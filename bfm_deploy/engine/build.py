@@ -22,9 +22,10 @@ from .loaders import (
     needs_fp16_graph,
     tensorrt_version,
 )
-from .sources import BundleLike, load_bundle, read_input_chw, read_sources
+from .sources import DETECTOR_MAX_BATCH, BundleLike, load_bundle, read_input_chw, read_sources
 from .spec import (
     ENGINE_MANIFEST,
+    BatchProfile,
     BuildOptions,
     EngineEntry,
     GpuInfo,
@@ -42,7 +43,8 @@ def runtime_facts(device: int = 0) -> RuntimeFacts:
 
 
 def build_engines(bundle: BundleLike, options: BuildOptions, device: int = 0, verbose: bool = False) -> Path:
-    """Write ``BUNDLE/trt-<version>-sm<cc>/`` with one engine per network; returns that folder."""
+    """Write ``BUNDLE/trt-<version>-sm<cc>/`` with one engine per network (and the detector, where the bundle
+    has one: its own batch profile up to ``DETECTOR_MAX_BATCH`` at its fixed letterbox size); returns that folder."""
     loaded = load_bundle(bundle)
     sources = read_sources(loaded)
     chw = read_input_chw(loaded)
@@ -55,13 +57,14 @@ def build_engines(bundle: BundleLike, options: BuildOptions, device: int = 0, ve
     entries: dict[str, EngineEntry] = {}
     fp16_graph = needs_fp16_graph()
     with atomic_dir(target, overwrite=True) as tmp, tempfile.TemporaryDirectory(prefix="bfm-fp16-") as scratch:
-        for network in tqdm(NETWORKS, desc="building FP16 engines", unit="engine"):
+        for network in tqdm(list(sources), desc="building FP16 engines", unit="engine"):
             source = sources[network]
+            profile = options.profile if source.chw is None else _detector_profile(options.profile)
             config = CreateConfig(
                 fp16=True,
-                profile=options.profile,
+                profile=profile,
                 input_name=source.input,
-                chw=chw,
+                chw=source.chw or chw,
                 workspace_bytes=options.workspace_bytes,
                 timing_cache=cache,
                 fp16_graph=fp16_graph,
@@ -76,12 +79,19 @@ def build_engines(bundle: BundleLike, options: BuildOptions, device: int = 0, ve
                 sha256=sha256_bytes(data),
                 input=source.input,
                 output=source.output,
+                outputs=list(source.outputs),
+                max_batch=profile.max if source.chw is not None else 0,
             )
         created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         tools = {"bfm": __version__, "fp16": "fp16 graph" if fp16_graph else "builder flag"}
         manifest = build_manifest(facts, options, entries, created, tools=tools)
         (tmp / ENGINE_MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
     return target
+
+
+def _detector_profile(profile: BatchProfile) -> BatchProfile:
+    top = min(profile.max, DETECTOR_MAX_BATCH)
+    return BatchProfile(min=min(profile.min, top), opt=min(profile.opt, top), max=top)
 
 
 def _fp16_graph(onnx_path: Path, scratch: Path) -> Path:

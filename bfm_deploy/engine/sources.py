@@ -24,6 +24,16 @@ class NetworkSource:
     input: str
     output: str
     sha256: str
+    chw: tuple[int, int, int] | None = None  # input shape without the batch axis; None: the bundle's crop size
+    outputs: tuple[str, ...] = ()  # every output of a multi-output graph (the detector)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self.outputs or (self.output,)
+
+
+# The detector sees at most one Verifier chunk of photos at a time, in NetworkDetector batches of up to 32.
+DETECTOR_MAX_BATCH = 32
 
 
 def load_bundle(bundle: BundleLike) -> Bundle:
@@ -32,9 +42,9 @@ def load_bundle(bundle: BundleLike) -> Bundle:
 
 
 def read_sources(bundle: BundleLike) -> dict[str, NetworkSource]:
-    """{network: NetworkSource} for classifier, full and partial; BfmError when the bundle is invalid."""
+    """{network: NetworkSource} for classifier, full, partial and, where the bundle has one, ``detector``."""
     loaded = load_bundle(bundle)
-    return {
+    sources: dict[str, NetworkSource] = {
         network: NetworkSource(
             network=network,
             onnx=entry.file,
@@ -44,6 +54,13 @@ def read_sources(bundle: BundleLike) -> dict[str, NetworkSource]:
         )
         for network, entry in ((n, loaded.models[n]) for n in NETWORKS)
     }
+    spec = loaded.detector
+    if spec is not None:
+        sources["detector"] = NetworkSource(
+            network="detector", onnx=spec.file, input=spec.input_name, output=spec.output_names[0],
+            sha256=spec.sha256, chw=(3, spec.input_size, spec.input_size), outputs=spec.output_names,
+        )
+    return sources
 
 
 def read_input_chw(bundle: BundleLike) -> tuple[int, int, int]:

