@@ -230,6 +230,7 @@ class Verifier:
         for a, b in zip(faces[0::2], faces[1::2]):
             if isinstance(a, BfmError) or isinstance(b, BfmError):
                 error = a if isinstance(a, BfmError) else b
+                assert isinstance(error, BfmError)
                 if errors == "raise":
                     raise error
                 prepared.append(PairError(str(error)))

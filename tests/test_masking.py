@@ -302,3 +302,50 @@ def test_cli_refuses_mixed_settings_and_bad_options(data_dir: Path, tmp_path: Pa
     assert code == 2 and "preview" in output and not (tmp_path / "y").exists()
     code, _, output = _run(str(src), str(src / "inside"))
     assert code == 2 and "must not be the source" in output
+
+
+# ---- printed fabrics and masks worn low ---------------------------------------------------------------------
+
+
+def test_fabric_tiles_wrap_without_a_seam(data_dir: Path) -> None:
+    from bfm_train.masking.textures import FabricLibrary
+
+    fabrics = FabricLibrary(data_dir / "masktheface" / "textures")
+    assert len(fabrics.tiles) == 27 and "floral_floral_1" in fabrics.names
+    for name, tile in zip(fabrics.names, fabrics.tiles):
+        height, width = tile.shape[:2]
+        # Step across the wrap-around edge vs. an ordinary step inside the tile: alike for a seamless tile.
+        wrap_x = np.abs(tile[:, 0] - tile[:, -1]).mean()
+        wrap_y = np.abs(tile[0] - tile[-1]).mean()
+        inner_x = np.abs(tile[:, width // 4] - tile[:, width // 4 + 1]).mean()
+        inner_y = np.abs(tile[height // 4] - tile[height // 4 + 1]).mean()
+        assert wrap_x <= inner_x + 1e-3 and wrap_y <= inner_y + 1e-3, name
+    # A raw texture photo does not wrap: its opposite edges differ far more than neighbouring pixels.
+    raw = cv2.imread(str(data_dir / "masktheface" / "textures" / "floral" / "floral_1.png")).astype(np.float32)
+    assert np.abs(raw[:, 0] - raw[:, -1]).mean() > 2 * np.abs(raw[:, 10] - raw[:, 11]).mean()
+
+
+def test_fabric_and_low_masks_are_deterministic_and_cover_what_they_should(data_dir: Path, aligned) -> None:
+    config = MaskConfig(types=("cloth",), seed=3, fabric_dir=data_dir / "masktheface" / "textures",
+                        fabric_share=1.0, low_share=1.0)
+    results = {}
+    for rel, image in aligned.items():
+        first = Masker(config).apply(image, aligned=True, rel_key=rel)
+        again = Masker(config).apply(image.copy(), aligned=True, rel_key=rel)
+        assert np.array_equal(first.image, again.image) and first.style == again.style
+        assert first.style.startswith("cloth_fabric_") and first.style.endswith("_low"), first.style
+        points = first.landmarks
+        assert np.all(_coverage_at(first, points[[48, 54, 57]]) >= 128), f"{rel}: mouth uncovered"
+        assert np.all(_coverage_at(first, points[[27, 28]]) == 0), f"{rel}: a low mask covers the nose bridge"
+        results[rel] = first
+    assert len({r.style for r in results.values()}) > 1  # fabrics vary across images
+    # Without fabrics and low masks, the looks of a seed are those of earlier versions: same draws, same pixels.
+    rel = ALIGNED[0]
+    plain = Masker(MaskConfig(types=("cloth",), seed=3)).apply(aligned[rel], aligned=True, rel_key=rel)
+    zero = Masker(MaskConfig(types=("cloth",), seed=3, fabric_dir=data_dir / "masktheface" / "textures",
+                             fabric_share=0.0)).apply(aligned[rel], aligned=True, rel_key=rel)
+    assert plain.style == zero.style.replace("_fabric", "")  # fabric draws come after the others
+    with pytest.raises(BfmError, match="low share must be in 0..1"):
+        MaskConfig(low_share=1.5)
+    with pytest.raises(BfmError, match="no fabric images"):
+        Masker(MaskConfig(fabric_dir=data_dir / "mfr2" / "missing-folder-xyz"))

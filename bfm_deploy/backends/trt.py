@@ -212,14 +212,8 @@ class TrtBackend(Backend):
         for start in range(0, len(batch), slot.max_batch):
             chunk = np.ascontiguousarray(batch[start : start + slot.max_batch], dtype=np.float32)
             rows = len(chunk)
-            padded = max(rows, slot.min_batch)
-            slot.host_in.array[:rows] = chunk
-            slot.host_in.array[rows:padded] = 0.0
-            slot.stream.copy_to_device(slot.device_in, slot.host_in, padded * int(np.prod(slot.chw)) * 4)
-            if not slot.context.set_input_shape(slot.input_name, (padded, *slot.chw)):
-                raise BfmError(f"TensorRT refused detector input shape {[padded, *slot.chw]}")
-            if not slot.context.execute_async_v3(slot.stream.handle):
-                raise BfmError("TensorRT execute_async_v3 failed on the detector (see the TensorRT log)")
+            padded = _launch(slot.context, slot.stream, slot.input_name, slot.host_in, slot.device_in, chunk,
+                             slot.min_batch, slot.chw)
             for _, shape, host, device in slot.outputs:
                 slot.stream.copy_to_host(host, device, padded * int(np.prod(shape)) * 4)
             slot.stream.synchronize()
@@ -234,18 +228,10 @@ class TrtBackend(Backend):
 
     def _enqueue(self, slot: _Slot, chunk: np.ndarray) -> int:
         """Queue one chunk (at most max batch) on the slot's stream; returns the rows to read back."""
-        rows = len(chunk)
-        padded = max(rows, self.profile.min)  # the profile may not accept batches below its min: pad with zeros
-        slot.host_in.array[:rows] = chunk
-        if padded > rows:
-            slot.host_in.array[rows:padded] = 0.0
-        slot.stream.copy_to_device(slot.device_in, slot.host_in, padded * int(np.prod(self._chw)) * 4)
-        if not slot.context.set_input_shape(slot.input_name, (padded, *self._chw)):
-            raise BfmError(f"TensorRT refused input shape {[padded, *self._chw]} (profile {self.profile})")
-        if not slot.context.execute_async_v3(slot.stream.handle):
-            raise BfmError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+        padded = _launch(slot.context, slot.stream, slot.input_name, slot.host_in, slot.device_in, chunk,
+                         self.profile.min, self._chw)
         slot.stream.copy_to_host(slot.host_out, slot.device_out, padded * slot.output_width * 4)
-        return rows
+        return len(chunk)
 
     def infer(self, network: Network, batch: np.ndarray) -> np.ndarray:
         return self.infer_concurrent({network: batch})[network]
@@ -294,6 +280,23 @@ class TrtBackend(Backend):
         detector, self._detector = getattr(self, "_detector", None), None
         if detector is not None:
             detector.close()
+
+
+def _launch(context: trt.IExecutionContext, stream: Stream, input_name: str, host_in: PinnedBuffer,
+            device_in: DeviceBuffer, chunk: np.ndarray, min_batch: int, chw: tuple[int, int, int]) -> int:
+    """Copy ``chunk`` in and queue one execution on ``stream``; returns the batch it ran (a profile may not
+    accept batches below its minimum, so smaller ones are padded with zeros)."""
+    rows = len(chunk)
+    padded = max(rows, min_batch)
+    host_in.array[:rows] = chunk
+    if padded > rows:
+        host_in.array[rows:padded] = 0.0
+    stream.copy_to_device(device_in, host_in, padded * int(np.prod(chw)) * 4)
+    if not context.set_input_shape(input_name, (padded, *chw)):
+        raise BfmError(f"TensorRT refused input shape {[padded, *chw]} for {input_name!r} (minimum batch {min_batch})")
+    if not context.execute_async_v3(stream.handle):
+        raise BfmError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+    return padded
 
 
 _R = TypeVar("_R", PinnedBuffer, DeviceBuffer, Stream)

@@ -10,7 +10,8 @@ from typing import Any
 import click
 
 from ..atomic import atomic_write_text
-from ..cli_support import OneLineCommand, one_line_errors
+from ..bundle import DEFAULT_BUNDLE, default_bundle
+from ..cli_support import OneLineCommand, detector_option, one_line_errors
 from ..datasets import default_data_dir
 from ..errors import BfmError
 from . import latency
@@ -28,8 +29,8 @@ def _write_json(path: Path | None, report: dict[str, Any]) -> None:
 @click.option("--flops", is_flag=True, help="Parameters, MACs and FLOPs of C, E_F, E_P vs the paper.")
 @click.option("--latency", "latency_mode", is_flag=True, help="Latency and throughput of a bundle.")
 @click.option("--backbone", default="r50", show_default=True, help="--flops: extractor architecture (r18, r34, r50, r100, mbf).")
-@click.option("--bundle", type=click.Path(path_type=Path), default=Path("engines/demo"), show_default=True,
-              help="--latency: the bundle to time.")
+@click.option("--bundle", type=click.Path(path_type=Path), default=default_bundle,
+              help=f"--latency: the bundle to time (default: $BFM_BUNDLE or {DEFAULT_BUNDLE}).")
 @click.option("--backend", type=click.Choice(["ort", "torch", "trt", "all"]), default="ort", show_default=True,
               help="--latency: backend(s) for the network sweep; unavailable ones are reported, not fatal.")
 @click.option("--batches", default=None, help="--latency: batch sizes, e.g. 1,2,4,8,16,32,64,128,256 (the default; "
@@ -46,10 +47,11 @@ def _write_json(path: Path | None, report: dict[str, Any]) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the report as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="--latency: PNG of latency and throughput against batch size.")
+@detector_option
 @one_line_errors
 def main(flops: bool, latency_mode: bool, backbone: str, bundle: Path, backend: str, batches: str | None, runs: int | None,
          pairs: int | None, raw_pairs: int | None, masked_dir: Path | None, data_dir: Path | None, threads: int,
-         quick: bool, json_path: Path | None, plot_path: Path | None) -> None:
+         quick: bool, json_path: Path | None, plot_path: Path | None, detector: str) -> None:
     """Measure the cost claim of the paper (--flops) or the latency of a bundle (--latency).
 
     \b
@@ -76,6 +78,7 @@ def main(flops: bool, latency_mode: bool, backbone: str, bundle: Path, backend: 
         raw_pairs=raw_pairs if raw_pairs is not None else (4 if quick else 40),
         runs=timing.runs,
         masked_dir=masked_dir,
+        detector=detector,
     )
     options = latency.LatencyOptions(
         bundle=bundle,

@@ -134,7 +134,7 @@ def _pipeline(bundle: Bundle, backend: Backend, options: LatencyOptions) -> dict
     with _progress(steps, "pipeline") as bar:
         report["aligned"] = pipeline.stage_split(bundle, backend, aligned_paths, True, cfg, bar.update)
         if raw_paths:
-            report["raw"] = pipeline.stage_split(bundle, backend, raw_paths, False, cfg, bar.update)
+            report["raw"] = pipeline.stage_split(bundle, backend, raw_paths, False, cfg, bar.update, cfg.detector)
             report["raw_comparison"] = pipeline.raw_comparison(bundle, backend, raw_paths, cfg, bar.update)
         report["prevalence"] = [
             {"masked_pairs": p, **pipeline.overhead(bundle, backend, pipeline.mix_pairs(decoded, masked, p), cfg,

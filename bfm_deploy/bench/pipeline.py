@@ -43,6 +43,7 @@ class PipelineConfig:
     runs: int = 5
     prevalences: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
     masked_dir: Path | None = None  # aligned 112x112 masked crops; default: MFR2's masked photos, aligned here
+    detector: str = "auto"  # the runtime's detector for raw photos (--detector grammar)
 
     def __post_init__(self) -> None:
         if self.pairs < 1 or self.raw_pairs < 0 or self.runs < 1:
@@ -121,6 +122,7 @@ def instrumented(clock: StageClock) -> Iterator[list[str]]:
     """Timers around the public functions the pipeline calls; yields the hooks that were installed."""
     import bfm_deploy.detect as detect
     from ..detect import face as detect_face
+    from ..detect.host import HostDetector
 
     hooks: list[tuple[Callable[..., Any], str]] = [
         (images.load_image, "decode"),
@@ -139,8 +141,7 @@ def instrumented(clock: StageClock) -> Iterator[list[str]]:
             (detect_face.FaceAligner, "__init__", "detector_setup"),
             (detect_face.FaceAligner, "align_many", "decode_align"),
             (detect.NetworkDetector, "detect_batch", "detect"),
-            (detect.MtcnnDetector, "detect_batch", "detect"),
-            (detect.YunetDetector, "detect_batch", "detect"),
+            (HostDetector, "detect_batch", "detect"),
         ):
             stack.enter_context(patch_method(cls, method, clock, stage))
             installed.append(f"{cls.__module__}.{cls.__name__}.{method} -> {stage}")
@@ -282,7 +283,7 @@ def raw_comparison(
     """Faces/s on raw photo pairs of three pipelines, run in turn within each run so that a change in the
     machine's load hits all three, and the median of the per-run ratios:
 
-    - ``runtime``: ``Verifier.verify_many`` with the bundle's own detector (what users get);
+    - ``runtime``: ``Verifier.verify_many`` with ``config.detector`` (by default the bundle's: what users get);
     - ``mtcnn``: the same with ``--detector mtcnn``, the runtime's detector before the bundle carried one;
     - ``reference``: ``reference.ReferencePipeline`` (SCRFD-500M at 640, alignment, the bundle's E_F),
       which embeds the faces and does not classify or route them.
@@ -291,7 +292,7 @@ def raw_comparison(
     from .reference import ReferencePipeline
 
     photos = [p for pair in pairs for p in pair]
-    runtime = verifier.Verifier(bundle, backend, batch_size=config.batch_size)
+    runtime = verifier.Verifier(bundle, backend, batch_size=config.batch_size, detector=config.detector)
     today = verifier.Verifier(bundle, backend, batch_size=config.batch_size, detector="mtcnn")
     peer = ReferencePipeline(vectron_model_path(), bundle.path("full"))
     contenders: dict[str, Callable[[], Any]] = {

@@ -38,6 +38,8 @@ class ReferencePipeline:
         crops = []
         for path in paths:
             image = cv2.imread(str(path))
+            if image is None:
+                continue  # an unreadable photo gives no face, as in insightface's own tools
             points = self._landmarks(image)
             if points is not None:
                 matrix, _ = cv2.estimateAffinePartial2D(points, ARCFACE_TEMPLATE.astype(np.float32), method=cv2.LMEDS)
@@ -62,7 +64,8 @@ class ReferencePipeline:
         boxes, scores, points = [], [], []
         for i, stride in enumerate((8, 16, 32)):
             n = INPUT // stride
-            grid = np.stack(np.mgrid[:n, :n][::-1], axis=-1).reshape(-1, 2) * stride
+            rows, cols = np.mgrid[:n, :n]
+            grid = np.stack([cols.reshape(-1), rows.reshape(-1)], axis=1) * stride
             centres = np.repeat(grid, 2, axis=0).astype(np.float32)
             s = outs[i][0].reshape(-1)
             keep = s >= SCORE

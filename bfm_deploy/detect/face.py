@@ -98,8 +98,9 @@ class FaceAligner:
         its ``BfmError`` (unreadable, or ``NoFaceError``) in its place."""
         decoded = list(self._pool.map(self._decode, sources))
         good = [i for i, item in enumerate(decoded) if not isinstance(item, BfmError)]
-        found = self.detector.detect_batch([decoded[i] for i in good]) if good else []
-        jobs = [(decoded[i], faces, image_name(sources[i])) for i, faces in zip(good, found)]
+        images = [item for item in decoded if not isinstance(item, BfmError)]
+        found = self.detector.detect_batch(images) if images else []
+        jobs = [(image, faces, image_name(sources[i])) for i, image, faces in zip(good, images, found)]
         aligned = list(self._pool.map(lambda job: self._align(*job), jobs))
         results: list[AlignedFace | BfmError] = list(decoded)  # type: ignore[arg-type]  # errors stay in place
         for i, item in zip(good, aligned):

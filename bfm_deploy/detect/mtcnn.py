@@ -9,7 +9,6 @@ The nets (``bfm_deploy/assets/mtcnn``, made by ``tools/convert_mtcnn.py``) take 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ import numpy as np
 
 from ..errors import BfmError
 from .boxes import apply_regression, box_sizes, crop_patches, nms, to_square
+from .host import HostDetector, check_bgr
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -103,7 +103,7 @@ def _to_input(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(((batch.astype(np.float32) - 127.5) * 0.0078125).transpose(0, 3, 1, 2))
 
 
-class MtcnnDetector:
+class MtcnnDetector(HostDetector):
     """Finds faces and their five landmarks in BGR uint8 images. Holds three ONNX Runtime sessions.
 
     A host detector: its image pyramid has a different shape for every image size, so it runs one image at
@@ -119,13 +119,9 @@ class MtcnnDetector:
         self._rnet = _session(model_dir / "rnet.onnx", self.config.threads)
         self._onet = _session(model_dir / "onet.onnx", self.config.threads)
 
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
-        return [self.detect(bgr) for bgr in images]
-
     def detect(self, bgr: np.ndarray) -> list[Face]:
         """All faces in ``bgr`` (HxWx3 uint8), highest score first."""
-        if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] != 3:
-            raise BfmError(f"detector expects a BGR uint8 HxWx3 image, got {bgr.dtype} {bgr.shape}")
+        check_bgr(bgr)
         height, width = bgr.shape[:2]
         shrink = 1.0
         if self.config.max_side is not None and max(height, width) > self.config.max_side:

@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import BfmError
 from ..tensor import to_nchw
 from .boxes import nms
+from .host import check_bgr
 from .mtcnn import Face
 from .scrfd import decode_scrfd
 from .spec import DetectorSpec
@@ -67,8 +68,7 @@ class NetworkDetector:
 
     def _detect_chunk(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         for bgr in images:
-            if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] != 3:
-                raise BfmError(f"detector expects a BGR uint8 HxWx3 image, got {bgr.dtype} {bgr.shape}")
+            check_bgr(bgr)
         boxed = [letterbox(bgr, self.spec.input_size) for bgr in images]
         outputs = self._run(self.blob([canvas for canvas, _ in boxed]))
         if len(outputs) != len(self.spec.output_names):

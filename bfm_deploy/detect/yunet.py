@@ -7,7 +7,6 @@ and mouth corner on the image's left first).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import cv2
 import numpy as np
 
 from ..errors import BfmError
+from .host import HostDetector, check_bgr
 from .mtcnn import Face
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "yunet" / "face_detection_yunet_2023mar_int8bq.onnx"
@@ -35,7 +35,7 @@ class YunetConfig:
             raise BfmError(f"YuNet score_threshold must be in (0, 1), got {self.score_threshold}")
 
 
-class YunetDetector:
+class YunetDetector(HostDetector):
     name = "yunet"
 
     def __init__(self, config: YunetConfig | None = None) -> None:
@@ -54,12 +54,8 @@ class YunetDetector:
         except cv2.error as exc:
             raise BfmError(f"OpenCV cannot load YuNet: {str(exc).strip().splitlines()[-1]}") from None
 
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
-        return [self.detect(bgr) for bgr in images]
-
     def detect(self, bgr: np.ndarray) -> list[Face]:
-        if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] != 3:
-            raise BfmError(f"detector expects a BGR uint8 HxWx3 image, got {bgr.dtype} {bgr.shape}")
+        check_bgr(bgr)
         height, width = bgr.shape[:2]
         scale = self.config.input_size / max(height, width)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))

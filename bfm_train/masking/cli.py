@@ -42,6 +42,13 @@ def _types(value: str) -> tuple[str, ...]:
 @click.option("--template-share", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="With --templates: share of masks taken from templates rather than drawn.")
 @click.option("--straps/--no-straps", default=True, show_default=True, help="Draw ear loops / head straps.")
+@click.option("--fabrics", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder of printed-fabric images (e.g. masktheface/textures) for patterned cloth masks, tiled "
+              "without seams.")
+@click.option("--fabric-share", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="With --fabrics: share of drawn cloth masks printed with a fabric.")
+@click.option("--low-share", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Share of drawn masks worn low, under the nose.")
 @click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a contact sheet (originals next to masked) to this .png/.jpg.")
 @click.option("--preview-count", type=click.IntRange(1, 400), default=16, show_default=True,
@@ -58,6 +65,9 @@ def main(
     templates: Path | None,
     template_share: float,
     straps: bool,
+    fabrics: Path | None,
+    fabric_share: float,
+    low_share: float,
     preview: Path | None,
     preview_count: int,
     quiet: bool,
@@ -72,7 +82,7 @@ def main(
     if preview is not None:
         check_preview_path(preview)
     mask = MaskConfig(types=_types(types), seed=seed, template_dir=templates, template_share=template_share,
-                      straps=straps)
+                      straps=straps, fabric_dir=fabrics, fabric_share=fabric_share, low_share=low_share)
     cfg = RunConfig(src=src, dst=dst, mask=mask, aligned=aligned, workers=workers, progress=not quiet)
     report = run(cfg)
     summary = {k: v for k, v in report.items() if k != "images"}

@@ -71,6 +71,9 @@ def settings_of(cfg: RunConfig) -> dict[str, Any]:
         "templates": str(Path(cfg.mask.template_dir).resolve()) if cfg.mask.template_dir else None,
         "template_share": cfg.mask.template_share if cfg.mask.template_dir else None,
         "straps": cfg.mask.straps,
+        "fabrics": str(Path(cfg.mask.fabric_dir).resolve()) if cfg.mask.fabric_dir else None,
+        "fabric_share": cfg.mask.fabric_share if cfg.mask.fabric_dir else None,
+        "low_share": cfg.mask.low_share,
     }
 
 

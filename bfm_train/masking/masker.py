@@ -16,7 +16,7 @@ from .landmarks import LandmarkDetector, check_landmarks
 from .render import render_drawn
 from .shapes import DRAWN_TYPES, build_shape
 from .templates import TemplateLibrary
-from .textures import sample_style
+from .textures import FabricLibrary, sample_style
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,12 @@ class MaskConfig:
     template_share: float = 0.5
     straps: bool = True
     predictor_path: Path | None = None
+    # Printed fabrics for cloth masks (a folder of images, e.g. MaskTheFace's textures) and the share of cloth
+    # masks printed with one: real patterned cloth is what a classifier trained on plain masks misses.
+    fabric_dir: Path | None = None
+    fabric_share: float = 0.5
+    # Share of drawn masks worn low, under the nose (the nose tip and nostrils show).
+    low_share: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.types:
@@ -44,6 +50,9 @@ class MaskConfig:
             raise BfmError(f"template share must be in 0..1, got {self.template_share}")
         if self.seed < 0:
             raise BfmError(f"seed must be >= 0, got {self.seed}")
+        for name in ("fabric_share", "low_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise BfmError(f"{name.replace('_', ' ')} must be in 0..1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ class Masker:
     def __init__(self, config: MaskConfig | None = None, detector: LandmarkDetector | None = None) -> None:
         self.config = config or MaskConfig()
         self.templates = TemplateLibrary(self.config.template_dir) if self.config.template_dir else None
+        self.fabrics = FabricLibrary(self.config.fabric_dir) if self.config.fabric_dir else None
         available = set(DRAWN_TYPES) | (self.templates.types if self.templates else set())
         unknown = [t for t in self.config.types if t not in available]
         if unknown:
@@ -115,10 +125,12 @@ class Masker:
             out, coverage = self.templates.render(image, geom, template, rng)
             source, style_name = "template", template.name
         else:
-            style = sample_style(mask_type, rng)
-            shape = build_shape(mask_type, geom, rng, straps=self.config.straps, valve=style.valve)
+            style = sample_style(mask_type, rng, self.fabrics, self.config.fabric_share)
+            low = self.config.low_share > 0 and bool(rng.random() < self.config.low_share)
+            shape = build_shape(mask_type, geom, rng, straps=self.config.straps, valve=style.valve, low=low)
             out, coverage = render_drawn(image, geom, shape, style, rng)
             source, style_name = "drawn", style.name
+            style_name += "_low" if low else ""
         return MaskResult(out, mask_type, geom.side, points, coverage, source, style_name, geom.yaw)
 
     def _use_template(self, mask_type: str, rng: np.random.Generator) -> bool:

@@ -59,7 +59,12 @@ _PARAMS = {
 }
 
 
-def build_shape(mask_type: str, geom: FaceGeometry, rng: np.random.Generator, straps: bool, valve: bool) -> MaskShape:
+# A mask worn low rests under the nose: its top edge between the nose tip (1.0) and a little below it.
+LOW_TOP_T = (1.0, 1.18)
+
+
+def build_shape(mask_type: str, geom: FaceGeometry, rng: np.random.Generator, straps: bool, valve: bool,
+                low: bool = False) -> MaskShape:
     base = _PARAMS[mask_type]
     # Small random fit differences: how high on the nose and how low under the chin each mask is worn.
     p = _Params(
@@ -69,6 +74,9 @@ def build_shape(mask_type: str, geom: FaceGeometry, rng: np.random.Generator, st
         chin_k=base.chin_k + float(rng.uniform(-0.02, 0.02)),
         sag=base.sag,
     )
+    if low:  # drawn after the fit draws, so that masks worn normally keep their looks for a seed
+        p = _Params(top_t=float(rng.uniform(*LOW_TOP_T)), corner_drop=p.corner_drop + 0.04, side_k=p.side_k,
+                    chin_k=p.chin_k, sag=p.sag)
     top, bottom = _edges(mask_type, geom, p)
     outline = np.vstack([top, bottom[::-1]])
     origin = geom.bridge(p.top_t)

@@ -6,10 +6,13 @@ pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import cv2
 import numpy as np
+
+from bfm_deploy.errors import BfmError
 
 BGR = tuple[int, int, int]
 
@@ -67,9 +70,58 @@ class Style:
     strap: BGR = (235, 238, 238)
     grain: float = 0.03  # amplitude of the noise texture (fraction of brightness)
     valve: bool = False
+    fabric: np.ndarray | None = None  # a seamless printed-fabric tile (BGR float32) instead of colour/pattern
 
 
-def sample_style(mask_type: str, rng: np.random.Generator) -> Style:
+class FabricLibrary:
+    """Printed fabrics (MaskTheFace's plaid, floral, fruit, polka and heart textures) as seamless tiles.
+
+    A photo of fabric does not tile: its left and right edges differ. Mirroring it into a 2x2 block makes
+    every edge meet its own reflection, so the tile wraps without a seam in both directions.
+    """
+
+    SUFFIXES = (".png", ".jpg", ".jpeg")
+
+    def __init__(self, folder: Path, max_side: int = 256) -> None:
+        files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in self.SUFFIXES)
+        if not files:
+            raise BfmError(f"no fabric images (.png/.jpg) under {folder}")
+        self.names: list[str] = []
+        self.tiles: list[np.ndarray] = []
+        for path in files:
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise BfmError(f"{path}: cannot decode fabric image")
+            scale = max_side / max(image.shape[:2])
+            if scale < 1.0:
+                image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            self.names.append(path.relative_to(folder).with_suffix("").as_posix().replace("/", "_"))
+            self.tiles.append(seamless_tile(image))
+
+    def choose(self, rng: np.random.Generator) -> tuple[str, np.ndarray]:
+        index = int(rng.integers(len(self.tiles)))
+        return self.names[index], self.tiles[index]
+
+
+def seamless_tile(image: np.ndarray) -> np.ndarray:
+    """``image`` mirrored into a 2x2 block (float32): wraps around continuously at every edge."""
+    top = np.hstack([image, image[:, ::-1]])
+    return np.ascontiguousarray(np.vstack([top, top[::-1]]).astype(np.float32))
+
+
+def sample_style(mask_type: str, rng: np.random.Generator, fabrics: FabricLibrary | None = None,
+                 fabric_share: float = 0.0) -> Style:
+    """A random look for ``mask_type``; with ``fabrics``, that share of cloth masks is printed fabric. The
+    fabric draws come after all others, so a run without fabrics keeps the looks of earlier versions."""
+    style = _sample_plain_style(mask_type, rng)
+    if mask_type == "cloth" and fabrics is not None and rng.random() < fabric_share:
+        name, tile = fabrics.choose(rng)
+        return replace(style, name=f"cloth_fabric_{name}", fabric=tile, period=float(rng.uniform(0.5, 1.2)),
+                       angle=float(rng.uniform(-0.3, 0.3)))
+    return style
+
+
+def _sample_plain_style(mask_type: str, rng: np.random.Generator) -> Style:
     palette = PALETTES[mask_type]
     colour_name = str(rng.choice(sorted(palette)))
     colour = palette[colour_name]
@@ -96,6 +148,8 @@ def _shade(colour: BGR, factor: float) -> BGR:
 
 def fill_colour(style: Style, u: np.ndarray, v: np.ndarray, face_width: float) -> np.ndarray:
     """HxWx3 float32 base colour at face-frame coordinates ``u``, ``v`` (pixels, HxW each)."""
+    if style.fabric is not None:
+        return _fabric(style, u, v, face_width)
     base = np.asarray(style.colour, dtype=np.float32)
     out = np.empty(u.shape + (3,), dtype=np.float32)
     out[:] = base
@@ -116,6 +170,21 @@ def fill_colour(style: Style, u: np.ndarray, v: np.ndarray, face_width: float) -
         weight = 0.5 * (sa + sb)
     second = np.asarray(style.second, dtype=np.float32)
     return out + weight[..., None].astype(np.float32) * (second - base)
+
+
+def _fabric(style: Style, u: np.ndarray, v: np.ndarray, face_width: float) -> np.ndarray:
+    """The fabric tile laid on the face frame: ``style.period`` face widths per tile, turned by ``style.angle``,
+    wrapping around (the tile is seamless)."""
+    assert style.fabric is not None
+    tile = style.fabric
+    c, s = np.cos(style.angle), np.sin(style.angle)
+    pixels_per_tile = max(style.period * face_width, 4.0)
+    scale = tile.shape[1] / pixels_per_tile
+    map_x = ((u * c + v * s) * scale).astype(np.float32)
+    map_y = ((-u * s + v * c) * scale).astype(np.float32)
+    map_x %= np.float32(tile.shape[1])
+    map_y %= np.float32(tile.shape[0])
+    return np.asarray(cv2.remap(tile, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP), dtype=np.float32)
 
 
 def _soft_step(x: np.ndarray, width: float = 0.04) -> np.ndarray:
