@@ -18,6 +18,7 @@ from typing import Any
 from .backends.base import NETWORKS, Network
 from .detect.spec import DetectorSpec
 from .errors import BfmError
+from .routing import DEFAULT_MASK_THRESHOLD
 
 MANIFEST = "manifest.json"
 FORMAT = "bfm-bundle"
@@ -85,6 +86,12 @@ class Bundle:
     models: dict[Network, ModelEntry]
     weights: Path | None  # optional weights.safetensors for the torch backend
     detector: DetectorSpec | None = None  # optional detector.onnx (the manifest's "detector" entry)
+    mask_threshold_entry: Threshold | None = None  # optional calibrated "mask_threshold"
+
+    @property
+    def mask_threshold(self) -> float:
+        """The classifier probability at which a face counts as masked (0.5 when the bundle has none)."""
+        return DEFAULT_MASK_THRESHOLD if self.mask_threshold_entry is None else self.mask_threshold_entry.value
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], verify_files: bool = True) -> Bundle:
@@ -195,7 +202,15 @@ def _parse(root: Path, manifest: Any, f: _Fields) -> Bundle:
         weights = root / _plain_file_name(f.get(entry, "file", str, "weights."), "weights.file", f)
         _check_sha(f.get(entry, "sha256", str, "weights."), "weights.sha256", f)
     detector = _parse_detector(root, f.get(manifest, "detector", dict), f) if "detector" in manifest else None
-    return Bundle(root, name, manifest, contract, embedding_size, metric, thresholds, models, weights, detector)
+    mask_threshold = None
+    if "mask_threshold" in manifest:
+        entry = f.get(manifest, "mask_threshold", dict)
+        value = f.number(entry, "value", "mask_threshold.")
+        if not 0.0 < value < 1.0:
+            raise f.fail("mask_threshold.value", f"must be a probability in (0, 1), got {value}")
+        mask_threshold = Threshold(value, f.get(entry, "calibration", str, "mask_threshold."))
+    return Bundle(root, name, manifest, contract, embedding_size, metric, thresholds, models, weights, detector,
+                  mask_threshold)
 
 
 def _parse_detector(root: Path, obj: dict[str, Any], f: _Fields) -> DetectorSpec:

@@ -19,6 +19,7 @@ from .backends import BACKEND_NAMES, Backend, create_backend
 from .bundle import Bundle
 from .errors import BfmError
 from .images import load_image
+from .routing import is_masked, mask_probability
 from .tensor import to_nchw
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 Image = Union[str, "os.PathLike[str]", np.ndarray]
 Route = Literal["full", "partial"]
-MASKED = 1  # classifier logit index of "masked" (0 = unmasked), ARCHITECTURE.md
 
 CASE_NAMES = {1: "both unmasked", 2: "one masked", 3: "both masked"}
 
@@ -72,12 +72,6 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def softmax_masked(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return (exp[:, MASKED] / exp.sum(axis=1)).astype(np.float32)
-
-
 def case_of(masked_a: bool, masked_b: bool) -> int:
     return 1 + int(masked_a) + int(masked_b)
 
@@ -94,12 +88,12 @@ class Verifier:
     """
 
     def __init__(self, bundle: Bundle | str | os.PathLike[str], backend: str | Backend = "auto",
-                 batch_size: int = 64, mask_threshold: float = 0.5, detector: str = "auto") -> None:
+                 batch_size: int = 64, mask_threshold: float | None = None, detector: str = "auto") -> None:
         from .detect.choice import check_choice
 
         if batch_size < 2:
             raise BfmError(f"batch_size must be at least 2 (one pair), got {batch_size}")
-        if not 0.0 < mask_threshold < 1.0:
+        if mask_threshold is not None and not 0.0 < mask_threshold < 1.0:
             raise BfmError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
         if isinstance(backend, str) and backend not in BACKEND_NAMES:
             raise BfmError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
@@ -109,7 +103,8 @@ class Verifier:
         self._backend_choice = backend
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
         self.batch_size = batch_size
-        self.mask_threshold = mask_threshold
+        # None: the bundle's calibrated threshold (0.5 for bundles that have none)
+        self.mask_threshold = self.bundle.mask_threshold if mask_threshold is None else mask_threshold
         self._aligner: FaceAligner | None = None
 
     @property
@@ -197,7 +192,7 @@ class Verifier:
         crops = self._crops(images, aligned)
         if not crops:
             return np.zeros(0, np.float32)
-        return softmax_masked(self._run("classifier", self._tensor(crops)))
+        return mask_probability(self._run("classifier", self._tensor(crops)))
 
     def verify(self, a: Image, b: Image, aligned: bool = False) -> VerifyResult:
         (result,) = self.verify_many([(a, b)], aligned=aligned)
@@ -241,8 +236,8 @@ class Verifier:
             return list(prepared)  # type: ignore[arg-type]
         # One tensor for every face: the classifier sees all of it, each extractor its route's rows.
         tensor = self._tensor([face.crop for pair in good for face in pair])
-        probs = softmax_masked(self.backend.infer("classifier", tensor)).reshape(-1, 2)
-        masked = probs >= self.mask_threshold
+        probs = mask_probability(self.backend.infer("classifier", tensor)).reshape(-1, 2)
+        masked = is_masked(probs, self.mask_threshold)
         cases = [case_of(bool(m[0]), bool(m[1])) for m in masked]
         routes: list[Route] = ["full" if case == 1 else "partial" for case in cases]
         jobs: dict[Any, np.ndarray] = {}

@@ -169,7 +169,12 @@ def test_sampler_depends_on_seed_and_epoch_and_resumes_mid_epoch() -> None:
         sampler.set_epoch(epoch, start_batch=start)
         out = list(sampler)
         assert len(out) == len(sampler)
-        return out
+        return [(index, flip) for index, flip, _ in out]
+
+    def seeds(epoch: int, rank: int = 0, replicas: int = 1) -> dict[int, int]:
+        sampler = ResumableSampler(data, num_replicas=replicas, rank=rank, seed=0, batch_size=4)
+        sampler.set_epoch(epoch)
+        return {index: seed for index, _, seed in sampler}
 
     e0 = items(0)
     assert len(e0) == 20 and e0 == items(0)  # 5 whole batches, deterministic
@@ -181,3 +186,32 @@ def test_sampler_depends_on_seed_and_epoch_and_resumes_mid_epoch() -> None:
     # the flip of a sample depends on the sample and epoch, not on which rank draws it
     flips = dict(items(3))
     assert all(flips.get(i, f) == f for i, f in r0 + r1)
+    # so does each sample's augmentation seed; it changes with the epoch
+    everyone = seeds(3)
+    assert all(everyone.get(i, s) == s for i, s in {**seeds(3, 0, 2), **seeds(3, 1, 2)}.items())
+    assert len(set(everyone.values())) == len(everyone) and seeds(4) != everyone
+
+
+def test_augmentation_is_seeded_shares_geometry_and_moves_the_face(data_dir: Path) -> None:
+    from bfm_train.data import load_face
+    from bfm_train.data.augment import AugmentConfig, Augmenter, augmented_pair
+
+    face = load_face(sorted((data_dir / "lfw" / "aligned112").glob("*/*.jpg"))[0])
+    twin = face.copy()
+    twin[70:, :] = 200  # a crude "mask": any second image to pair with
+    augmenter = Augmenter(AugmentConfig(landmark_noise=3.0, blur=0.5, jpeg=0.5, noise=0.5, light=0.5))
+    a1, b1 = augmented_pair(augmenter, 123, face, twin)
+    a2, b2 = augmented_pair(augmenter, 123, face, twin)
+    assert np.array_equal(a1, a2) and np.array_equal(b1, b2)  # the seed fixes every pixel
+    a3, _ = augmented_pair(augmenter, 124, face, twin)
+    assert not np.array_equal(a1, a3)
+    assert a1.shape == face.shape and a1.dtype == np.uint8
+    # Same geometry for both: with only the warp on, the twin's untouched top rows move like the face's.
+    geometric = Augmenter(AugmentConfig(landmark_noise=3.0))
+    g_face, g_twin = augmented_pair(geometric, 7, face, twin)
+    assert not np.array_equal(g_face, face)
+    assert np.abs(g_face[:50].astype(int) - g_twin[:50]).mean() < 1.0
+    # Off by default: the clean crop is returned untouched.
+    assert augmented_pair(None, 7, face, twin)[0] is face
+    with pytest.raises(BfmError, match="augment.blur is a probability"):
+        AugmentConfig(blur=2.0)

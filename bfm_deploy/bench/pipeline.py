@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import alignment, images, verifier
+from .. import alignment, images, routing, verifier
 from ..backends.base import Backend
 from ..bundle import Bundle
 from ..datasets import MASK_FREE_LABEL, read_lfw_pairs, read_mfr2_labels
@@ -129,7 +129,7 @@ def instrumented(clock: StageClock) -> Iterator[list[str]]:
         (alignment.align_face, "align"),
         (detect.open_detector, "detector_setup"),
         (verifier.preprocess, "preprocess"),
-        (verifier.softmax_masked, "classify"),
+        (routing.mask_probability, "classify"),
         (verifier.l2_normalise, "compare"),
     ]
     installed = []

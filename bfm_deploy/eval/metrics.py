@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BfmError
+from ..routing import DEFAULT_MASK_THRESHOLD, is_masked
 
 DEFAULT_FOLDS = 10
 CASES = (1, 2, 3)  # 1: both unmasked, 2: one masked, 3: both masked
@@ -170,13 +171,14 @@ def case_accuracies(predictions: np.ndarray, same: np.ndarray, cases: np.ndarray
     return result
 
 
-def mask_accuracy(mask_probabilities: np.ndarray, masked: np.ndarray) -> float:
-    """Share of images whose classifier decision (probability >= 0.5 means masked) matches the label."""
+def mask_accuracy(mask_probabilities: np.ndarray, masked: np.ndarray, threshold: float = DEFAULT_MASK_THRESHOLD) -> float:
+    """Share of images whose classifier decision (masked when the probability reaches ``threshold``, the
+    bundle's routing rule) matches the label."""
     probabilities = np.asarray(mask_probabilities, dtype=np.float64)
     masked = np.asarray(masked, dtype=bool)
     if probabilities.shape != masked.shape or len(masked) == 0:
         raise BfmError("mask accuracy needs one probability per labelled image")
-    return float(np.mean((probabilities >= 0.5) == masked))
+    return float(np.mean(is_masked(probabilities, threshold) == masked))
 
 
 @dataclass(frozen=True)

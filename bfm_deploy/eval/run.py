@@ -42,7 +42,7 @@ def evaluate(evalsets: list[EvalSet], methods: list[Method], bundles: dict[Path,
         cases = evalset.cases()
         for method in methods:
             loaded = bundles[method.bundle.resolve()]
-            scores = score_pairs(method, evalset, loaded.cache)
+            scores = score_pairs(method, evalset, loaded.cache, loaded.bundle.mask_threshold)
             metrics = evaluate_scores(scores.scores, same, folds, cases)
             thresholds = np.array([loaded.bundle.threshold(str(route)) for route in scores.routes])
             results.append(
@@ -50,7 +50,7 @@ def evaluate(evalsets: list[EvalSet], methods: list[Method], bundles: dict[Path,
                     variant=evalset.name,
                     method=method.name,
                     metrics=metrics,
-                    mask_accuracy=_mask_accuracy(evalset, scores.mask_probability),
+                    mask_accuracy=_mask_accuracy(evalset, scores.mask_probability, loaded.bundle.mask_threshold),
                     scores=scores,
                     same=same,
                     bundle_threshold_accuracy=float(np.mean((scores.scores >= thresholds) == same)),
@@ -59,7 +59,7 @@ def evaluate(evalsets: list[EvalSet], methods: list[Method], bundles: dict[Path,
     return results
 
 
-def _mask_accuracy(evalset: EvalSet, probabilities: dict[Path, float] | None) -> float | None:
+def _mask_accuracy(evalset: EvalSet, probabilities: dict[Path, float] | None, threshold: float) -> float | None:
     """Classifier accuracy over the set's unique labelled images (Table III); None without a classifier."""
     if probabilities is None:
         return None
@@ -67,5 +67,6 @@ def _mask_accuracy(evalset: EvalSet, probabilities: dict[Path, float] | None) ->
     if not labelled:
         return None
     return mask_accuracy(
-        np.array([probabilities[image] for image in labelled]), np.array([evalset.masked[i] for i in labelled])
+        np.array([probabilities[image] for image in labelled]), np.array([evalset.masked[i] for i in labelled]),
+        threshold,
     )

@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 import numpy as np
 from tqdm import tqdm
 
+from ..routing import DEFAULT_MASK_THRESHOLD, partial_route
 from .methods import Method
 from .protocols import EvalSet, ImageLoader
 
@@ -70,7 +71,9 @@ class MethodScores:
     mask_probability: dict[Path, float] | None  # per image, for routed methods
 
 
-def score_pairs(method: Method, evalset: EvalSet, cache: FeatureCache) -> MethodScores:
+def score_pairs(method: Method, evalset: EvalSet, cache: FeatureCache,
+                mask_threshold: float = DEFAULT_MASK_THRESHOLD) -> MethodScores:
+    """Scores of ``method`` on ``evalset``; a routed method routes by ``mask_threshold`` (the bundle's)."""
     lefts = [p.left for p in evalset.pairs]
     rights = [p.right for p in evalset.pairs]
     label = f"{method.name} {evalset.name}"
@@ -78,7 +81,8 @@ def score_pairs(method: Method, evalset: EvalSet, cache: FeatureCache) -> Method
     if method.routed:
         cache.compute("mask", evalset.images, evalset.load, label)
         probabilities = {image: float(cache.outputs["mask"][image]) for image in evalset.images}
-        masked_pair = np.array([probabilities[a] >= 0.5 or probabilities[b] >= 0.5 for a, b in zip(lefts, rights)])
+        masked_pair = partial_route(np.array([probabilities[a] for a in lefts]),
+                                    np.array([probabilities[b] for b in rights]), mask_threshold)
         routes = np.where(masked_pair, "partial", "full")
     else:
         routes = np.full(len(lefts), method.mode)

@@ -15,11 +15,12 @@ from torch.utils.data import Dataset
 
 from bfm_deploy.errors import BfmError
 
+from .augment import AugmentConfig, Augmenter, augmented_pair
 from .images import load_face, to_tensor
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
-Item = int | tuple[int, bool]
+Item = int | tuple[int, bool] | tuple[int, bool, int]  # index, flip, augmentation seed
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,12 @@ class PairedFolderDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
         exclude: Iterable[str] = (),
         min_images: int = 1,
         missing_masked: str = "skip",
+        augment: AugmentConfig | None = None,
     ) -> None:
         if missing_masked not in ("skip", "error"):
             raise BfmError(f"missing_masked must be 'skip' or 'error', not {missing_masked!r}")
         self.root = Path(root)
+        self.augmenter = Augmenter(augment) if augment is not None and augment.enabled else None
         self.masked_root = None if masked_root is None else Path(masked_root)
         if self.masked_root is not None and not self.masked_root.is_dir():
             raise BfmError(f"masked root {self.masked_root} is not a folder (build it with bfm-mask)")
@@ -127,8 +130,19 @@ class PairedFolderDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
         return len(self.samples)
 
     def __getitem__(self, item: Item) -> tuple[torch.Tensor, torch.Tensor, int]:
-        index, flip = (item, False) if isinstance(item, int) else item
+        index, flip, seed = split_item(item)
         sample = self.samples[index]
-        x = to_tensor(load_face(self.root / sample.relpath), flip)
-        x_hat = torch.empty(0) if sample.masked is None else to_tensor(load_face(sample.masked), flip)
+        face, twin = augmented_pair(self.augmenter, seed, load_face(self.root / sample.relpath),
+                                    None if sample.masked is None else load_face(sample.masked))
+        x = to_tensor(face, flip)
+        x_hat = torch.empty(0) if twin is None else to_tensor(twin, flip)
         return x, x_hat, sample.label
+
+
+def split_item(item: Item) -> tuple[int, bool, int | None]:
+    """``(index, flip, augmentation seed or None)`` from a bare index or a sampler item."""
+    if isinstance(item, int):
+        return item, False, None
+    if len(item) == 2:
+        return item[0], item[1], None
+    return item[0], item[1], item[2]  # type: ignore[misc]

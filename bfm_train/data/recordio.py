@@ -25,6 +25,8 @@ from torch.utils.data import Dataset
 
 from bfm_deploy.errors import BfmError
 
+from .augment import AugmentConfig, Augmenter, augmented_pair
+from .folders import Item, split_item
 from .images import decode_face, to_tensor
 
 MAGIC = 0xCED7230A
@@ -200,7 +202,9 @@ class RecordDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
     Labels are remapped to ``0..M-1`` in sorted order of the stored labels.
     """
 
-    def __init__(self, rec_path: str | Path, masked_rec: str | Path | None = None) -> None:
+    def __init__(self, rec_path: str | Path, masked_rec: str | Path | None = None,
+                 augment: AugmentConfig | None = None) -> None:
+        self.augmenter = Augmenter(augment) if augment is not None and augment.enabled else None
         self.reader = RecordReader(rec_path)
         self.masked = None if masked_rec is None else RecordReader(masked_rec)
         keys = self.reader.keys()
@@ -238,9 +242,11 @@ class RecordDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
         _, payload = unpack_record(reader.read(key))
         return decode_face(payload, f"{reader.rec_path}#{key}")
 
-    def __getitem__(self, item: int | tuple[int, bool]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        index, flip = (item, False) if isinstance(item, int) else item
+    def __getitem__(self, item: Item) -> tuple[torch.Tensor, torch.Tensor, int]:
+        index, flip, seed = split_item(item)
         key = self.keys[index]
-        x = to_tensor(self._image(self.reader, key), flip)
-        x_hat = torch.empty(0) if self.masked is None else to_tensor(self._image(self.masked, key), flip)
+        face, twin = augmented_pair(self.augmenter, seed, self._image(self.reader, key),
+                                    None if self.masked is None else self._image(self.masked, key))
+        x = to_tensor(face, flip)
+        x_hat = torch.empty(0) if twin is None else to_tensor(twin, flip)
         return x, x_hat, self.labels[index]

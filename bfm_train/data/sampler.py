@@ -13,10 +13,11 @@ import torch
 from torch.utils.data import DistributedSampler
 
 _FLIP_STREAM = 0x5EED_F11F  # keeps the flip generator's stream apart from the shuffle generator's
+_AUGMENT_STREAM = 0xA06_5EED  # and the augmentation seeds' stream apart from both
 
 
 class ResumableSampler(DistributedSampler[int]):
-    """Yields ``(index, flip)`` items for ``PairedFolderDataset`` / ``RecordDataset``."""
+    """Yields ``(index, flip, augment_seed)`` items for ``PairedFolderDataset`` / ``RecordDataset``."""
 
     def __init__(
         self,
@@ -49,16 +50,19 @@ class ResumableSampler(DistributedSampler[int]):
         super().set_epoch(epoch)
         self.start_batch = start_batch
 
-    def __iter__(self) -> Iterator[tuple[int, bool]]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[tuple[int, bool, int]]:  # type: ignore[override]
         indices: list[int] = list(super().__iter__())
         generator = torch.Generator()
         generator.manual_seed(self.seed * 1_000_003 + self.epoch + _FLIP_STREAM)
         total = len(self.dataset)  # type: ignore[arg-type]
         flips = torch.randint(0, 2, (total,), generator=generator).tolist() if self.flip else [0] * total
+        augment = torch.Generator()
+        augment.manual_seed(self.seed * 1_000_003 + self.epoch + _AUGMENT_STREAM)
+        seeds = torch.randint(0, 2**62, (total,), generator=augment).tolist()
         # Only whole batches: the DataLoader drops the last partial one too.
         usable = self.batches_per_epoch * self.batch_size
         for index in indices[self.start_batch * self.batch_size : usable]:
-            yield index, bool(flips[index])
+            yield index, bool(flips[index]), int(seeds[index])
 
     def __len__(self) -> int:
         return max(0, (self.batches_per_epoch - self.start_batch) * self.batch_size)

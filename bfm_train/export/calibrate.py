@@ -20,7 +20,8 @@ from bfm_deploy.datasets import read_lfw_pairs
 from bfm_deploy.errors import BfmError
 from bfm_deploy.eval.metrics import best_threshold
 from bfm_deploy.images import load_image
-from bfm_deploy.verifier import l2_normalise, preprocess, softmax_masked
+from bfm_deploy.routing import DEFAULT_MASK_THRESHOLD, is_masked, mask_probability
+from bfm_deploy.verifier import l2_normalise, preprocess
 
 MIN_PER_KIND = 10  # same and different pairs a route needs to be calibrated on its own pairs
 BATCH = 64
@@ -90,14 +91,15 @@ class _Runner:
         return np.concatenate(outputs)
 
 
-def calibrate(pairs_file: Path, networks: dict[str, nn.Module]) -> dict[str, Calibration]:
+def calibrate(pairs_file: Path, networks: dict[str, nn.Module],
+              mask_threshold: float = DEFAULT_MASK_THRESHOLD) -> dict[str, Calibration]:
     pairs = read_labelled_pairs(pairs_file)
     images = sorted({p for pair in pairs for p in (pair.left, pair.right)})
     runner = _Runner(images)
     left = np.array([runner.index[p.left] for p in pairs])
     right = np.array([runner.index[p.right] for p in pairs])
     same = np.array([p.same for p in pairs])
-    masked = softmax_masked(runner.run(networks["classifier"], "classifier")) >= 0.5
+    masked = is_masked(mask_probability(runner.run(networks["classifier"], "classifier")), mask_threshold)
     partial_route = masked[left] | masked[right]
     file_id = f"{pairs_file.name} (sha256 {sha256_file(pairs_file)[:12]})"
     result: dict[str, Calibration] = {}

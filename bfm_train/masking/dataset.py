@@ -73,6 +73,7 @@ def settings_of(cfg: RunConfig) -> dict[str, Any]:
         "straps": cfg.mask.straps,
         "fabrics": str(Path(cfg.mask.fabric_dir).resolve()) if cfg.mask.fabric_dir else None,
         "fabric_share": cfg.mask.fabric_share if cfg.mask.fabric_dir else None,
+        "print_share": cfg.mask.print_share,
         "low_share": cfg.mask.low_share,
     }
 

@@ -38,6 +38,9 @@ class MaskConfig:
     # masks printed with one: real patterned cloth is what a classifier trained on plain masks misses.
     fabric_dir: Path | None = None
     fabric_share: float = 0.5
+    # Share of (the remaining) drawn cloth masks with a randomly generated print: more variety than any
+    # folder of fabric photos, so that a classifier cannot learn the few prints it was shown.
+    print_share: float = 0.0
     # Share of drawn masks worn low, under the nose (the nose tip and nostrils show).
     low_share: float = 0.0
 
@@ -50,7 +53,7 @@ class MaskConfig:
             raise BfmError(f"template share must be in 0..1, got {self.template_share}")
         if self.seed < 0:
             raise BfmError(f"seed must be >= 0, got {self.seed}")
-        for name in ("fabric_share", "low_share"):
+        for name in ("fabric_share", "print_share", "low_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise BfmError(f"{name.replace('_', ' ')} must be in 0..1, got {getattr(self, name)}")
 
@@ -125,7 +128,7 @@ class Masker:
             out, coverage = self.templates.render(image, geom, template, rng)
             source, style_name = "template", template.name
         else:
-            style = sample_style(mask_type, rng, self.fabrics, self.config.fabric_share)
+            style = sample_style(mask_type, rng, self.fabrics, self.config.fabric_share, self.config.print_share)
             low = self.config.low_share > 0 and bool(rng.random() < self.config.low_share)
             shape = build_shape(mask_type, geom, rng, straps=self.config.straps, valve=style.valve, low=low)
             out, coverage = render_drawn(image, geom, shape, style, rng)

@@ -103,6 +103,33 @@ class FabricLibrary:
         return self.names[index], self.tiles[index]
 
 
+def random_print(rng: np.random.Generator, size: int = 128) -> np.ndarray:
+    """A random printed fabric (BGR float32, seamless): 2 to 4 colours laid out as blobs of smooth noise
+    (camouflage, floral, batik-like), with scattered dots in one of them half the time. Blurring with a
+    Gaussian in the frequency domain (a circular convolution) makes the noise, and so the tile, periodic."""
+    count = int(rng.integers(2, 5))
+    hsv = np.stack([rng.uniform(0, 180, count), rng.uniform(40, 255, count), rng.uniform(30, 255, count)], axis=1)
+    colours = cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2BGR)[0].astype(np.float32)
+    noise = rng.standard_normal((size, size))
+    sigma = float(rng.uniform(2.0, 9.0))
+    freq = np.fft.fftfreq(size)
+    gaussian = np.exp(-2 * (np.pi * sigma) ** 2 * (freq[:, None] ** 2 + freq[None, :] ** 2))
+    smooth = np.fft.ifft2(np.fft.fft2(noise) * gaussian).real
+    levels = np.quantile(smooth, np.linspace(0, 1, count + 1)[1:-1])
+    index = np.digitize(smooth, levels)
+    tile = colours[index]
+    if rng.random() < 0.5:
+        ys, xs = rng.integers(0, size, (2, int(rng.integers(10, 60))))
+        radius = int(rng.integers(2, 6))
+        dots = np.zeros((size, size), np.uint8)
+        for dy in (-size, 0, size):  # drawn three times over so dots at an edge wrap around
+            for dx in (-size, 0, size):
+                for x, y in zip(xs, ys):
+                    cv2.circle(dots, (int(x) + dx, int(y) + dy), radius, 255, -1, cv2.LINE_AA)
+        tile = tile + (dots[..., None].astype(np.float32) / 255.0) * (colours[-1] * 0.3 + 170.0 - tile)
+    return np.ascontiguousarray(tile.astype(np.float32))
+
+
 def seamless_tile(image: np.ndarray) -> np.ndarray:
     """``image`` mirrored into a 2x2 block (float32): wraps around continuously at every edge."""
     top = np.hstack([image, image[:, ::-1]])
@@ -110,13 +137,19 @@ def seamless_tile(image: np.ndarray) -> np.ndarray:
 
 
 def sample_style(mask_type: str, rng: np.random.Generator, fabrics: FabricLibrary | None = None,
-                 fabric_share: float = 0.0) -> Style:
-    """A random look for ``mask_type``; with ``fabrics``, that share of cloth masks is printed fabric. The
-    fabric draws come after all others, so a run without fabrics keeps the looks of earlier versions."""
+                 fabric_share: float = 0.0, print_share: float = 0.0) -> Style:
+    """A random look for ``mask_type``; with ``fabrics``, ``fabric_share`` of cloth masks are that printed
+    fabric, and ``print_share`` of cloth masks get a randomly generated print (``random_print``). These draws
+    come after all others, so a run without them keeps the looks of earlier versions."""
     style = _sample_plain_style(mask_type, rng)
-    if mask_type == "cloth" and fabrics is not None and rng.random() < fabric_share:
+    if mask_type != "cloth":
+        return style
+    if fabrics is not None and rng.random() < fabric_share:
         name, tile = fabrics.choose(rng)
         return replace(style, name=f"cloth_fabric_{name}", fabric=tile, period=float(rng.uniform(0.5, 1.2)),
+                       angle=float(rng.uniform(-0.3, 0.3)))
+    if print_share > 0 and rng.random() < print_share:
+        return replace(style, name="cloth_print", fabric=random_print(rng), period=float(rng.uniform(0.4, 1.0)),
                        angle=float(rng.uniform(-0.3, 0.3)))
     return style
 

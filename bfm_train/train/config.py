@@ -19,6 +19,8 @@ import yaml
 from bfm_deploy.datasets import default_data_dir
 from bfm_deploy.errors import BfmError
 
+from ..data.augment import AugmentConfig
+
 RECIPES = ("bfm", "baseline1", "baseline2")
 
 
@@ -35,6 +37,7 @@ class DataConfig:
     missing_masked: str = "skip"  # skip | error: an image whose masked twin is absent
     flip: bool = True
     workers: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # effects of real photos (off by default)
 
 
 @dataclass

@@ -27,7 +27,7 @@ def build_dataset(config: TrainConfig) -> Dataset[Any]:
     if data.format == "rec":
         if exclude or data.include_identities is not None or data.min_images > 1:
             raise BfmError("identity include/exclude lists and min_images apply to data.format: folder only")
-        return RecordDataset(resolve_path(data.root), None if masked is None else resolve_path(masked))
+        return RecordDataset(resolve_path(data.root), None if masked is None else resolve_path(masked), data.augment)
     return PairedFolderDataset(
         resolve_path(data.root),
         None if masked is None else resolve_path(masked),
@@ -35,4 +35,5 @@ def build_dataset(config: TrainConfig) -> Dataset[Any]:
         exclude=exclude,
         min_images=data.min_images,
         missing_masked=data.missing_masked,
+        augment=data.augment,
     )

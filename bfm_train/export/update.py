@@ -1,0 +1,149 @@
+"""Change parts of an existing bundle without re-exporting its extractors: ``bfm-export --update BUNDLE``.
+
+A new mask classifier (from a checkpoint), a calibrated mask threshold, or another detector: each is checked
+as ``bfm-export`` checks it (ONNX against torch on real faces, the detector decoding at its size), the other
+files are copied unchanged, and the result replaces the bundle atomically only once it loads.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bfm_deploy.atomic import atomic_dir, atomic_write_text
+from bfm_deploy.bundle import MANIFEST, Bundle, sha256_file
+from bfm_deploy.datasets import default_data_dir
+from bfm_deploy.detect.install import DETECTOR_FILE, install_detector
+from bfm_deploy.errors import BfmError
+from bfm_deploy.images import load_image
+from bfm_deploy.routing import calibrate_mask_threshold, mask_probability
+from bfm_deploy.verifier import preprocess
+from bfm_train.models import BFMSystem, count_macs, count_params
+
+from .parity import check_parity, parity_batch
+
+CLASSIFIER_FILE = "classifier.onnx"
+
+
+@dataclass
+class UpdateOptions:
+    classifier: Path | None = None  # a checkpoint whose classifier.* replaces the bundle's
+    detector: str | None = None  # "scrfd", "none" or an SCRFD .onnx path; None keeps the bundle's
+    detector_size: int = 320
+    mask_calibration: Path | None = None  # "image<TAB>0|1" lines of held-out aligned crops (1 = masked)
+    opset: int = 17
+    min_cosine: float = 0.9999
+    parity_images: int = 16
+    data_dir: Path | None = None
+
+
+def read_mask_calibration(path: Path) -> tuple[list[Path], np.ndarray]:
+    """``image<TAB>label`` lines (label 1 = masked), paths relative to the file; blank and # lines skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BfmError(f"cannot read mask calibration file {path}: {exc}") from None
+    images, labels = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2 or fields[1].strip() not in ("0", "1"):
+            raise BfmError(f"{path}:{number}: expected 'image<TAB>0|1'")
+        image = Path(fields[0])
+        images.append(image if image.is_absolute() else path.parent / image)
+        labels.append(fields[1].strip() == "1")
+    label_array = np.array(labels, dtype=bool)
+    if not label_array.any() or label_array.all():
+        raise BfmError(f"{path}: mask calibration needs both masked (1) and unmasked (0) faces")
+    return images, label_array
+
+
+def calibrated_mask_threshold(classifier_onnx: Path, calibration: Path) -> dict[str, Any]:
+    """The manifest's ``mask_threshold`` entry: balanced-accuracy threshold of the classifier on ``calibration``."""
+    import onnxruntime as ort
+
+    images, labels = read_mask_calibration(calibration)
+    session = ort.InferenceSession(str(classifier_onnx), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    probabilities = []
+    for start in range(0, len(images), 256):
+        crops = [load_image(p) for p in images[start : start + 256]]
+        if any(c.shape != (112, 112, 3) for c in crops):
+            raise BfmError(f"{calibration}: mask calibration images must be aligned 112x112 crops")
+        probabilities.append(mask_probability(session.run(None, {name: preprocess(crops)})[0]))
+    probs = np.concatenate(probabilities)
+    value, balanced = calibrate_mask_threshold(probs[~labels], probs[labels])
+    at_half = (np.mean(probs[~labels] < 0.5) + np.mean(probs[labels] >= 0.5)) / 2
+    return {
+        "value": round(value, 6),
+        "calibration": (f"balanced-accuracy threshold on {len(labels)} held-out faces of {calibration.name} "
+                        f"(sha256 {sha256_file(calibration)[:12]}, {int(labels.sum())} masked): balanced accuracy "
+                        f"{100 * balanced:.2f}% (at 0.5: {100 * at_half:.2f}%)"),
+    }
+
+
+def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[[str], Any] = print) -> Path:
+    root = Path(bundle_dir)
+    bundle = Bundle.load(root)
+    if options.classifier is None and options.detector is None and options.mask_calibration is None:
+        raise BfmError("--update needs something to change: --classifier, --detector or --mask-calibration")
+    manifest: dict[str, Any] = json.loads(json.dumps(bundle.manifest))
+    with atomic_dir(root, overwrite=True) as tmp:
+        for item in root.iterdir():
+            if item.is_dir():
+                shutil.copytree(item, tmp / item.name)  # built engines: rebuild them for a changed network
+            elif item.name != MANIFEST:
+                shutil.copy2(item, tmp / item.name)
+        if options.classifier is not None:
+            manifest["models"]["classifier"] = _export_classifier(options.classifier, tmp, options, log)
+            manifest.setdefault("source", {})["classifier"] = (
+                f"from {options.classifier.name} (sha256 {sha256_file(options.classifier)})")
+            manifest.pop("weights", None)  # weights.safetensors would hold the old classifier
+            (tmp / "weights.safetensors").unlink(missing_ok=True)
+        if options.detector == "none":
+            manifest.pop("detector", None)
+            (tmp / DETECTOR_FILE).unlink(missing_ok=True)
+        elif options.detector is not None:
+            manifest["detector"] = install_detector(tmp, options.detector, options.detector_size)
+        if options.mask_calibration is not None:
+            manifest["mask_threshold"] = calibrated_mask_threshold(tmp / CLASSIFIER_FILE, options.mask_calibration)
+            log(f"mask threshold {manifest['mask_threshold']['value']}: {manifest['mask_threshold']['calibration']}")
+        elif options.classifier is not None:
+            manifest.pop("mask_threshold", None)  # calibrated for the old classifier
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        Bundle.load(tmp)
+        for item in tmp.iterdir():
+            item.chmod(0o755 if item.is_dir() else 0o644)
+        tmp.chmod(0o755)
+    log(f"wrote {root}")
+    return root
+
+
+def _export_classifier(checkpoint: Path, folder: Path, options: UpdateOptions, log: Callable[[str], Any]) -> dict[str, Any]:
+    from .exporter import OUTPUT_NAMES, export_onnx, INPUT_NAME
+
+    system = BFMSystem.from_checkpoint(checkpoint)
+    if system.classifier is None:
+        raise BfmError(f"{checkpoint.name} has no classifier.* tensors")
+    module = system.classifier.eval()
+    path = folder / CLASSIFIER_FILE
+    export_onnx(module, path, OUTPUT_NAMES["classifier"], options.opset)
+    batch = parity_batch(options.data_dir or default_data_dir(), options.parity_images)
+    parity = check_parity(module, path, batch.tensor)
+    log(f"classifier: max abs diff {parity.max_abs_diff:.3g}, min cosine {parity.min_cosine:.7f}")
+    if not parity.min_cosine >= options.min_cosine or parity.output_size != 2:
+        raise BfmError(f"classifier.onnx disagrees with the torch model (cosine {parity.min_cosine:.6f}); "
+                       "the bundle was not changed")
+    return {
+        "file": CLASSIFIER_FILE, "architecture": "classifier", "params": count_params(module),
+        "macs": count_macs(module), "sha256": sha256_file(path), "input": INPUT_NAME,
+        "output": OUTPUT_NAMES["classifier"],
+        "parity": {"max_abs_diff": parity.max_abs_diff, "min_cosine": parity.min_cosine},
+    }
