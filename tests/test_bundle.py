@@ -192,17 +192,20 @@ def test_a_detector_graph_that_contradicts_its_entry_is_refused_by_the_backend(m
         create_backend("ort", Bundle.load(path))
 
 
-def test_add_detector_replaces_and_removes_it_atomically(mbf_bundle: Path, tmp_path: Path) -> None:
-    from bfm_deploy.detect.install import add_detector
+def test_update_replaces_and_removes_the_detector_atomically(mbf_bundle: Path, tmp_path: Path) -> None:
+    from bfm_train.export.update import UpdateOptions, update_bundle
+
+    def add_detector(folder: Path, choice: str, input_size: int = 320) -> None:
+        update_bundle(folder, UpdateOptions(detector=choice, detector_size=input_size), log=lambda _: None)
 
     copy = tmp_path / "b"
     shutil.copytree(mbf_bundle, copy)
-    add_detector(copy, "none", log=lambda _: None)
+    add_detector(copy, "none")
     assert Bundle.load(copy).detector is None and not (copy / "detector.onnx").exists()
-    add_detector(copy, str(mbf_bundle / "detector.onnx"), input_size=256, log=lambda _: None)
+    add_detector(copy, str(mbf_bundle / "detector.onnx"), input_size=256)
     spec = Bundle.load(copy).detector
     assert spec is not None and spec.input_size == 256 and spec.architecture == "scrfd"
     with pytest.raises(BfmError, match="a bundle detector must be 'scrfd'"):
-        add_detector(copy, "yunet", log=lambda _: None)
+        add_detector(copy, "yunet")
     assert Bundle.load(copy).detector is not None  # the failed change left the bundle as it was
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # and no temporary folders

@@ -880,9 +880,9 @@ def test_build_engines_builds_the_detector_with_its_own_profile(tmp_path: Path, 
     build = use_fake_trt(fake)
     bundle = _tiny_bundle(tmp_path)
     demo_detector = Path(__file__).resolve().parents[1] / "engines" / "demo" / "detector.onnx"
-    from bfm_deploy.detect.install import add_detector
+    from bfm_train.export.update import UpdateOptions, update_bundle
 
-    add_detector(bundle, str(demo_detector), log=lambda _: None)
+    update_bundle(bundle, UpdateOptions(detector=str(demo_detector)), log=lambda _: None)
     target = build.build_engines(bundle, BuildOptions(profile=BatchProfile(2, 16, 64), timing_cache=tmp_path / "t"))
     manifest = EngineManifest.load(target / "engine_manifest.json")
     entry = manifest.engines["detector"]

@@ -1,24 +1,20 @@
 """Putting a detector into a bundle: ``detector.onnx`` and its manifest entry, checked before it is kept.
 
-``bfm-export --detector`` calls ``install_detector`` while it writes a new bundle; ``add_detector`` adds or
-replaces the detector of an existing bundle (``bfm-export --add-detector BUNDLE``) without touching its other
-graphs. Only graph detectors can live in a bundle (SCRFD); YuNet and MTCNN run on the host and are chosen
-at run time with ``--detector``.
+``bfm-export --detector`` calls ``install_detector`` while it writes a new bundle, ``bfm-export --update
+BUNDLE --detector`` (``bfm_train.export.update``) when it changes an existing one. Only graph detectors can live
+in a bundle (SCRFD); YuNet and MTCNN run on the host and are chosen at run time with ``--detector``.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_dir, atomic_write_text
-from ..bundle import MANIFEST, Bundle, detector_entry, sha256_file
+from ..bundle import detector_entry, sha256_file
 from ..errors import BfmError
 from . import scrfd
 from .choice import scrfd_spec
@@ -57,29 +53,3 @@ def _params(path: Path) -> int:
         raise BfmError("counting the detector's parameters needs onnx (pip install onnx)") from None
     model = onnx.load(str(path))
     return int(sum(int(np.prod(init.dims)) for init in model.graph.initializer))
-
-
-def add_detector(bundle_dir: str | Path, choice: str, input_size: int = scrfd.DEFAULT_INPUT_SIZE,
-                 log: Callable[[str], Any] = print) -> Path:
-    """Give the bundle at ``bundle_dir`` the detector ``choice`` (replacing any), atomically; ``none``
-    removes it. The other files are copied unchanged and the result is validated before it replaces the old."""
-    root = Path(bundle_dir)
-    bundle = Bundle.load(root)  # refuses a tampered bundle before anything is written
-    manifest = dict(bundle.manifest)
-    with atomic_dir(root, overwrite=True) as tmp:
-        for item in root.iterdir():
-            if item.is_dir():
-                shutil.copytree(item, tmp / item.name)  # built engines: rebuild them for the new detector
-            elif item.name not in (DETECTOR_FILE, MANIFEST):
-                shutil.copy2(item, tmp / item.name)
-        if choice == "none":
-            manifest.pop("detector", None)
-        else:
-            manifest["detector"] = install_detector(tmp, choice, input_size)
-        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-        Bundle.load(tmp)
-        for item in tmp.iterdir():
-            item.chmod(0o755 if item.is_dir() else 0o644)
-        tmp.chmod(0o755)
-    log(f"wrote {root} (detector: {choice})")
-    return root
