@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -21,23 +23,37 @@ def fail(message: str) -> NoReturn:
     sys.exit(EXIT_ERROR)
 
 
+def debug_enabled() -> bool:
+    return os.environ.get("BFM_DEBUG", "") not in ("", "0")
+
+
 def one_line_errors(func: F) -> F:
-    """Turn expected failures into ``error: ...`` on stderr and exit 2, never a traceback.
+    """Turn every failure into ``error: ...`` on stderr and exit 2, never a traceback and never exit 1
+    (which ``bfm-verify`` uses for "different people").
 
     ``BfmError`` is the expected case; OSError and ValueError from libraries (a file vanishing mid-run,
-    a malformed option value) are reported the same way. Anything else is a bug and keeps its traceback.
+    a malformed option value) are reported the same way. Anything else is a bug: its line says so, and
+    ``BFM_DEBUG=1`` prints the traceback as well.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click's own: OneLineCommand turns them into one line
         except BfmError as exc:
             fail(str(exc))
         except (OSError, ValueError) as exc:
             fail(f"{type(exc).__name__}: {exc}")
         except KeyboardInterrupt:
             fail("interrupted")
+        except Exception as exc:  # a bug: still one line and exit 2, the traceback on request
+            if debug_enabled():
+                traceback.print_exc()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            fail(f"unexpected error ({type(exc).__name__}: {first}); this is a bug in bfm: rerun with "
+                 "BFM_DEBUG=1 for the traceback and report it")
 
     return wrapper  # type: ignore[return-value]
 

@@ -1,8 +1,9 @@
 """Safe image decoding: every image enters the runtime as a BGR uint8 HxWx3 array.
 
-Files are checked before they are decoded: the dimensions are read from the PNG IHDR chunk or the JPEG frame
-header (SOFn) and an image above ``ImageLimits.max_pixels`` is refused without allocating it; other formats
-(BMP, TIFF, WebP, ...) are limited by file size instead. A truncated JPEG (libjpeg pads it with gray and only
+Files are checked before they are decoded: the dimensions are read from the header of every accepted format
+(PNG IHDR, JPEG SOFn, BMP, GIF screen and frames, TIFF first directory, WebP VP8/VP8L/VP8X, PNM/PAM) and an
+image above ``ImageLimits.max_pixels`` is refused without allocating it; any other format is refused. A
+truncated JPEG (libjpeg pads it with gray and only
 warns) or PNG is refused rather than decoded into a half-gray picture.
 
 Conversions, not refusals: gray -> BGR; 16-bit -> 8-bit (x / 257, rounded); an alpha channel is composited on
@@ -36,13 +37,13 @@ JPEG_SOS = 0xDA
 class ImageLimits:
     """What ``load_image`` agrees to decode."""
 
-    max_pixels: int = 40_000_000  # width * height from the header, for PNG and JPEG
-    max_file_bytes: int = 64 * 1024 * 1024  # for formats whose header is not parsed (and an outer bound for all)
+    max_pixels: int = 40_000_000  # width * height from the header, for every accepted format
+    max_file_bytes: int = 64 * 1024 * 1024  # an outer bound on what is read at all
 
 
 @dataclass(frozen=True)
 class _Header:
-    kind: str  # "png", "jpeg" or "other"
+    kind: str  # "png", "jpeg", or the name of another accepted format
     width: int = 0
     height: int = 0
 
@@ -63,7 +64,7 @@ def load_image(source: str | os.PathLike[str] | np.ndarray, limits: ImageLimits 
     path = Path(source)
     data = _read_file(path, limits)
     header = _parse_header(data, path)
-    if header.kind != "other" and header.width * header.height > limits.max_pixels:
+    if header.width * header.height > limits.max_pixels:
         raise BfmError(
             f"{path}: {header.width}x{header.height} image is too large to decode safely "
             f"(limit {limits.max_pixels / 1e6:g} megapixels)"
@@ -146,7 +147,12 @@ def _read_file(path: Path, limits: ImageLimits) -> bytes:
         raise BfmError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
+ACCEPTED_FORMATS = "JPEG, PNG, BMP, GIF, TIFF, WebP, PNM (PBM/PGM/PPM/PAM)"
+
+
 def _parse_header(data: bytes, path: Path) -> _Header:
+    """The format and pixel size from the file's header, before any pixel is decoded: the one gate every
+    format passes, so that a few bytes declaring 20000x20000 pixels are refused, not allocated."""
     if data.startswith(PNG_SIGNATURE):
         return _png_header(data, path)
     if data.startswith(JPEG_SIGNATURE):
@@ -156,7 +162,122 @@ def _parse_header(data: bytes, path: Path) -> _Header:
         # message for the common case (an HTML error page or a text file saved under an image name).
         kind = "PNG" if path.suffix.lower() == ".png" else "JPEG"
         raise BfmError(f"{path} is not a {kind} file (its content does not start with a {kind} signature)")
-    return _Header("other")
+    for signatures, parse in _OTHER_FORMATS:
+        if any(data.startswith(signature) for signature in signatures):
+            kind, width, height = parse(data)
+            if width <= 0 or height <= 0:
+                raise BfmError(f"{path}: corrupt or truncated {kind} header (size {width}x{height})")
+            return _Header(kind, width, height)
+    raise BfmError(f"{path}: not an image format bfm decodes ({ACCEPTED_FORMATS})")
+
+
+def _u16le(data: bytes, at: int) -> int:
+    return struct.unpack_from("<H", data, at)[0] if len(data) >= at + 2 else 0
+
+
+def _bmp(data: bytes) -> tuple[str, int, int]:
+    # File header (14 bytes), then the DIB header: 12-byte OS/2 core headers hold 16-bit sizes, the others
+    # 32-bit ones (height negative for top-down bitmaps).
+    if len(data) < 26:
+        return "BMP", 0, 0
+    if struct.unpack_from("<I", data, 14)[0] == 12:
+        return "BMP", _u16le(data, 18), _u16le(data, 20)
+    width, height = struct.unpack_from("<ii", data, 18)
+    return "BMP", width, abs(height)
+
+
+def _gif(data: bytes) -> tuple[str, int, int]:
+    """The logical screen, grown to cover every image descriptor (a frame may declare more than the screen)."""
+    width, height = _u16le(data, 6), _u16le(data, 8)
+    pos = 13
+    if len(data) > 10 and data[10] & 0x80:
+        pos += 3 << ((data[10] & 0x07) + 1)  # global colour table
+    while pos < len(data):
+        block = data[pos]
+        if block == 0x2C and pos + 10 <= len(data):  # image descriptor
+            left, top, w, h = struct.unpack_from("<HHHH", data, pos + 1)
+            width, height = max(width, left + w), max(height, top + h)
+            flags = data[pos + 9]
+            pos += 10 + ((3 << ((flags & 0x07) + 1)) if flags & 0x80 else 0) + 1  # + local table + LZW size
+            pos = _skip_sub_blocks(data, pos)
+        elif block == 0x21 and pos + 2 <= len(data):  # extension
+            pos = _skip_sub_blocks(data, pos + 2)
+        else:
+            break  # trailer (0x3B) or garbage: OpenCV stops there too
+    return "GIF", width, height
+
+
+def _skip_sub_blocks(data: bytes, pos: int) -> int:
+    while pos < len(data) and data[pos]:
+        pos += data[pos] + 1
+    return pos + 1
+
+
+def _webp(data: bytes) -> tuple[str, int, int]:
+    if len(data) < 30 or data[8:12] != b"WEBP":
+        return "WebP", 0, 0
+    chunk = data[12:16]
+    if chunk == b"VP8 ":  # lossy: frame tag (3), start code (3), then 14-bit width and height
+        return "WebP", _u16le(data, 26) & 0x3FFF, _u16le(data, 28) & 0x3FFF
+    if chunk == b"VP8L":  # lossless: signature byte, then 14 bits of width - 1 and 14 of height - 1
+        bits = struct.unpack_from("<I", data, 21)[0]
+        return "WebP", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":  # extended: 24-bit canvas width - 1 and height - 1
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return "WebP", width, height
+    return "WebP", 0, 0
+
+
+def _tiff(data: bytes) -> tuple[str, int, int]:
+    """ImageWidth (256) and ImageLength (257) of the first image file directory (the page OpenCV decodes)."""
+    endian = "<" if data.startswith(b"II") else ">"
+    if len(data) < 8:
+        return "TIFF", 0, 0
+    offset = struct.unpack_from(endian + "I", data, 4)[0]
+    if offset + 2 > len(data):
+        return "TIFF", 0, 0
+    (count,) = struct.unpack_from(endian + "H", data, offset)
+    size = {256: 0, 257: 0}
+    for i in range(count):
+        at = offset + 2 + 12 * i
+        if at + 12 > len(data):
+            break
+        tag, kind = struct.unpack_from(endian + "HH", data, at)
+        if tag in size:
+            value = struct.unpack_from(endian + ("H" if kind == 3 else "I"), data, at + 8)[0]
+            size[tag] = value
+    return "TIFF", size[256], size[257]
+
+
+def _pnm(data: bytes) -> tuple[str, int, int]:
+    """PBM/PGM/PPM (P1-P6): width and height are the first two numbers after the magic, comments skipped;
+    PAM (P7): the WIDTH and HEIGHT lines."""
+    head = data[:4096].decode("latin-1")
+    if head.startswith("P7"):
+        fields = dict(line.split(None, 1) for line in head.splitlines()[1:] if " " in line.strip())
+        try:
+            return "PAM", int(fields.get("WIDTH", "0")), int(fields.get("HEIGHT", "0"))
+        except ValueError:
+            return "PAM", 0, 0
+    tokens = []
+    for line in head[2:].splitlines():
+        tokens += line.split("#", 1)[0].split()
+        if len(tokens) >= 2:
+            break
+    try:
+        return "PNM", int(tokens[0]), int(tokens[1])
+    except (IndexError, ValueError):
+        return "PNM", 0, 0
+
+
+_OTHER_FORMATS = (
+    ((b"BM",), _bmp),
+    ((b"GIF87a", b"GIF89a"), _gif),
+    ((b"RIFF",), _webp),
+    ((b"II*\x00", b"MM\x00*"), _tiff),
+    (tuple(f"P{i}".encode() for i in range(1, 8)), _pnm),
+)
 
 
 def _png_header(data: bytes, path: Path) -> _Header:

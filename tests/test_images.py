@@ -43,7 +43,8 @@ def test_jpeg_and_png_round_trip(tmp_path: Path) -> None:
         (lambda d: _touch(d / "empty.jpg", b""), "empty file"),
         (lambda d: _touch(d / "notes.jpg", b"this is a text file\n" * 20), "is not a JPEG file"),
         (lambda d: _touch(d / "page.png", b"<html>404 not found</html>"), "is not a PNG file"),
-        (lambda d: _touch(d / "junk.bmp", b"BM" + bytes(100)), "cannot decode image"),
+        (lambda d: _touch(d / "junk.bmp", b"BM" + bytes(100)), "corrupt or truncated BMP header"),
+        (lambda d: _touch(d / "picture.hdr", b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 10 +X 10\n"), "not an image format"),
     ],
 )
 def test_bad_files_raise_one_line_errors(tmp_path: Path, make, message: str) -> None:
@@ -103,7 +104,7 @@ def test_jpeg_size_is_read_from_the_frame_header(tmp_path: Path, monkeypatch: py
         load_image(path, ImageLimits(max_pixels=5000))
 
 
-def test_other_formats_are_limited_by_file_size(tmp_path: Path) -> None:
+def test_every_format_is_also_limited_by_file_size(tmp_path: Path) -> None:
     path = _write(tmp_path / "a.bmp", _gradient())
     np.testing.assert_array_equal(load_image(path), _gradient())
     with pytest.raises(BfmError, match="too large to decode safely"):
@@ -172,3 +173,85 @@ def test_other_sources_raise() -> None:
 def test_real_lfw_photo(data_dir: Path) -> None:
     path = next((data_dir / "lfw" / "raw-fold1").glob("*/*.jpg"))
     assert load_image(path).shape == (250, 250, 3)
+
+
+# ---- decompression bombs: every accepted format is sized from its header before decoding --------------------
+
+BOMB = 20_000  # a side of 20000 pixels: 400 megapixels, 1.2 GB as BGR
+
+
+def _bombs() -> dict[str, bytes]:
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", BOMB, BOMB, 8, 2, 0, 0, 0)
+    png = (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+           + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+    sof = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, BOMB, BOMB, 1) + b"\x01\x11\x00"
+    sos = b"\xff\xda" + struct.pack(">HB", 8, 1) + b"\x01\x00\x00\x3f\x00"
+    jpeg = b"\xff\xd8" + sof + sos + b"\x00" * 16 + b"\xff\xd9"
+    # RLE8 BMP: 1 KB of run-length data that would expand to 20000 x 20000 pixels
+    bmp = (b"BM" + struct.pack("<IHHI", 1078 + 1024, 0, 0, 1078)
+           + struct.pack("<IiiHHIIiiII", 40, BOMB, BOMB, 1, 8, 1, 1024, 0, 0, 256, 0) + bytes(1024) + bytes(1024))
+    gif = b"GIF89a" + struct.pack("<HHBBB", BOMB, BOMB, 0, 0, 0) + b"\x3b"  # 35 bytes or so
+    # A GIF whose screen is small but whose frame declares the bomb size
+    frame_gif = (b"GIF89a" + struct.pack("<HHBBB", 10, 10, 0, 0, 0)
+                 + b"\x2c" + struct.pack("<HHHHB", 0, 0, BOMB, BOMB, 0) + b"\x02\x02\x44\x01\x00\x3b")
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 2) + struct.pack("<HHII", 256, 4, 1, BOMB) \
+        + struct.pack("<HHII", 257, 4, 1, BOMB) + struct.pack("<I", 0)
+    webp = b"RIFF" + struct.pack("<I", 22) + b"WEBPVP8X" + struct.pack("<I", 10) + bytes(4) \
+        + (BOMB - 1).to_bytes(3, "little") + (BOMB - 1).to_bytes(3, "little")
+    pnm = f"P6\n# a comment\n{BOMB} {BOMB}\n255\n".encode() + bytes(64)
+    pam = f"P7\nWIDTH {BOMB}\nHEIGHT {BOMB}\nDEPTH 3\nMAXVAL 255\nTUPLTYPE RGB\nENDHDR\n".encode() + bytes(64)
+    return {"a.png": png, "a.jpg": jpeg, "a.bmp": bmp, "a.gif": gif, "frame.gif": frame_gif, "a.tif": tiff,
+            "a.webp": webp, "a.ppm": pnm, "a.pam": pam}
+
+
+def test_a_bomb_of_every_accepted_format_is_refused_fast_and_small(tmp_path: Path) -> None:
+    """In a fresh process, so that its peak memory is the bombs' and not the test suite's."""
+    import json
+    import subprocess
+    import sys
+
+    for name, data in _bombs().items():
+        (tmp_path / name).write_bytes(data)
+    code = f"""
+import json, sys, time
+from pathlib import Path
+from bfm_deploy.errors import BfmError
+from bfm_deploy.images import load_image
+out = {{}}
+for path in sorted(Path({str(tmp_path)!r}).iterdir()):
+    start = time.perf_counter()
+    try:
+        load_image(path)
+        out[path.name] = ["decoded", 0.0]
+    except BfmError as exc:
+        out[path.name] = [str(exc), time.perf_counter() - start]
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so it would count the forking test runner.
+out["peak_mb"] = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
+print(json.dumps(out))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    report = json.loads(result.stdout)
+    assert report.pop("peak_mb") < 300
+    assert set(report) == set(_bombs())
+    for name, (message, seconds) in report.items():
+        assert "20000x20000 image is too large" in message, (name, message)
+        assert seconds < 1.0, (name, seconds)
+
+
+@pytest.mark.parametrize("ext", [".bmp", ".gif", ".tiff", ".webp", ".ppm", ".pam"])
+def test_every_accepted_format_decodes_and_is_sized_from_its_header(tmp_path: Path, ext: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    image = _gradient(height=40, width=30)
+    ok, data = cv2.imencode(ext, image)
+    assert ok
+    path = _touch(tmp_path / f"a{ext}", data.tobytes())
+    decoded = load_image(path)
+    assert decoded.shape == (40, 30, 3)
+    if ext != ".gif":  # GIF quantises colours to a palette
+        np.testing.assert_array_equal(decoded, image)
+    monkeypatch.setattr(cv2, "imdecode", _no_decoding)
+    with pytest.raises(BfmError, match="30x40 image is too large"):
+        load_image(path, ImageLimits(max_pixels=1000))

@@ -225,3 +225,18 @@ def test_pairs_with_a_bad_image_report_it_and_exit_2(mbf_bundle: Path, faces: di
     assert first["same"] is True and "none.jpg" in second["error"]
     pairs.write_text("only-one-field\n")
     assert_one_line_error(run("--pairs", pairs, "--bundle", mbf_bundle), "pairs.txt:1", "two image paths")
+
+
+def test_an_unexpected_error_is_one_line_and_exit_2_not_1(mbf_bundle: Path, faces: dict[str, Path],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from bfm_deploy import verifier
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("onnxruntime said no\nsecond line")
+
+    monkeypatch.setattr(verifier.Verifier, "verify", broken)
+    result = run(faces["a1"], faces["a2"], "--bundle", mbf_bundle, "--aligned")
+    assert_one_line_error(result, "unexpected error (RuntimeError: onnxruntime said no)", "BFM_DEBUG=1")
+    monkeypatch.setenv("BFM_DEBUG", "1")
+    result = run(faces["a1"], faces["a2"], "--bundle", mbf_bundle, "--aligned")
+    assert result.exit_code == 2 and "Traceback" in result.stderr and result.stderr.strip().endswith("report it")

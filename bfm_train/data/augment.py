@@ -74,8 +74,9 @@ class Augmenter:
         if draws[3] < c.jpeg:  # libjpeg's colour transform expects BGR
             quality = [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 91))]
             ok, data = cv2.imencode(".jpg", np.ascontiguousarray(out[..., ::-1]), quality)
-            if ok:
-                out = cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
+            decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+            if decoded is not None:
+                out = decoded[..., ::-1]
         return np.ascontiguousarray(out)
 
 

@@ -130,6 +130,11 @@ class Trainer:
         resume = self.config.resume
         if not resume:
             return
+        if self.env.is_main:
+            # A kill -9 during a checkpoint write leaves its temporary file (the rename never came): nothing
+            # will ever use it, so it goes before training adds new ones.
+            for stale in (self.run_dir / CHECKPOINT_DIR).glob(".step-*.tmp"):
+                stale.unlink(missing_ok=True)
         path = find_latest_checkpoint(self.run_dir) if resume == "auto" else resolve_path(resume)
         if path is None:
             self._log(f"resume: auto: no checkpoint in {self.run_dir / CHECKPOINT_DIR}, starting from scratch")
