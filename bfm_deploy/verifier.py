@@ -72,6 +72,14 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def _malformed(pair: object) -> str | None:
+    """Why ``pair`` is not two images, or None when it is."""
+    if isinstance(pair, (str, bytes, np.ndarray)) or not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        return f"a pair must be two images (paths or arrays), got {type(pair).__name__}" + (
+            f" of {len(pair)}" if isinstance(pair, (tuple, list)) else "")
+    return None
+
+
 def case_of(masked_a: bool, masked_b: bool) -> int:
     return 1 + int(masked_a) + int(masked_b)
 
@@ -220,9 +228,21 @@ class Verifier:
 
     def _verify_chunk(self, chunk: list[tuple[Image, Image]], aligned: bool,
                       errors: str) -> list[VerifyResult | PairError]:
-        faces = self.prepare_many([image for pair in chunk for image in pair], aligned)
+        malformed: dict[int, str] = {}
+        for i, pair in enumerate(chunk):
+            problem = _malformed(pair)
+            if problem is not None:
+                malformed[i] = problem
+        if malformed and errors == "raise":
+            raise BfmError(next(iter(malformed.values())))
+        wellformed = [pair for i, pair in enumerate(chunk) if i not in malformed]
+        faces = iter(self.prepare_many([image for pair in wellformed for image in pair], aligned))
         prepared: list[tuple[Face, Face] | PairError] = []
-        for a, b in zip(faces[0::2], faces[1::2]):
+        for i in range(len(chunk)):
+            if i in malformed:
+                prepared.append(PairError(malformed[i]))
+                continue
+            a, b = next(faces), next(faces)
             if isinstance(a, BfmError) or isinstance(b, BfmError):
                 error = a if isinstance(a, BfmError) else b
                 assert isinstance(error, BfmError)

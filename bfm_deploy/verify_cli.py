@@ -7,7 +7,6 @@ verified, 2 when any could not be (its JSON line carries the error) or the run f
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,13 +14,13 @@ from pathlib import Path
 from typing import IO
 
 import click
-from tqdm import tqdm
 
 from .atomic import atomic_path
 from .bundle import DEFAULT_BUNDLE, default_bundle
 from .backends import BACKEND_NAMES
 from .cli_support import OneLineCommand, detector_option, fail, one_line_errors
 from .errors import BfmError
+from .progress import progress
 from .verifier import CASE_NAMES, PairError, Verifier, VerifyResult
 
 EXIT_SAME, EXIT_DIFFERENT = 0, 1
@@ -77,8 +76,7 @@ def _output(out: Path | None) -> Iterator[IO[str]]:
 def _verify_pairs(verifier: Verifier, pairs_file: Path, out: Path | None, aligned: bool) -> int:
     pairs = read_pairs(pairs_file)
     failed = 0
-    with _output(out) as sink, tqdm(total=len(pairs), desc="verify", unit="pair", file=sys.stderr,
-                                   disable=None) as bar:
+    with _output(out) as sink, progress(total=len(pairs), desc="verify", unit="pair") as bar:
         results = verifier.verify_many(pairs, aligned=aligned, errors="collect")
         for (left, right), result in zip(pairs, results):
             record: dict[str, object] = {"a": str(left), "b": str(right)}

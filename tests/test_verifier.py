@@ -166,3 +166,13 @@ def test_backend_choice(mbf_bundle: Path) -> None:
         create_backend("auto", bundle, device="cpu")
     with pytest.raises(BfmError):
         Verifier(bundle, batch_size=1)
+
+
+def test_malformed_pairs_are_collected_in_order_or_raised(ort_verifier: Verifier, lfw_pairs) -> None:
+    a, b = lfw_pairs[0].left, lfw_pairs[0].right
+    results = list(ort_verifier.verify_many([(a, b), "ab", (a,), (a, b, b), (a, b)], aligned=True, errors="collect"))
+    assert [type(r).__name__ for r in results] == ["VerifyResult", "PairError", "PairError", "PairError", "VerifyResult"]
+    assert "a pair must be two images" in results[2].message and "of 1" in results[2].message  # type: ignore[union-attr]
+    assert results[0] == results[4]
+    with pytest.raises(BfmError, match="a pair must be two images"):
+        list(ort_verifier.verify_many([(a, b), 42], aligned=True))  # type: ignore[list-item]

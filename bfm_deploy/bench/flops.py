@@ -120,7 +120,7 @@ def flops_report(backbone: str = "r50", progress: bool = True) -> dict[str, Any]
 
     E_F and E_P share the backbone architecture, so it is built, counted and exported once.
     """
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     models = _torch_models()
     if backbone not in models.list_models() or models.model_info(backbone).kind != "extractor":
@@ -128,7 +128,7 @@ def flops_report(backbone: str = "r50", progress: bool = True) -> dict[str, Any]
         raise BfmError(f"unknown backbone {backbone!r}; choose one of {', '.join(extractors)}")
     with tempfile.TemporaryDirectory(prefix="bfm-bench-flops-") as tmp:
         costs = {}
-        for arch in tqdm(["classifier", backbone], desc="count (torch + onnx)", disable=not progress):
+        for arch in progress_bar(["classifier", backbone], desc="count (torch + onnx)", enabled=progress):
             costs[arch] = count_network(arch, Path(tmp))
     classifier, extractor = costs["classifier"], costs[backbone]
     report_models = {

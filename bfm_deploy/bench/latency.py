@@ -12,6 +12,7 @@ from ..backends import create_backend
 from ..backends.base import NETWORKS, Backend
 from ..bundle import Bundle
 from ..errors import BfmError
+from ..progress import progress
 from . import pipeline
 from .machine import describe_machine, load_average, measure_matmul
 from .stats import median
@@ -44,9 +45,7 @@ def _create(name: str, bundle: Bundle, threads: int) -> Backend:
 
 
 def _progress(total: int, desc: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", leave=False)
+    return progress(total=total, desc=desc, unit="step", leave=False)
 
 
 def run_latency(options: LatencyOptions) -> dict[str, Any]:

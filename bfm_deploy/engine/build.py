@@ -6,13 +6,11 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tqdm import tqdm
-
 from .. import __version__
 from ..atomic import atomic_dir
-from ..backends.base import NETWORKS
 from ..cuda_runtime import CudaRuntime
 from ..errors import BfmError
+from ..progress import progress
 from .loaders import (
     CreateConfig,
     EngineFromNetwork,
@@ -57,7 +55,7 @@ def build_engines(bundle: BundleLike, options: BuildOptions, device: int = 0, ve
     entries: dict[str, EngineEntry] = {}
     fp16_graph = needs_fp16_graph()
     with atomic_dir(target, overwrite=True) as tmp, tempfile.TemporaryDirectory(prefix="bfm-fp16-") as scratch:
-        for network in tqdm(list(sources), desc="building FP16 engines", unit="engine"):
+        for network in progress(list(sources), desc="building FP16 engines", unit="engine"):
             source = sources[network]
             profile = options.profile if source.chw is None else _detector_profile(options.profile)
             config = CreateConfig(

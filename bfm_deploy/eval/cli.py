@@ -23,7 +23,7 @@ from .scoring import FaceModel
 DATASETS = ("lfw", "masked-lfw", "mfr2", "pairs", "landmarks")
 DEFAULT_SEED = 0
 
-HELP = f"""Verification accuracy of bundles on LFW, masked LFW, MFR2 or a generic pairs file.
+HELP = """Verification accuracy of bundles on LFW, masked LFW, MFR2 or a generic pairs file.
 
 \b
 Protocol (the paper's, as insightface's verification.py): pairs are cut into

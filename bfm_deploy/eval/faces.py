@@ -8,7 +8,6 @@ used resized whole (and listed) instead of failing its pairs.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +15,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from ..bundle import Bundle
 from ..errors import BfmError
+from ..progress import progress as progress_bar
 from .protocols import CROP_SIZE
 
 PREFETCH_CHUNK = 64  # images a detector batch
@@ -57,8 +56,7 @@ class DetectingLoader:
         """Detect and align every image of ``paths`` not yet done, a detector batch at a time."""
         todo = [p for p in dict.fromkeys(paths) if p not in self.crops]
         aligner = self._get_aligner()
-        with tqdm(total=len(todo), desc="detect", unit="image", file=sys.stderr,
-                  disable=not progress or None) as bar:
+        with progress_bar(total=len(todo), desc="detect", unit="image", enabled=progress) as bar:
             for start in range(0, len(todo), PREFETCH_CHUNK):
                 chunk = todo[start : start + PREFETCH_CHUNK]
                 for path, item in zip(chunk, aligner.align_many(chunk)):

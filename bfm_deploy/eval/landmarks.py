@@ -8,15 +8,14 @@ synthetic masks drawn on (``bfm-mask SRC DST --raw``): masking moves no landmark
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import BfmError
+from ..progress import progress as progress_bar
 
 CHUNK = 64
 
@@ -54,8 +53,8 @@ def landmark_errors(detector: Any, landmark_set: LandmarkSet, progress: bool = T
     offsets: list[np.ndarray] = []
     inter_oculars: list[float] = []
     missed: list[str] = []
-    with FaceAligner(detector) as aligner, tqdm(total=len(photos), desc="landmarks", unit="photo",
-                                                   file=sys.stderr, disable=not progress or None) as bar:
+    with FaceAligner(detector) as aligner, progress_bar(total=len(photos), desc="landmarks", unit="photo",
+                                                           enabled=progress) as bar:
         for start in range(0, len(photos), CHUNK):
             chunk = photos[start : start + CHUNK]
             for path, item in zip(chunk, aligner.align_many(chunk)):

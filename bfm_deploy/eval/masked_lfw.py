@@ -16,10 +16,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import BfmError
+from ..progress import progress
 from .protocols import EvalPair, EvalSet, load_aligned
 
 MaskFunction = Callable[[np.ndarray, str], np.ndarray]  # (aligned BGR crop, path key) -> masked crop
@@ -87,7 +87,7 @@ class MaskedImageCache:
                 todo.append(image)
         if todo:
             mask = self.mask_function or default_mask_function(self.settings)
-            for image in tqdm(todo, desc=f"masking LFW (seed {self.settings.seed})", unit="img"):
+            for image in progress(todo, desc=f"masking LFW (seed {self.settings.seed})", unit="img"):
                 target = self.target(image)
                 try:
                     result = mask(load_aligned(image), self._key(image).as_posix())

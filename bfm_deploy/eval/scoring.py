@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
-from tqdm import tqdm
 
+from ..progress import progress
 from ..routing import DEFAULT_MASK_THRESHOLD, partial_route
 from .methods import Method
 from .protocols import EvalSet, ImageLoader
@@ -49,7 +49,7 @@ class FeatureCache:
         todo = [image for image in dict.fromkeys(images) if image not in done]
         if not todo:
             return
-        with tqdm(total=len(todo), desc=f"{label}: {output}", unit="img", leave=False) as bar:
+        with progress(total=len(todo), desc=f"{label}: {output}", unit="img", leave=False) as bar:
             for batch in _batches(todo, self.batch_size):
                 crops = [load(image) for image in batch]
                 if output == "mask":

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from bfm_deploy.bundle import ROUTES, sha256_file
 from bfm_deploy.datasets import read_lfw_pairs
 from bfm_deploy.errors import BfmError
 from bfm_deploy.eval.metrics import best_threshold
 from bfm_deploy.images import load_image
+from bfm_deploy.progress import progress
 from bfm_deploy.routing import DEFAULT_MASK_THRESHOLD, is_masked, mask_probability
 from bfm_deploy.verifier import l2_normalise, preprocess
 
@@ -75,7 +75,7 @@ class _Runner:
     def crops(self) -> list[np.ndarray]:
         if self._crops is None:
             self._crops = []
-            for path in tqdm(self.images, desc="calibration images", unit="img", leave=False):
+            for path in progress(self.images, desc="calibration images", unit="img", leave=False):
                 crop = load_image(path)
                 if crop.shape[:2] != (112, 112):
                     raise BfmError(f"{path}: calibration images must be aligned 112x112 crops")
@@ -86,7 +86,7 @@ class _Runner:
         crops = self.crops()
         outputs = []
         with torch.inference_mode():
-            for i in tqdm(range(0, len(crops), BATCH), desc=f"calibration {what}", unit="batch", leave=False):
+            for i in progress(range(0, len(crops), BATCH), desc=f"calibration {what}", unit="batch", leave=False):
                 outputs.append(module(torch.from_numpy(preprocess(crops[i : i + BATCH]))).float().numpy())
         return np.concatenate(outputs)
 

@@ -12,7 +12,6 @@ import onnx
 import onnxruntime
 import torch
 from torch import nn
-from tqdm import tqdm
 
 import bfm_train
 from bfm_deploy.alignment import ARCFACE_TEMPLATE, CROP_SIZE
@@ -21,6 +20,7 @@ from bfm_deploy.bundle import FORMAT, FORMAT_VERSION, MANIFEST, ROUTES, sha256_f
 from bfm_deploy.datasets import default_data_dir
 from bfm_deploy.detect.install import install_detector
 from bfm_deploy.errors import BfmError
+from bfm_deploy.progress import progress
 from bfm_train.models import count_macs, count_params
 
 from .calibrate import calibrate
@@ -53,7 +53,7 @@ def export_source(source: ExportSource, options: ExportOptions, log: Any = print
     log(f"parity check on {batch.description}")
     with atomic_dir(out, overwrite=options.overwrite) as tmp:
         models: dict[str, dict[str, Any]] = {}
-        for network in tqdm(NETWORKS, desc="export", unit="graph"):
+        for network in progress(NETWORKS, desc="export", unit="graph"):
             module = source.networks[network]
             path = tmp / f"{network}.onnx"
             export_onnx(module, path, OUTPUT_NAMES[network], options.opset)

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-from tqdm import tqdm
 
 from bfm_deploy.atomic import atomic_write_bytes, atomic_write_text
 from bfm_deploy.errors import BfmError
 from bfm_deploy.images import load_image
+from bfm_deploy.progress import progress
 
 from .landmarks import NoFaceError
 from .masker import MaskConfig, Masker
@@ -149,7 +149,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     errors: list[dict[str, str]] = []
     state = _RunState(src, dst, settings, rels, records, no_face, errors, len(rels) - len(todo), cfg.workers)
 
-    bar = tqdm(total=len(todo), unit="img", desc="masking", disable=not cfg.progress or not todo, smoothing=0.05)
+    bar = progress(total=len(todo), unit="img", desc="masking", enabled=cfg.progress and bool(todo), smoothing=0.05)
     last_write = time.monotonic()
     finished = False
     outcomes = _outcomes(cfg, todo)

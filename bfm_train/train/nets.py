@@ -9,9 +9,9 @@ from typing import Any, cast
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from bfm_deploy.errors import BfmError
+from bfm_deploy.progress import progress
 
 from .config import ModelConfig, NetConfig, TrainConfig, resolve_path
 from .distributed import DistEnv
@@ -139,7 +139,7 @@ def init_heads_from_class_means(
         net.eval()
     weights = {part: cast(nn.Parameter, head.weight) for part, head in heads.items()}  # ArcFaceHead: [M, D]
     sums = {part: torch.zeros(num_classes, w.shape[1], device=env.device) for part, w in weights.items()}
-    bar = tqdm(loader, desc="class centres", disable=not env.is_main, leave=False)
+    bar = progress(loader, desc="class centres", enabled=env.is_main, leave=False)
     for x, x_hat, y in bar:
         x, y = x.to(env.device), y.to(env.device)
         for part in heads:

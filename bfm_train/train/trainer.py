@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from bfm_deploy.atomic import atomic_write_text
 from bfm_deploy.errors import BfmError
+from bfm_deploy.progress import progress
 
 from ..checkpoint import Checkpoint, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from ..data import ResumableSampler
@@ -264,7 +265,7 @@ class Trainer:
             f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps, {env.world_size} process(es) on {env.device}, "
             f"mixed precision {'on' if self.use_amp else 'off'}"
         )
-        bar = tqdm(total=self.total_steps, initial=state.step, disable=not env.is_main, unit="step", dynamic_ncols=True)
+        bar = progress(total=self.total_steps, initial=state.step, enabled=env.is_main, unit="step", dynamic_ncols=True)
         last: dict[str, Any] = {}
         window_start, window_steps = time.perf_counter(), 0
         resumed_at_end = state.step >= self.total_steps  # nothing left to train or to validate

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from bfm_deploy.datasets import Pair, read_lfw_pairs
 from bfm_deploy.errors import BfmError
 from bfm_deploy.eval.metrics import best_threshold
+from bfm_deploy.progress import progress
 
 from ..data.folders import IMAGE_EXTENSIONS
 from ..data.images import load_face, to_tensor
@@ -39,7 +39,7 @@ def _twin(masked_root: Path, image: Path) -> Path | None:
 @torch.no_grad()
 def _embed(net: nn.Module, paths: list[Path], device: torch.device, batch_size: int) -> dict[Path, torch.Tensor]:
     out: dict[Path, torch.Tensor] = {}
-    for start in tqdm(range(0, len(paths), batch_size), desc="validation", unit="batch", leave=False):
+    for start in progress(range(0, len(paths), batch_size), desc="validation", unit="batch", leave=False):
         chunk = paths[start : start + batch_size]
         batch = torch.stack([to_tensor(load_face(p)) for p in chunk]).to(device)
         with torch.autocast(device_type=device.type, enabled=device.type == "cuda"):

@@ -1,0 +1,16 @@
+"""Progress bars for long work: rate and ETA on a terminal, nothing in logs, pipes and CI output."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from tqdm import tqdm
+
+
+def progress(iterable: Any = None, *, enabled: bool = True, **kwargs: Any) -> tqdm:
+    """A tqdm bar on stderr, drawn only when stderr is a terminal (``disable=None``) and ``enabled``.
+
+    Carriage-return redraws written to a file become one very long line, and an ``error:`` line printed after
+    them would be glued onto it."""
+    return tqdm(iterable, file=sys.stderr, disable=None if enabled else True, **kwargs)
