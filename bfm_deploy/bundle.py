@@ -18,6 +18,7 @@ from typing import Any
 from .backends.base import NETWORKS, Network
 from .detect.spec import DetectorSpec
 from .errors import BfmError
+from .onnx_graph import FLOAT, GraphInfo, TensorInfo, read_graph_info
 from .routing import DEFAULT_MASK_THRESHOLD
 
 MANIFEST = "manifest.json"
@@ -25,6 +26,7 @@ FORMAT = "bfm-bundle"
 FORMAT_VERSION = 1
 ROUTES: tuple[str, ...] = ("full", "partial")
 DEFAULT_BUNDLE = "engines/demo"
+MIN_OPSET = 17  # of the three networks; the detector keeps the opset it was published with
 
 
 def default_bundle() -> str:
@@ -121,11 +123,37 @@ class Bundle:
         return self.thresholds[route].value
 
     def verify_files(self) -> None:
-        """Check each ONNX file against the manifest's sha256 (the torch weights: ``verify_weights``)."""
+        """Check each ONNX file against the manifest's sha256 (the torch weights: ``verify_weights``), then
+        each graph's interface against the manifest's contract (``check_graphs``)."""
         for entry in self.models.values():
             self._check(entry.file, entry.sha256)
         if self.detector is not None:
             self._check(self.detector.file, self.detector.sha256)
+        self.check_graphs()
+
+    def check_graphs(self) -> None:
+        """Each graph's opset, tensor names, types and shapes against the manifest: a graph swapped for another
+        (with its hash updated) is refused here, not served."""
+        height, width = self.input.size
+        for network, entry in self.models.items():
+            info = read_graph_info(entry.file)
+            where = f"bundle {self.root}: {entry.file.name}"
+            if info.opset < MIN_OPSET:
+                raise BfmError(f"{where}: opset {info.opset}, bundles need >= {MIN_OPSET}; re-export the bundle")
+            _check_input(where, info, entry.input_name, (3, height, width))
+            output = _check_output(where, info, entry.output_name)
+            width_out = 2 if network == "classifier" else self.embedding_size
+            what = "two logits" if network == "classifier" else f"embedding_size {self.embedding_size}"
+            if len(output.dims) != 2 or output.dims[-1] != width_out:
+                raise BfmError(f"{where}: output {entry.output_name!r} has shape {list(output.dims)}, the manifest's "
+                               f"{network} needs [batch, {width_out}] ({what}); re-export the bundle")
+        spec = self.detector
+        if spec is not None:
+            info = read_graph_info(spec.file)
+            where = f"bundle {self.root}: {spec.file.name}"
+            _check_input(where, info, spec.input_name, (3, None, None))
+            for name in spec.output_names:
+                _check_output(where, info, name)
 
     def verify_weights(self) -> None:
         """Check ``weights.safetensors``; only the torch backend reads it, so only it pays for the hash."""
@@ -140,6 +168,30 @@ class Bundle:
                 f"bundle {self.root}: {file.name} does not match the sha256 in {MANIFEST} "
                 "(modified or corrupt); re-export the bundle with bfm-export"
             )
+
+
+def _check_input(where: str, info: GraphInfo, name: str, chw: tuple[int | None, ...]) -> None:
+    found = info.input(name)
+    if found is None or len(info.inputs) != 1:
+        raise BfmError(f"{where}: the manifest's input {name!r} is not the graph's one input "
+                       f"(graph inputs: {[t.name for t in info.inputs]}); re-export the bundle")
+    if found.elem_type != FLOAT:
+        raise BfmError(f"{where}: input {name!r} is not float32 (ONNX type {found.elem_type}); re-export the bundle")
+    fixed = [d for d, want in zip(found.dims[1:], chw) if want is not None and isinstance(d, int) and d != want]
+    if len(found.dims) != 4 or fixed:
+        shown = ", ".join("H" if c is None else str(c) for c in chw)
+        raise BfmError(f"{where}: input {name!r} has shape {list(found.dims)}, the bundle needs [batch, {shown}]; "
+                       "re-export the bundle")
+
+
+def _check_output(where: str, info: GraphInfo, name: str) -> TensorInfo:
+    found = info.output(name)
+    if found is None:
+        raise BfmError(f"{where}: output {name!r} named by the manifest is not in the graph "
+                       f"(graph outputs: {[t.name for t in info.outputs]}); re-export the bundle")
+    if found.elem_type != FLOAT:
+        raise BfmError(f"{where}: output {name!r} is not float32 (ONNX type {found.elem_type}); re-export the bundle")
+    return found
 
 
 class _Fields:

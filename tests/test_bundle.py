@@ -177,8 +177,7 @@ def test_missing_or_tampered_detector_is_refused(mbf_bundle: Path, tmp_path: Pat
         Bundle.load(swapped)
 
 
-def test_a_detector_graph_that_contradicts_its_entry_is_refused_by_the_backend(mbf_bundle: Path, tmp_path: Path) -> None:
-    from bfm_deploy.backends import create_backend
+def test_a_detector_graph_that_contradicts_its_entry_is_refused(mbf_bundle: Path, tmp_path: Path) -> None:
     from bfm_deploy.bundle import sha256_file
 
     # classifier.onnx posing as the detector with its hash updated: the sha256 holds, the contract does not
@@ -188,8 +187,57 @@ def test_a_detector_graph_that_contradicts_its_entry_is_refused_by_the_backend(m
     path = linked_copy(mbf_bundle, tmp_path / "b", swap)
     (path / "detector.onnx").unlink()
     (path / "detector.onnx").symlink_to(mbf_bundle / "classifier.onnx")
-    with pytest.raises(BfmError, match="detector.onnx does not match its manifest entry"):
-        create_backend("ort", Bundle.load(path))
+    with pytest.raises(BfmError, match=r"detector\.onnx: the manifest's input 'input\.1' is not the graph's one input"):
+        Bundle.load(path)
+
+
+def _swapped_full(mbf_bundle: Path, tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """classifier.onnx copied over full.onnx and the manifest's hash updated, as a careless user would."""
+    from bfm_deploy.bundle import sha256_file
+
+    def swap(manifest: dict[str, Any]) -> None:
+        manifest["models"]["full"]["sha256"] = sha256_file(mbf_bundle / "classifier.onnx")
+        if edit is not None:
+            edit(manifest)
+
+    path = linked_copy(mbf_bundle, tmp_path / "b", swap)
+    (path / "full.onnx").unlink()
+    (path / "full.onnx").symlink_to(mbf_bundle / "classifier.onnx")
+    return path
+
+
+def test_a_graph_swapped_for_another_is_refused_by_its_contract(mbf_bundle: Path, tmp_path: Path) -> None:
+    with pytest.raises(BfmError, match=r"full\.onnx: output 'embedding' named by the manifest is not in the graph "
+                                       r"\(graph outputs: \['logits'\]\)"):
+        Bundle.load(_swapped_full(mbf_bundle, tmp_path))
+    # with the output name edited too, the two logits would have served as the "512-d" embedding
+    (tmp_path / "2").mkdir()
+    edited = _swapped_full(mbf_bundle, tmp_path / "2", _set("logits", "models", "full", "output"))
+    with pytest.raises(BfmError, match=r"full\.onnx: output 'logits' has shape \['batch', 2\], the manifest's full "
+                                       r"needs \[batch, 512\] \(embedding_size 512\)"):
+        Bundle.load(edited)
+    wrong_input = linked_copy(mbf_bundle, tmp_path / "3", _set("x", "models", "partial", "input"))
+    with pytest.raises(BfmError, match=r"partial\.onnx: the manifest's input 'x' is not the graph's one input"):
+        Bundle.load(wrong_input)
+
+
+def test_onnx_interface_reader_matches_onnx(mbf_bundle: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from bfm_deploy.onnx_graph import read_graph_info
+
+    for name in ("classifier.onnx", "full.onnx", "detector.onnx"):
+        model = onnx.load(str(mbf_bundle / name), load_external_data=False)
+        info = read_graph_info(mbf_bundle / name)
+        assert info.opset == next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        initializers = {i.name for i in model.graph.initializer}
+        assert [t.name for t in info.inputs] == [i.name for i in model.graph.input if i.name not in initializers]
+        assert [t.name for t in info.outputs] == [o.name for o in model.graph.output]
+        for ours, theirs in zip(info.outputs, model.graph.output):
+            dims = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param or "?"
+                         for d in theirs.type.tensor_type.shape.dim)
+            assert ours.dims == dims and ours.elem_type == theirs.type.tensor_type.elem_type
+    with pytest.raises(BfmError, match="not a readable ONNX model"):
+        read_graph_info(mbf_bundle / "manifest.json")
 
 
 def test_update_replaces_and_removes_the_detector_atomically(mbf_bundle: Path, tmp_path: Path) -> None:

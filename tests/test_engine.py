@@ -3,6 +3,7 @@ mismatch messages, timing cache paths, and clean refusals where TensorRT or CUDA
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -40,15 +41,17 @@ ROOT = Path(__file__).resolve().parents[1]
 NETWORKS = ("classifier", "full", "partial")
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", 9, 0)
 FACTS = RuntimeFacts("10.16.1.11", H100)
+EMBEDDING = 8  # the tiny test graphs' embedding size (the fake engines compute 8 values too)
 
 
 def _bundle(tmp_path: Path, name: str = "demo", graphs: dict[str, bytes] | None = None) -> Path:
-    """A bundle folder by the ARCHITECTURE.md contract; placeholder ONNX bytes unless ``graphs`` are given."""
+    """A bundle folder by the ARCHITECTURE.md contract, with tiny graphs (embedding size 8) unless ``graphs``."""
     root = tmp_path / name
     root.mkdir()
+    graphs = graphs or _tiny_graphs()
     models = {}
     for network in NETWORKS:
-        data = graphs[network] if graphs else f"onnx bytes of {network}".encode()
+        data = graphs[network]
         (root / f"{network}.onnx").write_bytes(data)
         models[network] = {
             "file": f"{network}.onnx",
@@ -70,7 +73,7 @@ def _bundle(tmp_path: Path, name: str = "demo", graphs: dict[str, bytes] | None 
             "normalisation": {"mean": 127.5, "std": 127.5},
             "alignment": {"method": "similarity-5pt", "template": template},
         },
-        "embedding_size": 512,
+        "embedding_size": EMBEDDING,
         "metric": "cosine",
         "thresholds": {"full": {"value": 0.35, "calibration": "test"}, "partial": {"value": 0.3, "calibration": "test"}},
         "models": models,
@@ -179,9 +182,10 @@ def test_each_mismatch_names_what_differs_and_the_rebuild_command(
     profile = BatchProfile(1, 16, 128)
     manifest = _manifest(bundle, profile=profile)
     if onnx_change:  # a re-export: new graph, manifest updated to match
-        (bundle / f"{onnx_change}.onnx").write_bytes(b"re-exported graph")
+        graph = _tiny_onnx("embedding", EMBEDDING, seed=9)
+        (bundle / f"{onnx_change}.onnx").write_bytes(graph)
         data = json.loads((bundle / "manifest.json").read_text())
-        data["models"][onnx_change]["sha256"] = hashlib.sha256(b"re-exported graph").hexdigest()
+        data["models"][onnx_change]["sha256"] = hashlib.sha256(graph).hexdigest()
         (bundle / "manifest.json").write_text(json.dumps(data))
     shas = {n: s.sha256 for n, s in read_sources(bundle).items()}
     with pytest.raises(BfmError) as info:
@@ -233,13 +237,13 @@ def test_build_options_workspace(tmp_path: Path) -> None:
 def test_sources_hash_the_onnx_files(tmp_path: Path) -> None:
     bundle = _bundle(tmp_path)
     sources = read_sources(bundle)
-    assert sources["full"].sha256 == hashlib.sha256(b"onnx bytes of full").hexdigest()
+    assert sources["full"].sha256 == hashlib.sha256(_tiny_graphs()["full"]).hexdigest()
     assert sources["classifier"].output == "logits" and sources["partial"].input == "input"
     assert read_input_chw(bundle) == (3, 112, 112)
     (bundle / "full.onnx").write_bytes(b"tampered")
     with pytest.raises(BfmError, match="full.onnx does not match the sha256"):
         read_sources(bundle)
-    (bundle / "full.onnx").write_bytes(b"onnx bytes of full")
+    (bundle / "full.onnx").write_bytes(_tiny_graphs()["full"])
     (bundle / "partial.onnx").unlink()
     with pytest.raises(BfmError, match="partial.onnx is missing"):
         read_sources(bundle)
@@ -357,9 +361,40 @@ def _tiny_onnx(output: str, width: int, seed: int = 0) -> bytes:
     return bytes(model.SerializeToString())
 
 
+@functools.lru_cache(maxsize=1)
+def _tiny_graphs() -> dict[str, bytes]:
+    return {"classifier": _tiny_onnx("logits", 2, 1), "full": _tiny_onnx("embedding", EMBEDDING, 2),
+            "partial": _tiny_onnx("embedding", EMBEDDING, 3)}
+
+
 def _tiny_bundle(tmp_path: Path) -> Path:
-    graphs = {"classifier": _tiny_onnx("logits", 2, 1), "full": _tiny_onnx("embedding", 8, 2), "partial": _tiny_onnx("embedding", 8, 3)}
-    return _bundle(tmp_path, graphs=graphs)
+    return _bundle(tmp_path)
+
+
+def _tiny_detector_onnx() -> bytes:
+    """The fake detector's interface: input 'det_in' [N, 3, 64, 64]; outputs 'a' [N, 5, 1], 'b' [N, 5, 4]."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {"wa": np.ones((3, 5), np.float32), "wb": np.ones((3, 20), np.float32),
+             "sa": np.array([-1, 5, 1], np.int64), "sb": np.array([-1, 5, 4], np.int64)}
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["det_in"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("MatMul", ["f", "wa"], ["ma"]), helper.make_node("Reshape", ["ma", "sa"], ["a"]),
+        helper.make_node("MatMul", ["f", "wb"], ["mb"]), helper.make_node("Reshape", ["mb", "sb"], ["b"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_detector",
+        [helper.make_tensor_value_info("det_in", TensorProto.FLOAT, ["batch", 3, 64, 64])],
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 5, 1]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 5, 4])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
 
 
 def test_fp16_graph_keeps_float32_io_and_matches(tmp_path: Path) -> None:
@@ -439,6 +474,8 @@ class _FakeTrt(types.ModuleType):
                 fake.parsed.append(path)
                 self.network.source = data  # type: ignore[attr-defined]
                 self.num_errors = 0 if data.startswith(b"\x08") else 1  # ONNX protobufs start with ir_version
+                if getattr(fake, "reject_all", False):
+                    self.num_errors = 1
                 if self.num_errors == 0:
                     import onnx
 
@@ -579,8 +616,10 @@ def test_build_engines_on_tensorrt_11_builds_from_fp16_graphs(tmp_path: Path, us
 
 
 def test_failed_build_leaves_no_engine_folder(tmp_path: Path, use_fake_trt: Any) -> None:
-    build = use_fake_trt(_FakeTrt("10.16.1.11", fp16_flag=True))
-    bundle = _bundle(tmp_path)  # placeholder bytes: the (fake) parser rejects them
+    fake = _FakeTrt("10.16.1.11", fp16_flag=True)
+    fake.reject_all = True  # type: ignore[attr-defined]  # the (fake) parser rejects every graph
+    build = use_fake_trt(fake)
+    bundle = _bundle(tmp_path)
     with pytest.raises(BfmError, match="TensorRT could not parse .*classifier.onnx: not an ONNX model"):
         build.build_engines(bundle, BuildOptions(timing_cache=tmp_path / "t.cache"))
     assert sorted(p.name for p in bundle.iterdir()) == ["classifier.onnx", "full.onnx", "manifest.json", "partial.onnx"]
@@ -861,8 +900,9 @@ def test_trt_backend_failed_run_waits_for_queued_work(
 # ---- the bundle's detector: its own engine, profile and multi-output buffers ---------------------------------
 
 
-def _with_fake_detector(bundle: Path, data: bytes = b"detector bytes", size: int = 64) -> Path:
-    """Give a test bundle a detector entry (placeholder graph) with the fake engine's tensor names."""
+def _with_fake_detector(bundle: Path, size: int = 64) -> Path:
+    """Give a test bundle a detector entry with the fake engine's tensor names."""
+    data = _tiny_detector_onnx()
     (bundle / "detector.onnx").write_bytes(data)
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["detector"] = {
