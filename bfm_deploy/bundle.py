@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends.base import NETWORKS, Network
+from .atomic import recover
 from .detect.spec import DetectorSpec
 from .errors import BfmError
 from .onnx_graph import FLOAT, GraphInfo, TensorInfo, read_graph_info
@@ -98,6 +99,7 @@ class Bundle:
     @classmethod
     def load(cls, path: str | os.PathLike[str], verify_files: bool = True) -> Bundle:
         root = Path(path)
+        recover(root)  # an export or update killed between its two renames: the previous bundle comes back
         if not root.is_dir():
             raise BfmError(f"bundle {root} not found (a folder written by bfm-export; choose one with --bundle)")
         manifest_path = root / MANIFEST

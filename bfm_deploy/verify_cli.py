@@ -7,15 +7,14 @@ verified, 2 when any could not be (its JSON line carries the error) or the run f
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 import click
 
-from .atomic import atomic_path
+from .atomic import atomic_write_text
 from .bundle import DEFAULT_BUNDLE, default_bundle
 from .backends import BACKEND_NAMES
 from .cli_support import OneLineCommand, detector_option, fail, one_line_errors
@@ -64,30 +63,74 @@ def describe(result: VerifyResult) -> str:
     return "\n".join(lines)
 
 
-@contextmanager
-def _output(out: Path | None) -> Iterator[IO[str]]:
-    if out is None:
-        yield sys.stdout
-        return
-    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        yield fh
+def partial_path(out: Path) -> Path:
+    """Where ``--pairs --out OUT`` keeps finished lines until the run completes."""
+    return out.with_name(out.name + ".partial")
 
 
-def _verify_pairs(verifier: Verifier, pairs_file: Path, out: Path | None, aligned: bool) -> int:
+def _finished_records(partial: Path, pairs: list[tuple[Path, Path]]) -> list[dict[str, object]]:
+    """The complete lines of an interrupted run, checked to be the first pairs of this pairs file in order; a
+    line cut by the interruption (no newline, or not JSON) is dropped and verified again."""
+    text = partial.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    if not text.endswith("\n"):
+        lines = lines[:-1]  # cut mid-line
+    records: list[dict[str, object]] = []
+    for line in (line for line in lines if line):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        records.append(record)
+    if len(records) > len(pairs):
+        raise BfmError(f"{partial} has {len(records)} results but the pairs file lists {len(pairs)}; "
+                       "it belongs to another run: delete it")
+    for number, (record, (left, right)) in enumerate(zip(records, pairs), start=1):
+        if record.get("a") != str(left) or record.get("b") != str(right):
+            raise BfmError(f"{partial}: line {number} is for another pair than line {number} of the pairs file; "
+                           "it belongs to another run: delete it")
+    return records
+
+
+def _verify_pairs(verifier: Verifier, pairs_file: Path, out: Path | None, aligned: bool, resume: bool) -> int:
+    """Stream one JSON line per pair. With ``out``, finished lines go to ``OUT.partial`` as they come (an
+    interruption keeps them), and the complete file is renamed to ``OUT`` at the end; ``resume`` continues an
+    interrupted run from its partial file."""
     pairs = read_pairs(pairs_file)
-    failed = 0
-    with _output(out) as sink, progress(total=len(pairs), desc="verify", unit="pair") as bar:
-        results = verifier.verify_many(pairs, aligned=aligned, errors="collect")
-        for (left, right), result in zip(pairs, results):
-            record: dict[str, object] = {"a": str(left), "b": str(right)}
-            if isinstance(result, PairError):
-                failed += 1
-                record["error"] = result.message
-            else:
-                record.update(result.to_dict())
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
-            bar.update(1)
+    done: list[dict[str, object]] = []
+    partial = partial_path(out) if out is not None else None
+    if partial is not None and partial.exists():
+        if not resume:
+            raise BfmError(f"{partial} holds the results of an interrupted run: pass --resume to continue it, "
+                           "or delete it")
+        done = _finished_records(partial, pairs)
+    failed = sum("error" in record for record in done)
+    todo = pairs[len(done):]
+    sink: IO[str] = sys.stdout
+    if partial is not None:
+        if done:  # rewrite the good lines: a line cut by the interruption is dropped, not appended to
+            atomic_write_text(partial, "".join(json.dumps(record) + "\n" for record in done))
+        sink = open(partial, "a" if done else "w", encoding="utf-8")
+    try:
+        with progress(total=len(pairs), initial=len(done), desc="verify", unit="pair") as bar:
+            results = verifier.verify_many(todo, aligned=aligned, errors="collect")
+            for (left, right), result in zip(todo, results):
+                record: dict[str, object] = {"a": str(left), "b": str(right)}
+                if isinstance(result, PairError):
+                    failed += 1
+                    record["error"] = result.message
+                else:
+                    record.update(result.to_dict())
+                sink.write(json.dumps(record) + "\n")
+                sink.flush()
+                bar.update(1)
+    finally:
+        if partial is not None:
+            sink.close()
+    if out is not None and partial is not None:
+        with open(partial, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(partial, out)
     if failed:
         fail(f"{failed} of {len(pairs)} pairs could not be verified (see the 'error' field of their lines)")
     return 0
@@ -104,12 +147,16 @@ def _verify_pairs(verifier: Verifier, pairs_file: Path, out: Path | None, aligne
 @click.option("--pairs", "pairs_file", type=click.Path(path_type=Path),
               help="Verify every 'img1 img2' line (or TSV) of this file, paths relative to it; "
                    "one JSON line per pair; exit 0 when all pairs were verified, else 2.")
-@click.option("--out", type=click.Path(path_type=Path), help="With --pairs: write the JSON lines here (atomically).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="With --pairs: write the JSON lines here; finished lines are kept in OUT.partial until the run "
+                   "completes.")
+@click.option("--resume", is_flag=True,
+              help="With --pairs --out: continue an interrupted run from OUT.partial (a fresh run if there is none).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Largest batch per network.")
 @detector_option
 @one_line_errors
 def main(images: tuple[Path, ...], bundle: Path, backend: str, aligned: bool, as_json: bool,
-         pairs_file: Path | None, out: Path | None, batch_size: int, detector: str) -> None:
+         pairs_file: Path | None, out: Path | None, resume: bool, batch_size: int, detector: str) -> None:
     """Verify that IMG1 and IMG2 show the same person (exit 0) or different people (exit 1); 2 on error.
 
     Faces are detected (the bundle's detector, see --detector) and aligned unless --aligned; the mask classifier routes the pair to the
@@ -121,9 +168,11 @@ def main(images: tuple[Path, ...], bundle: Path, backend: str, aligned: bool, as
         raise BfmError(f"expected two images (IMG1 IMG2) or --pairs FILE, got {len(images)} image(s)")
     if out is not None and pairs_file is None:
         raise BfmError("--out is only for --pairs")
+    if resume and (pairs_file is None or out is None):
+        raise BfmError("--resume continues a --pairs FILE --out OUT run")
     with Verifier(bundle, backend=backend, batch_size=batch_size, detector=detector) as verifier:
         if pairs_file is not None:
-            sys.exit(_verify_pairs(verifier, pairs_file, out, aligned))
+            sys.exit(_verify_pairs(verifier, pairs_file, out, aligned, resume))
         result = verifier.verify(images[0], images[1], aligned=aligned)
     if as_json:
         click.echo(json.dumps({"a": str(images[0]), "b": str(images[1]), **result.to_dict()}))

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -191,6 +192,9 @@ def test_checkpoint_round_trip_and_contract(tmp_path: Path) -> None:
         config={"a": 1}, epoch=2, step=17, scheduler={"last_step": 17}, trainer={"steps_per_epoch": 8},
     )
     loaded = load_checkpoint(path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # as open() would make it, not 0600
     assert (loaded.backbone, loaded.recipe, loaded.epoch, loaded.step) == ("mbf", "bfm", 2, 17)
     assert loaded.config == {"a": 1} and loaded.scheduler == {"last_step": 17} and loaded.trainer["steps_per_epoch"] == 8
     for part, net in nets.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -240,3 +241,67 @@ def test_an_unexpected_error_is_one_line_and_exit_2_not_1(mbf_bundle: Path, face
     monkeypatch.setenv("BFM_DEBUG", "1")
     result = run(faces["a1"], faces["a2"], "--bundle", mbf_bundle, "--aligned")
     assert result.exit_code == 2 and "Traceback" in result.stderr and result.stderr.strip().endswith("report it")
+
+
+def test_interrupted_pairs_keep_finished_lines_and_resume(mbf_bundle: Path, faces: dict[str, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from bfm_deploy import verifier
+
+    pairs = tmp_path / "pairs.txt"
+    rows = [(faces["a1"], faces["a2"]), (faces["a1"], faces["b"]), (faces["a2"], faces["b"]), (faces["b"], faces["a1"])]
+    pairs.write_text("".join(f"{a}\t{b}\n" for a, b in rows))
+    reference = tmp_path / "reference.jsonl"
+    assert run("--pairs", pairs, "--bundle", mbf_bundle, "--aligned", "--out", reference).exit_code == 0
+
+    original = verifier.Verifier.verify_many
+    seen: list[int] = []
+
+    def interrupted_after_two(self, todo, **kwargs):  # type: ignore[no-untyped-def]
+        todo = list(todo)
+        seen.append(len(todo))
+        for i, result in enumerate(original(self, todo, **kwargs)):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(verifier.Verifier, "verify_many", interrupted_after_two)
+    out = tmp_path / "results.jsonl"
+    assert_one_line_error(run("--pairs", pairs, "--bundle", mbf_bundle, "--aligned", "--out", out), "interrupted")
+    partial = tmp_path / "results.jsonl.partial"
+    assert not out.exists() and len(partial.read_text().splitlines()) == 2  # the finished work is kept
+    with open(partial, "a") as fh:
+        fh.write('{"a": "half a line')  # what a kill in mid-write leaves
+    assert_one_line_error(run("--pairs", pairs, "--bundle", mbf_bundle, "--aligned", "--out", out),
+                          "pass --resume to continue it")
+    monkeypatch.setattr(verifier.Verifier, "verify_many", lambda self, todo, **kw: (seen.append(len(list(todo))) or
+                                                                                     original(self, rows[2:], **kw)))
+    result = run("--pairs", pairs, "--bundle", mbf_bundle, "--aligned", "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    assert seen == [4, 2]  # the resumed run verified only the two pairs not yet done
+    assert out.read_text() == reference.read_text() and not partial.exists()
+    other = tmp_path / "other.txt"
+    other.write_text(f"{faces['b']}\t{faces['b']}\n" * 4)
+    partial.write_text(reference.read_text().splitlines()[0] + "\n")
+    assert_one_line_error(run("--pairs", other, "--bundle", mbf_bundle, "--aligned", "--out", out, "--resume"),
+                          "belongs to another run")
+    assert_one_line_error(run("--pairs", pairs, "--bundle", mbf_bundle, "--aligned", "--resume"), "--resume continues")
+
+
+def test_stale_temporaries_and_an_interrupted_overwrite_are_cleaned_up(mbf_bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from bfm_deploy.atomic import atomic_write_text, remove_stale_temporaries
+    from bfm_deploy.bundle import Bundle
+
+    target = tmp_path / "report.json"
+    dead = tmp_path / ".report.json.999999999.abcd.tmp"  # no such process
+    live = tmp_path / f".report.json.{os.getpid()}.efgh.tmp"  # this process: a writer still at work
+    dead.write_text("x")
+    live.write_text("x")
+    atomic_write_text(target, "{}")
+    assert not dead.exists() and live.exists() and target.read_text() == "{}"
+    assert remove_stale_temporaries(target) == []
+    # an export killed between "old bundle aside" and "new bundle in place": the next load restores the old one
+    bundle = tmp_path / "b"
+    shutil.copytree(mbf_bundle, tmp_path / ".b.old")
+    assert Bundle.load(bundle).name == Bundle.load(mbf_bundle).name and not (tmp_path / ".b.old").exists()

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -121,12 +123,25 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise BfmError(f"cannot read {path.name} as safetensors: {exc}") from None
 
 
+def _plain(text: str) -> str:
+    """``text`` without terminal colour codes (torch decorates some messages with them)."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling raises many types; all mean "not a safe state dict"
+        if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in str(exc):
+            # torch's own message suggests loading it unsafely; say why bfm will not, and what to do instead
+            raise BfmError(
+                f"{path.name} was refused: it holds Python objects besides tensors, and unpickling them could run "
+                "arbitrary code. If you trust its source, convert it once in a separate Python session "
+                "(torch.load(path, weights_only=False), then safetensors.torch.save_file(state_dict, 'x.safetensors')) "
+                "and pass the .safetensors file"
+            ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BfmError(f"cannot read {path.name} as a PyTorch state dict (weights_only): {first}") from None
+        raise BfmError(f"cannot read {path.name} as a PyTorch state dict: {_plain(first)}") from None
     for wrapper in ("state_dict", "state_dict_backbone"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]
