@@ -53,16 +53,28 @@ def one_line_errors(func: F) -> F:
                 traceback.print_exc()
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             fail(f"unexpected error ({type(exc).__name__}: {first}); this is a bug in bfm: rerun with "
-                 "BFM_DEBUG=1 for the traceback and report it")
+                 "--debug (or BFM_DEBUG=1) for the traceback and report it")
 
     return wrapper  # type: ignore[return-value]
+
+
+def _enable_debug(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        os.environ["BFM_DEBUG"] = "1"  # this process only: the tool's own run, read by one_line_errors
 
 
 class OneLineCommand(click.Command):
     """Usage errors (unknown option, bad value) as one ``error: ...`` line and exit 2, like every BfmError.
 
-    Click's default prints the usage block and a hint over several lines. Every bfm tool uses this class.
+    Click's default prints the usage block and a hint over several lines. Every bfm tool uses this class,
+    which also gives each of them ``--debug`` (the traceback of an unexpected error, like ``BFM_DEBUG=1``).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=True,
+                                        callback=_enable_debug,
+                                        help="Print the traceback of an unexpected error (or set BFM_DEBUG=1)."))
 
     # click types main() with overloads on standalone_mode; this override always runs standalone
     def main(  # type: ignore[override]

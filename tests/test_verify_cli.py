@@ -237,10 +237,13 @@ def test_an_unexpected_error_is_one_line_and_exit_2_not_1(mbf_bundle: Path, face
 
     monkeypatch.setattr(verifier.Verifier, "verify", broken)
     result = run(faces["a1"], faces["a2"], "--bundle", mbf_bundle, "--aligned")
-    assert_one_line_error(result, "unexpected error (RuntimeError: onnxruntime said no)", "BFM_DEBUG=1")
-    monkeypatch.setenv("BFM_DEBUG", "1")
-    result = run(faces["a1"], faces["a2"], "--bundle", mbf_bundle, "--aligned")
+    assert_one_line_error(result, "unexpected error (RuntimeError: onnxruntime said no)", "--debug")
+    result = run(faces["a1"], faces["a2"], "--bundle", mbf_bundle, "--aligned", "--debug")
     assert result.exit_code == 2 and "Traceback" in result.stderr and result.stderr.strip().endswith("report it")
+    os.environ.pop("BFM_DEBUG")  # --debug set it for its process, which here is the test run's
+    monkeypatch.setenv("BFM_DEBUG", "1")  # and this one is undone after the test
+    result = run(faces["a1"], faces["a2"], "--bundle", mbf_bundle, "--aligned")
+    assert result.exit_code == 2 and "Traceback" in result.stderr
 
 
 def test_interrupted_pairs_keep_finished_lines_and_resume(mbf_bundle: Path, faces: dict[str, Path], tmp_path: Path,
