@@ -418,20 +418,27 @@ def test_fp16_graph_keeps_float32_io_and_matches(tmp_path: Path) -> None:
     assert not np.array_equal(ref, half)  # it really ran in float16
 
 
-def test_fp16_conversion_refuses_unknown_operators(tmp_path: Path) -> None:
+def test_fp16_conversion_refuses_unknown_operators_and_keeps_resize_scales_float32(tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     from bfm_deploy.engine.fp16_onnx import convert_to_fp16
 
-    node = helper.make_node("Resize", ["input", "", "scales"], ["out"])
-    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 2])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 8, 8])], [scales])
-    source = tmp_path / "resize.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(source))
-    with pytest.raises(BfmError, match="cannot convert operators Resize"):
-        convert_to_fp16(source, tmp_path / "out.onnx")
+    def model(node: Any, inits: list[Any], out_shape: list[int]) -> Path:
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
+                                  [helper.make_tensor_value_info("out", TensorProto.FLOAT, out_shape)], inits)
+        path = tmp_path / f"{node.op_type}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        return path
+
+    topk = model(helper.make_node("TopK", ["input", "k"], ["out", "idx"], axis=3),
+                 [helper.make_tensor("k", TensorProto.INT64, [1], [2])], [1, 3, 4, 2])
+    with pytest.raises(BfmError, match="cannot convert operators TopK"):
+        convert_to_fp16(topk, tmp_path / "out.onnx")
+    resize = model(helper.make_node("Resize", ["input", "", "scales"], ["out"]),
+                   [helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 2])], [1, 3, 8, 8])
+    converted = onnx.load(str(convert_to_fp16(resize, tmp_path / "resize16.onnx")))
+    assert [i.data_type for i in converted.graph.initializer if i.name == "scales"] == [TensorProto.FLOAT]
 
 
 class _FakeTrt(types.ModuleType):
@@ -958,3 +965,23 @@ def test_trt_backend_runs_the_detector_in_chunks(tmp_path: Path, fake_gpu: tuple
         with pytest.raises(BfmError, match=r"detector batch must be \[N, 3, 64, 64\]"):
             backend.detect(x[:, :, :32])
     assert cuda.memory == {}
+
+
+def test_the_detector_converts_to_fp16_and_finds_the_same_landmarks(tmp_path: Path, data_dir: Path) -> None:
+    """TensorRT >= 11 builds the detector from an FP16 copy: its Resize keeps float32 scales, and onnxruntime
+    on that copy finds the same faces within a fraction of a pixel."""
+    pytest.importorskip("onnx")
+    from bfm_deploy.detect import NetworkDetector, OnnxRunner, scrfd_spec
+    from bfm_deploy.engine.fp16_onnx import convert_to_fp16
+    from bfm_deploy.images import load_image
+
+    source = ROOT / "engines" / "demo" / "detector.onnx"
+    half = convert_to_fp16(source, tmp_path / "detector16.onnx")
+    detectors = [NetworkDetector(spec, OnnxRunner(spec.file, spec.input_name, spec.output_names))
+                 for spec in (scrfd_spec(source), scrfd_spec(half))]
+    photos = sorted((data_dir / "lfw" / "raw-fold1").glob("*/*.jpg"))[:8] + sorted((data_dir / "mfr2").glob("*/*.png"))[:8]
+    images = [load_image(p) for p in photos]
+    full, fp16 = (d.detect_batch(images) for d in detectors)
+    for a, b in zip(full, fp16):
+        assert len(a) == len(b) >= 1
+        assert np.abs(a[0].landmarks - b[0].landmarks).max() < 0.5

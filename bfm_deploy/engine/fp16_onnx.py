@@ -5,8 +5,9 @@ each tensor in the type the graph gives it. So for TensorRT 11 the graph itself 
 constants become float16, and Cast nodes at the boundary keep the engine's input and output float32, so the
 bundle's tensor contract (and the trt backend's buffers) do not change.
 
-Only graphs of the plain operators our exporters emit are converted; operators whose float inputs must stay
-float32 (e.g. Resize scales) or that hold subgraphs are refused rather than converted wrongly.
+Only graphs of the plain operators our exporters emit (and the detector's) are converted; operators that hold
+subgraphs are refused rather than converted wrongly. Resize (the detector's feature pyramid) is converted with
+its ``roi`` and ``scales`` inputs left float32, as ONNX requires of ``scales``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ SUPPORTED_OPS = frozenset(
         "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "Conv", "Div",
         "Dropout", "Flatten", "Gemm", "GlobalAveragePool", "Identity", "LeakyRelu", "MatMul", "MaxPool", "Mul",
         "PRelu", "ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Slice", "Softmax", "Sqrt", "Squeeze",
-        "Sub", "Tanh", "Transpose", "Unsqueeze", "Gather", "ReduceL2", "Pow",
+        "Sub", "Tanh", "Transpose", "Unsqueeze", "Gather", "ReduceL2", "Pow", "Resize",
     }
 )
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -40,10 +41,14 @@ def convert_to_fp16(source: str | os.PathLike[str], target: str | os.PathLike[st
     if unsupported:
         raise BfmError(f"{source}: cannot convert operators {', '.join(unsupported)} to FP16 for TensorRT >= 11")
 
+    # Resize's roi and scales stay float32 (scales must be float32 whatever the data type).
+    keep_float = {name for node in graph.node if node.op_type == "Resize" for name in node.input[1:3] if name}
     for index, init in enumerate(graph.initializer):
-        if init.data_type == TensorProto.FLOAT:
+        if init.data_type == TensorProto.FLOAT and init.name not in keep_float:
             graph.initializer[index].CopyFrom(_half(numpy_helper.to_array(init), init.name, source))
     for node in graph.node:
+        if node.op_type == "Constant" and set(node.output) & keep_float:
+            continue
         for attr in node.attribute:
             if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
                 attr.i = TensorProto.FLOAT16
