@@ -1,8 +1,11 @@
-"""PyTorch backend: rebuilds the three networks from the bundle's ``weights.safetensors``.
+"""PyTorch backend: the bundle's networks as torch modules, from ``weights.safetensors`` or from the ONNX graphs.
 
-Rebuilding modules from ONNX initialisers would tie us to exporter naming details, so bfm-export also writes
-the state dicts (keys ``classifier.*``, ``full.*``, ``partial.*``) and the manifest names each architecture;
-the modules come from ``bfm_train.models.get_model``. torch is imported only when this backend is created.
+bfm-export writes the state dicts (keys ``classifier.*``, ``full.*``, ``partial.*``) and the manifest names each
+architecture; the modules come from ``bfm_train.models.get_model``. A bundle without that file (the shipped
+demo) is rebuilt from its ONNX initialisers (``bfm_train.models.pretrained.onnx_state_dict``: MobileFaceNet and
+the classifier, whose exported graphs fold each BatchNorm into the convolution before it); every rebuilt network
+is checked against the graph on a probe batch before it is used. torch is imported only when this backend is
+created.
 On CUDA the networks run in FP16 (the accuracy cost is negligible for these models), on CPU in FP32.
 The bundle's detector has no torch module of ours: this backend runs ``detector.onnx`` on an onnxruntime CPU
 session (rebuilding it in torch is the GPU issue's work).
@@ -44,9 +47,6 @@ class TorchBackend(Backend):
             from bfm_train.models.pretrained import load_state_dict_checked
         except ImportError as exc:
             raise BfmError(f"torch backend needs the training extras (pip install 'bfm[train]'): {exc}") from None
-        if bundle.weights is None:
-            raise BfmError(f"bundle {bundle.root} has no weights.safetensors for the torch backend; "
-                           "re-export it with bfm-export or use --backend ort")
         bundle.verify_weights()
         if device not in ("auto", "cpu", "cuda"):
             raise BfmError(f"torch backend: unknown device {device!r} (auto, cpu or cuda)")
@@ -57,16 +57,22 @@ class TorchBackend(Backend):
         if self.fp16 and self.device == "cpu":
             raise BfmError("torch backend: FP16 is only supported on CUDA")
         self._torch = torch
-        try:
-            state = load_file(str(bundle.weights))
-        except Exception as exc:  # safetensors raises its own error type for corrupt files
-            raise BfmError(f"cannot read {bundle.weights}: {exc}") from None
+        state: dict[str, Any] | None = None
+        if bundle.weights is not None:
+            try:
+                state = load_file(str(bundle.weights))
+            except Exception as exc:  # safetensors raises its own error type for corrupt files
+                raise BfmError(f"cannot read {bundle.weights}: {exc}") from None
+        self.weights_from = "weights.safetensors" if state is not None else "onnx"
         self._models: dict[Network, Any] = {}
         for network in NETWORKS:
-            prefix = f"{network}."
-            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             model = get_model(bundle.models[network].architecture)
-            load_state_dict_checked(model, part, f"{bundle.weights.name} [{network}]")
+            if state is not None:
+                prefix = f"{network}."
+                part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+                load_state_dict_checked(model, part, f"{bundle.weights.name} [{network}]")  # type: ignore[union-attr]
+            else:
+                _rebuild_from_onnx(model, bundle.path(network), load_state_dict_checked)
             model.eval().to(self.device)
             if self.fp16:
                 model.half()
@@ -98,4 +104,27 @@ class TorchBackend(Backend):
             self._torch.cuda.empty_cache()
 
     def __repr__(self) -> str:
-        return f"TorchBackend(device={self.device!r}, fp16={self.fp16})"
+        return f"TorchBackend(device={self.device!r}, fp16={self.fp16}, weights from {self.weights_from})"
+
+
+# A rebuilt network must reproduce its graph: cosine of the outputs on a fixed random probe batch.
+REBUILD_MIN_COSINE = 0.9999
+
+
+def _rebuild_from_onnx(model: Any, onnx_path: Any, load_checked: Any) -> None:
+    import onnxruntime as ort
+    import torch
+
+    from bfm_train.models.pretrained import onnx_state_dict
+
+    load_checked(model, onnx_state_dict(onnx_path, model), onnx_path.name)
+    model.eval()
+    probe = np.random.default_rng(0).uniform(-1, 1, (4, 3, 112, 112)).astype(np.float32)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {session.get_inputs()[0].name: probe})[0]
+    with torch.inference_mode():
+        got = model(torch.from_numpy(probe)).numpy()
+    cosine = (expected * got).sum(1) / np.maximum(np.linalg.norm(expected, axis=1) * np.linalg.norm(got, axis=1), 1e-12)
+    if not float(cosine.min()) >= REBUILD_MIN_COSINE:
+        raise BfmError(f"torch backend: the network rebuilt from {onnx_path.name} disagrees with the graph "
+                       f"(cosine {float(cosine.min()):.6f}); re-export the bundle with weights.safetensors")

@@ -30,6 +30,7 @@ import os
 import pickle
 import re
 from collections.abc import Mapping
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ from torch import nn
 
 from bfm_deploy.errors import BfmError
 
+from .classifier import MaskClassifier
 from .mobilefacenet import ConvBlock, LinearBlock, MobileFaceNet
 
 W600K_MBF = "w600k_mbf"
@@ -165,15 +167,8 @@ def onnx_mbf_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]
     """
     if not isinstance(model, MobileFaceNet):
         raise BfmError(f"ONNX weights import only into the 'mbf' architecture, not {type(model).__name__}")
-    import onnx
-    from onnx import numpy_helper
-
-    try:
-        graph = onnx.load(str(path)).graph
-    except Exception as exc:  # noqa: BLE001 - protobuf decode errors have no common type
-        raise BfmError(f"cannot read {path.name} as ONNX: {type(exc).__name__}") from None
-    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
+    graph, inits = _onnx_graph(path)
+    consumers: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
@@ -189,7 +184,7 @@ def onnx_mbf_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]
         prefix = names[id(block)] + ".layers."
         conv, bn = block.layers[0], block.layers[1]
         assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)  # by construction
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        attrs = {a.name: onnx_attribute(a) for a in node.attribute}
         weight = _init(inits, node.input[1], tuple(conv.weight.shape), path)
         bias = _init(inits, node.input[2], (conv.out_channels,), path) if len(node.input) > 2 else np.zeros(conv.out_channels, np.float32)
         if attrs.get("group", 1) != conv.groups or list(attrs.get("strides", [1, 1])) != list(conv.stride):
@@ -212,7 +207,7 @@ def onnx_mbf_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]
     norms = [n for n in graph.node if n.op_type == "BatchNormalization"]
     if len(gemms) != 1 or len(norms) != 1:
         raise BfmError(f"{path.name}: expected one Gemm and one BatchNormalization in the head")
-    gemm_attrs = {a.name: onnx.helper.get_attribute_value(a) for a in gemms[0].attribute}
+    gemm_attrs = {a.name: onnx_attribute(a) for a in gemms[0].attribute}
     fc_weight = _init(inits, gemms[0].input[1], None, path)
     if not gemm_attrs.get("transB", 0):
         fc_weight = fc_weight.T  # Gemm computes x @ B; torch Linear stores B^T
@@ -220,10 +215,67 @@ def onnx_mbf_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]
     state["fc.bias"] = torch.from_numpy(_init(inits, gemms[0].input[2], None, path).copy())
     for key, name in zip(("weight", "bias", "running_mean", "running_var"), norms[0].input[1:5]):
         state["features." + key] = torch.from_numpy(_init(inits, name, None, path).copy())
-    eps = {a.name: onnx.helper.get_attribute_value(a) for a in norms[0].attribute}.get("epsilon", 1e-5)
+    eps = {a.name: onnx_attribute(a) for a in norms[0].attribute}.get("epsilon", 1e-5)
     if abs(eps - float(model.features.eps)) > 1e-9:
         raise BfmError(f"{path.name}: head BatchNormalization epsilon {eps} differs from {model.features.eps}")
     return state
+
+
+def onnx_classifier_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict for the Table I classifier from its exported ONNX (bfm-export): Conv (bn1 folded into it),
+    Relu, Flatten, Gemm (fc1), BatchNormalization (bn2), Gemm (fc2). bn1 becomes the exact identity affine
+    around the folded bias, as in ``onnx_mbf_state_dict``."""
+    if not isinstance(model, MaskClassifier):
+        raise BfmError(f"classifier ONNX weights import only into the Table I classifier, not {type(model).__name__}")
+    graph, inits = _onnx_graph(path)
+    ops = [n.op_type for n in graph.node]
+    if ops != ["Conv", "Relu", "Flatten", "Gemm", "BatchNormalization", "Gemm"]:
+        raise BfmError(f"{path.name} is not the Table I classifier graph (operators {', '.join(ops)})")
+    conv, _, _, fc1, bn2, fc2 = graph.node
+    state = {
+        "conv.weight": _init(inits, conv.input[1], tuple(model.conv.weight.shape), path),
+        "bn1.weight": np.ones(model.bn1.num_features, np.float32),
+        "bn1.bias": _init(inits, conv.input[2], (model.conv.out_channels,), path),
+        "bn1.running_mean": np.zeros(model.bn1.num_features, np.float32),
+        "bn1.running_var": np.full(model.bn1.num_features, 1.0 - model.bn1.eps, np.float32),
+        "conv.bias": np.zeros(model.conv.out_channels, np.float32),
+    }
+    for prefix, gemm, linear in (("fc1", fc1, model.fc1), ("fc2", fc2, model.fc2)):
+        attrs = {a.name: onnx_attribute(a) for a in gemm.attribute}
+        weight = _init(inits, gemm.input[1], None, path)
+        state[f"{prefix}.weight"] = weight if attrs.get("transB", 0) else weight.T
+        state[f"{prefix}.bias"] = _init(inits, gemm.input[2], (linear.out_features,), path)
+    for key, name in zip(("weight", "bias", "running_mean", "running_var"), bn2.input[1:5]):
+        state[f"bn2.{key}"] = _init(inits, name, (model.bn2.num_features,), path)
+    return {k: torch.from_numpy(np.array(v, dtype=np.float32, order="C")) for k, v in state.items()}
+
+
+def onnx_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    """A state dict for ``model`` from an ONNX graph of its architecture: the torch backend's way to run a
+    bundle that carries no weights.safetensors (MobileFaceNet and the classifier; IResNets not yet)."""
+    if isinstance(model, MobileFaceNet):
+        return onnx_mbf_state_dict(path, model)
+    if isinstance(model, MaskClassifier):
+        return onnx_classifier_state_dict(path, model)
+    raise BfmError(f"cannot rebuild a {type(model).__name__} from {path.name} yet: re-export the bundle with its "
+                   "weights.safetensors for the torch backend")
+
+
+def _onnx_graph(path: Path) -> tuple[Any, dict[str, np.ndarray]]:
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as exc:  # noqa: BLE001 - protobuf decode errors have no common type
+        raise BfmError(f"cannot read {path.name} as ONNX: {type(exc).__name__}") from None
+    return graph, {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+
+
+def onnx_attribute(attribute: Any) -> Any:
+    import onnx
+
+    return onnx.helper.get_attribute_value(attribute)
 
 
 def _init(inits: dict[str, np.ndarray], name: str, shape: tuple[int, ...] | None, path: Path) -> np.ndarray:
