@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from .errors import BfmError
 
@@ -66,7 +69,9 @@ class _Reader:
                 yield number, wire, self.data[self.pos : self.pos + length]
                 self.pos += length
             elif wire in (_FIXED64, _FIXED32):
-                self.pos += 8 if wire == _FIXED64 else 4
+                size = 8 if wire == _FIXED64 else 4
+                yield number, wire, self.data[self.pos : self.pos + size]
+                self.pos += size
             else:
                 raise ValueError(f"unsupported wire type {wire}")
 
@@ -123,3 +128,122 @@ def read_graph_info(path: str | Path) -> GraphInfo:
     except OSError as exc:
         raise BfmError(f"cannot read {path}: {exc.strerror or exc}") from None
     return GraphInfo(opset, inputs, outputs)
+
+
+# ---- the whole graph (nodes and weights), for rebuilding torch modules without onnx -------------------------
+
+_NUMPY_TYPES = {1: np.float32, 6: np.int32, 7: np.int64, 10: np.float16, 11: np.float64}
+
+
+@dataclass(frozen=True)
+class Node:
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: dict[str, Any]  # ints, floats, strings, lists of them, and tensors as numpy arrays
+
+
+@dataclass(frozen=True)
+class Graph:
+    nodes: tuple[Node, ...]
+    initializers: dict[str, np.ndarray]
+
+
+def read_graph(path: str | Path) -> Graph:
+    """Every node and initialiser of the ONNX file at ``path`` (external data is not supported)."""
+    path = Path(path)
+    try:
+        model = memoryview(path.read_bytes())
+        graph = next(value for number, wire, value in _Reader(model).fields() if number == 7 and wire == _BYTES)
+        nodes = tuple(_node(n) for n in _messages(graph, 1))  # type: ignore[arg-type]
+        initializers = dict(_tensor(t) for t in _messages(graph, 5))  # type: ignore[arg-type]
+    except (ValueError, IndexError, StopIteration, KeyError) as exc:
+        raise BfmError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    except OSError as exc:
+        raise BfmError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return Graph(nodes, initializers)
+
+
+def _node(data: memoryview) -> Node:
+    inputs, outputs, op_type, attrs = [], [], "", {}
+    for number, wire, value in _Reader(data).fields():
+        if wire != _BYTES:
+            continue
+        if number == 1:
+            inputs.append(bytes(value).decode())  # type: ignore[arg-type]
+        elif number == 2:
+            outputs.append(bytes(value).decode())  # type: ignore[arg-type]
+        elif number == 4:
+            op_type = bytes(value).decode()  # type: ignore[arg-type]
+        elif number == 5:
+            name, attr = _attribute(value)  # type: ignore[arg-type]
+            attrs[name] = attr
+    return Node(op_type, tuple(inputs), tuple(outputs), attrs)
+
+
+def _attribute(data: memoryview) -> tuple[str, Any]:
+    name, kind = "", 0
+    scalar: dict[int, Any] = {}
+    ints: list[int] = []
+    floats: list[float] = []
+    for number, wire, value in _Reader(data).fields():
+        if number == 1 and wire == _BYTES:
+            name = bytes(value).decode()  # type: ignore[arg-type]
+        elif number == 20 and wire == _VARINT:
+            kind = int(value)  # type: ignore[arg-type]
+        elif number == 2 and wire == _FIXED32:
+            scalar[1] = float(np.frombuffer(bytes(value), "<f4")[0])  # type: ignore[arg-type]  # FLOAT
+        elif number == 3 and wire == _VARINT:
+            scalar[2] = _signed(int(value))  # type: ignore[arg-type]  # INT
+        elif number == 4 and wire == _BYTES:
+            scalar[3] = bytes(value).decode("utf-8", "replace")  # type: ignore[arg-type]  # STRING
+        elif number == 5 and wire == _BYTES:
+            scalar[4] = _tensor(value)[1]  # type: ignore[arg-type]  # TENSOR
+        elif number == 8:
+            ints += _varints(value) if wire == _BYTES else [int(value)]  # type: ignore[arg-type]
+        elif number == 7 and wire == _BYTES:
+            floats += np.frombuffer(bytes(value), "<f4").tolist()  # type: ignore[arg-type]
+    if kind == 7:
+        return name, [_signed(i) for i in ints]
+    if kind == 6:
+        return name, floats
+    return name, scalar.get(kind)
+
+
+def _varints(data: memoryview) -> list[int]:
+    reader, out = _Reader(data), []
+    while reader.pos < len(reader.data):
+        out.append(reader.varint())
+    return out
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _tensor(data: memoryview) -> tuple[str, np.ndarray]:
+    dims: list[int] = []
+    data_type, name, raw = 0, "", None
+    floats: list[float] = []
+    int64s: list[int] = []
+    for number, wire, value in _Reader(data).fields():
+        if number == 1:
+            dims += _varints(value) if wire == _BYTES else [int(value)]  # type: ignore[arg-type]
+        elif number == 2 and wire == _VARINT:
+            data_type = int(value)  # type: ignore[arg-type]
+        elif number == 8 and wire == _BYTES:
+            name = bytes(value).decode()  # type: ignore[arg-type]
+        elif number == 9 and wire == _BYTES:
+            raw = bytes(value)  # type: ignore[arg-type]
+        elif number == 4 and wire == _BYTES:
+            floats += np.frombuffer(bytes(value), "<f4").tolist()  # type: ignore[arg-type]
+        elif number == 7 and wire == _BYTES:
+            int64s += [_signed(v) for v in _varints(value)]  # type: ignore[arg-type]
+    dtype = _NUMPY_TYPES.get(data_type)
+    if dtype is None:
+        raise ValueError(f"tensor {name!r} has unsupported data type {data_type}")
+    if raw is not None:
+        array = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+    else:
+        array = np.asarray(floats if dtype in (np.float32, np.float64, np.float16) else int64s, dtype=dtype)
+    return name, array.reshape(dims) if dims else array.reshape(())

@@ -240,6 +240,34 @@ def test_onnx_interface_reader_matches_onnx(mbf_bundle: Path) -> None:
         read_graph_info(mbf_bundle / "manifest.json")
 
 
+def test_onnx_graph_reader_gives_the_same_nodes_and_weights_as_onnx(mbf_bundle: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import numpy_helper
+
+    from bfm_deploy.onnx_graph import read_graph
+
+    for name in ("classifier.onnx", "full.onnx", "detector.onnx"):
+        graph, model = read_graph(mbf_bundle / name), onnx.load(str(mbf_bundle / name)).graph
+        weights = {t.name: numpy_helper.to_array(t) for t in model.initializer}
+        assert set(weights) == set(graph.initializers)
+        assert all(np.array_equal(weights[k], graph.initializers[k]) and weights[k].dtype == graph.initializers[k].dtype
+                   for k in weights)
+        assert [(n.op_type, list(n.inputs), list(n.outputs)) for n in graph.nodes] == \
+            [(n.op_type, list(n.input), list(n.output)) for n in model.node]
+        for ours, theirs in zip(graph.nodes, model.node):
+            for attribute in theirs.attribute:
+                value = onnx.helper.get_attribute_value(attribute)
+                if isinstance(value, onnx.TensorProto):
+                    assert np.array_equal(ours.attrs[attribute.name], numpy_helper.to_array(value))
+                elif isinstance(value, bytes):
+                    assert ours.attrs[attribute.name] == value.decode()
+                elif isinstance(value, float):
+                    assert ours.attrs[attribute.name] == pytest.approx(value, rel=1e-7)
+                else:
+                    assert ours.attrs[attribute.name] == (list(value) if isinstance(value, (list, tuple)) else value)
+
+
 def test_update_replaces_and_removes_the_detector_atomically(mbf_bundle: Path, tmp_path: Path) -> None:
     from bfm_train.export.update import UpdateOptions, update_bundle
 

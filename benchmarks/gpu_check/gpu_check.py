@@ -1,8 +1,8 @@
 """GPU check: does bfm's GPU code give CPU-identical answers, and how fast is it?
 
 Needs a CUDA GPU with PyTorch and cuda-python; TensorRT is optional (checked where importable).
-1. bundle: ``--bundle DIR``, else ``WORK/bundle`` exported with ``bfm-export --from-pretrained w600k_mbf``
-   (random mask classifier) the first time;
+1. bundle: ``--bundle DIR``, else the shipped ``engines/demo``, else ``WORK/bundle`` exported with
+   ``bfm-export --from-pretrained w600k_mbf`` (random mask classifier) the first time;
 2. reference: the torch backend on CPU (FP32) on real LFW faces where the shared data is present, else on
    seeded random crops;
 3. checks, each against the reference: torch CUDA backend (FP16); the cuda-python path (pinned host buffers,
@@ -73,9 +73,16 @@ def preflight() -> Any:
     return runtime
 
 
+SHIPPED_BUNDLE = Path(__file__).resolve().parents[2] / "engines" / "demo"
+
+
 def ensure_bundle(bundle: Path | None, work: Path) -> Path:
+    """The given bundle, else the shipped demo bundle (the torch path rebuilds it from its ONNX, so it needs no
+    onnx or safetensors package on the GPU machine), else a w600k_mbf export into ``work``."""
     if bundle is not None:
         return bundle
+    if (SHIPPED_BUNDLE / "manifest.json").is_file():
+        return SHIPPED_BUNDLE
     target = work / "bundle"
     if not (target / "manifest.json").is_file():
         click.echo(f"exporting w600k_mbf to {target} (bfm-export, first run only)")
@@ -156,24 +163,18 @@ class StreamPath:
 
     def __init__(self, runtime: Any, bundle: Any, max_batch: int) -> None:
         import torch
-        from safetensors.torch import load_file
 
-        from bfm_train.models import get_model
-        from bfm_train.models.pretrained import load_state_dict_checked
+        from bfm_deploy.backends.torch_backend import torch_modules
 
         self.torch = torch
-        state = load_file(str(bundle.weights))
+        modules, _ = torch_modules(bundle, ("full", "partial"))  # weights.safetensors, or rebuilt from the ONNX
         self.models: dict[str, Any] = {}
         self.streams: dict[str, Any] = {}
         self.host_in: dict[str, Any] = {}
         self.host_out: dict[str, Any] = {}
         self.device_in: dict[str, Any] = {}
         for network in ("full", "partial"):
-            prefix = f"{network}."
-            model = get_model(bundle.models[network].architecture)
-            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            load_state_dict_checked(model, part, network)
-            self.models[network] = model.eval().cuda().half()
+            self.models[network] = modules[network].cuda().half()
             self.streams[network] = runtime.stream()
             self.host_in[network] = runtime.pinned((max_batch, 3, 112, 112), np.float32)
             self.host_out[network] = runtime.pinned((max_batch, bundle.embedding_size), np.float32)
@@ -228,7 +229,7 @@ def _default_work() -> Path:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--bundle", type=click.Path(file_okay=False, path_type=Path),
-              help="Bundle to check (default: export w600k_mbf into WORK/bundle).")
+              help="Bundle to check (default: engines/demo, else export w600k_mbf into WORK/bundle).")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the exported bundle and results.json go "
                    "[default: $BFM_GPU_CHECK_WORKDIR or ~/.cache/bfm/gpu-check].")

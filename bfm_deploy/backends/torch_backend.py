@@ -41,13 +41,8 @@ class TorchBackend(Backend):
     def __init__(self, bundle: Bundle, device: Device = "auto", fp16: bool | None = None) -> None:
         try:
             import torch
-            from safetensors.torch import load_file
-
-            from bfm_train.models import get_model
-            from bfm_train.models.pretrained import load_state_dict_checked
         except ImportError as exc:
             raise BfmError(f"torch backend needs the training extras (pip install 'bfm[train]'): {exc}") from None
-        bundle.verify_weights()
         if device not in ("auto", "cpu", "cuda"):
             raise BfmError(f"torch backend: unknown device {device!r} (auto, cpu or cuda)")
         if device == "cuda" and not torch.cuda.is_available():
@@ -57,22 +52,9 @@ class TorchBackend(Backend):
         if self.fp16 and self.device == "cpu":
             raise BfmError("torch backend: FP16 is only supported on CUDA")
         self._torch = torch
-        state: dict[str, Any] | None = None
-        if bundle.weights is not None:
-            try:
-                state = load_file(str(bundle.weights))
-            except Exception as exc:  # safetensors raises its own error type for corrupt files
-                raise BfmError(f"cannot read {bundle.weights}: {exc}") from None
-        self.weights_from = "weights.safetensors" if state is not None else "onnx"
+        modules, self.weights_from = torch_modules(bundle)
         self._models: dict[Network, Any] = {}
-        for network in NETWORKS:
-            model = get_model(bundle.models[network].architecture)
-            if state is not None:
-                prefix = f"{network}."
-                part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-                load_state_dict_checked(model, part, f"{bundle.weights.name} [{network}]")  # type: ignore[union-attr]
-            else:
-                _rebuild_from_onnx(model, bundle.path(network), load_state_dict_checked)
+        for network, model in modules.items():
             model.eval().to(self.device)
             if self.fp16:
                 model.half()
@@ -105,6 +87,36 @@ class TorchBackend(Backend):
 
     def __repr__(self) -> str:
         return f"TorchBackend(device={self.device!r}, fp16={self.fp16}, weights from {self.weights_from})"
+
+
+def torch_modules(bundle: Bundle, networks: tuple[Network, ...] = NETWORKS) -> tuple[dict[Network, Any], str]:
+    """The bundle's ``networks`` as torch modules on the CPU (FP32, eval), and where their weights came from:
+    ``weights.safetensors`` when the bundle has it, else its ONNX graphs. Shared by this backend and the GPU check."""
+    try:
+        from bfm_train.models import get_model
+        from bfm_train.models.pretrained import load_state_dict_checked
+    except ImportError as exc:
+        raise BfmError(f"torch backend needs the training extras (pip install 'bfm[train]'): {exc}") from None
+    bundle.verify_weights()
+    state: dict[str, Any] | None = None
+    if bundle.weights is not None:
+        try:
+            from safetensors.torch import load_file  # only here: a bundle rebuilt from ONNX needs no safetensors
+
+            state = load_file(str(bundle.weights))
+        except Exception as exc:  # safetensors raises its own error type for corrupt files
+            raise BfmError(f"cannot read {bundle.weights}: {exc}") from None
+    modules: dict[Network, Any] = {}
+    for network in networks:
+        model = get_model(bundle.models[network].architecture)
+        if state is not None and bundle.weights is not None:
+            prefix = f"{network}."
+            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            load_state_dict_checked(model, part, f"{bundle.weights.name} [{network}]")
+        else:
+            _rebuild_from_onnx(model, bundle.path(network), load_state_dict_checked)
+        modules[network] = model.eval()
+    return modules, "weights.safetensors" if state is not None else "onnx"
 
 
 # A rebuilt network must reproduce its graph: cosine of the outputs on a fixed random probe batch.

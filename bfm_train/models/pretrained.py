@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from bfm_deploy.errors import BfmError
+from bfm_deploy.onnx_graph import Graph, read_graph
 
 from .classifier import MaskClassifier
 from .mobilefacenet import ConvBlock, LinearBlock, MobileFaceNet
@@ -169,12 +170,12 @@ def onnx_mbf_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]
         raise BfmError(f"ONNX weights import only into the 'mbf' architecture, not {type(model).__name__}")
     graph, inits = _onnx_graph(path)
     consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
+    for node in graph.nodes:
+        for name in node.inputs:
             consumers.setdefault(name, []).append(node)
 
     blocks = [m for m in model.modules() if isinstance(m, (ConvBlock, LinearBlock))]
-    convs = [n for n in graph.node if n.op_type == "Conv"]
+    convs = [n for n in graph.nodes if n.op_type == "Conv"]
     if len(convs) != len(blocks):
         raise BfmError(f"{path.name} has {len(convs)} convolutions, the mbf architecture {len(blocks)}")
 
@@ -184,38 +185,38 @@ def onnx_mbf_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]
         prefix = names[id(block)] + ".layers."
         conv, bn = block.layers[0], block.layers[1]
         assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)  # by construction
-        attrs = {a.name: onnx_attribute(a) for a in node.attribute}
-        weight = _init(inits, node.input[1], tuple(conv.weight.shape), path)
-        bias = _init(inits, node.input[2], (conv.out_channels,), path) if len(node.input) > 2 else np.zeros(conv.out_channels, np.float32)
+        attrs = node.attrs
+        weight = _init(inits, node.inputs[1], tuple(conv.weight.shape), path)
+        bias = _init(inits, node.inputs[2], (conv.out_channels,), path) if len(node.inputs) > 2 else np.zeros(conv.out_channels, np.float32)
         if attrs.get("group", 1) != conv.groups or list(attrs.get("strides", [1, 1])) != list(conv.stride):
-            raise BfmError(f"{path.name}: conv {node.output[0]} has group/stride unlike {prefix}0")
-        prelus = [c for c in consumers.get(node.output[0], []) if c.op_type == "PRelu"]
+            raise BfmError(f"{path.name}: conv {node.outputs[0]} has group/stride unlike {prefix}0")
+        prelus = [c for c in consumers.get(node.outputs[0], []) if c.op_type == "PRelu"]
         if bool(prelus) != isinstance(block, ConvBlock):
-            raise BfmError(f"{path.name}: conv {node.output[0]} activation does not match {prefix.rstrip('.')}")
+            raise BfmError(f"{path.name}: conv {node.outputs[0]} activation does not match {prefix.rstrip('.')}")
         state[prefix + "0.weight"] = torch.from_numpy(weight.copy())
         state[prefix + "1.weight"] = torch.ones(bn.num_features)
         state[prefix + "1.bias"] = torch.from_numpy(bias.astype(np.float32))
         state[prefix + "1.running_mean"] = torch.zeros(bn.num_features)
         state[prefix + "1.running_var"] = torch.full((bn.num_features,), 1.0 - bn.eps)
         if prelus:
-            slope = inits.get(prelus[0].input[1])
+            slope = inits.get(prelus[0].inputs[1])
             if slope is None or slope.size != bn.num_features:
-                raise BfmError(f"{path.name}: PReLU after {node.output[0]} has no {bn.num_features} slopes")
+                raise BfmError(f"{path.name}: PReLU after {node.outputs[0]} has no {bn.num_features} slopes")
             state[prefix + "2.weight"] = torch.from_numpy(slope.reshape(-1).astype(np.float32))
 
-    gemms = [n for n in graph.node if n.op_type == "Gemm"]
-    norms = [n for n in graph.node if n.op_type == "BatchNormalization"]
+    gemms = [n for n in graph.nodes if n.op_type == "Gemm"]
+    norms = [n for n in graph.nodes if n.op_type == "BatchNormalization"]
     if len(gemms) != 1 or len(norms) != 1:
         raise BfmError(f"{path.name}: expected one Gemm and one BatchNormalization in the head")
-    gemm_attrs = {a.name: onnx_attribute(a) for a in gemms[0].attribute}
-    fc_weight = _init(inits, gemms[0].input[1], None, path)
+    gemm_attrs = gemms[0].attrs
+    fc_weight = _init(inits, gemms[0].inputs[1], None, path)
     if not gemm_attrs.get("transB", 0):
         fc_weight = fc_weight.T  # Gemm computes x @ B; torch Linear stores B^T
     state["fc.weight"] = torch.from_numpy(np.array(fc_weight, dtype=np.float32, order="C"))
-    state["fc.bias"] = torch.from_numpy(_init(inits, gemms[0].input[2], None, path).copy())
-    for key, name in zip(("weight", "bias", "running_mean", "running_var"), norms[0].input[1:5]):
+    state["fc.bias"] = torch.from_numpy(_init(inits, gemms[0].inputs[2], None, path).copy())
+    for key, name in zip(("weight", "bias", "running_mean", "running_var"), norms[0].inputs[1:5]):
         state["features." + key] = torch.from_numpy(_init(inits, name, None, path).copy())
-    eps = {a.name: onnx_attribute(a) for a in norms[0].attribute}.get("epsilon", 1e-5)
+    eps = norms[0].attrs.get("epsilon", 1e-5)
     if abs(eps - float(model.features.eps)) > 1e-9:
         raise BfmError(f"{path.name}: head BatchNormalization epsilon {eps} differs from {model.features.eps}")
     return state
@@ -228,24 +229,23 @@ def onnx_classifier_state_dict(path: Path, model: nn.Module) -> dict[str, torch.
     if not isinstance(model, MaskClassifier):
         raise BfmError(f"classifier ONNX weights import only into the Table I classifier, not {type(model).__name__}")
     graph, inits = _onnx_graph(path)
-    ops = [n.op_type for n in graph.node]
+    ops = [n.op_type for n in graph.nodes]
     if ops != ["Conv", "Relu", "Flatten", "Gemm", "BatchNormalization", "Gemm"]:
         raise BfmError(f"{path.name} is not the Table I classifier graph (operators {', '.join(ops)})")
-    conv, _, _, fc1, bn2, fc2 = graph.node
+    conv, _, _, fc1, bn2, fc2 = graph.nodes
     state = {
-        "conv.weight": _init(inits, conv.input[1], tuple(model.conv.weight.shape), path),
+        "conv.weight": _init(inits, conv.inputs[1], tuple(model.conv.weight.shape), path),
         "bn1.weight": np.ones(model.bn1.num_features, np.float32),
-        "bn1.bias": _init(inits, conv.input[2], (model.conv.out_channels,), path),
+        "bn1.bias": _init(inits, conv.inputs[2], (model.conv.out_channels,), path),
         "bn1.running_mean": np.zeros(model.bn1.num_features, np.float32),
         "bn1.running_var": np.full(model.bn1.num_features, 1.0 - model.bn1.eps, np.float32),
         "conv.bias": np.zeros(model.conv.out_channels, np.float32),
     }
     for prefix, gemm, linear in (("fc1", fc1, model.fc1), ("fc2", fc2, model.fc2)):
-        attrs = {a.name: onnx_attribute(a) for a in gemm.attribute}
-        weight = _init(inits, gemm.input[1], None, path)
-        state[f"{prefix}.weight"] = weight if attrs.get("transB", 0) else weight.T
-        state[f"{prefix}.bias"] = _init(inits, gemm.input[2], (linear.out_features,), path)
-    for key, name in zip(("weight", "bias", "running_mean", "running_var"), bn2.input[1:5]):
+        weight = _init(inits, gemm.inputs[1], None, path)
+        state[f"{prefix}.weight"] = weight if gemm.attrs.get("transB", 0) else weight.T
+        state[f"{prefix}.bias"] = _init(inits, gemm.inputs[2], (linear.out_features,), path)
+    for key, name in zip(("weight", "bias", "running_mean", "running_var"), bn2.inputs[1:5]):
         state[f"bn2.{key}"] = _init(inits, name, (model.bn2.num_features,), path)
     return {k: torch.from_numpy(np.array(v, dtype=np.float32, order="C")) for k, v in state.items()}
 
@@ -261,21 +261,10 @@ def onnx_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
                    "weights.safetensors for the torch backend")
 
 
-def _onnx_graph(path: Path) -> tuple[Any, dict[str, np.ndarray]]:
-    import onnx
-    from onnx import numpy_helper
-
-    try:
-        graph = onnx.load(str(path)).graph
-    except Exception as exc:  # noqa: BLE001 - protobuf decode errors have no common type
-        raise BfmError(f"cannot read {path.name} as ONNX: {type(exc).__name__}") from None
-    return graph, {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-
-
-def onnx_attribute(attribute: Any) -> Any:
-    import onnx
-
-    return onnx.helper.get_attribute_value(attribute)
+def _onnx_graph(path: Path) -> tuple[Graph, dict[str, np.ndarray]]:
+    """Nodes and weights, read by bfm's own protobuf reader: no onnx package needed (the GPU machine has none)."""
+    graph = read_graph(path)
+    return graph, graph.initializers
 
 
 def _init(inits: dict[str, np.ndarray], name: str, shape: tuple[int, ...] | None, path: Path) -> np.ndarray:
