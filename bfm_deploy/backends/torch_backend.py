@@ -2,8 +2,8 @@
 
 bfm-export writes the state dicts (keys ``classifier.*``, ``full.*``, ``partial.*``) and the manifest names each
 architecture; the modules come from ``bfm_train.models.get_model``. A bundle without that file (the shipped
-demo) is rebuilt from its ONNX initialisers (``bfm_train.models.pretrained.onnx_state_dict``: MobileFaceNet and
-the classifier, whose exported graphs fold each BatchNorm into the convolution before it); every rebuilt network
+demo) is rebuilt from its ONNX initialisers (``bfm_train.models.pretrained.onnx_state_dict``: MobileFaceNet, the
+classifier and the IResNets, whose exported graphs fold each BatchNorm into the convolution before it); every rebuilt network
 is checked against the graph on a probe batch before it is used. torch is imported only when this backend is
 created.
 On CUDA the networks run in FP16 (the accuracy cost is negligible for these models), on CPU in FP32.

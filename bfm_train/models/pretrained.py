@@ -41,6 +41,7 @@ from bfm_deploy.errors import BfmError
 from bfm_deploy.onnx_graph import Graph, read_graph
 
 from .classifier import MaskClassifier
+from .iresnet import IResNet
 from .mobilefacenet import ConvBlock, LinearBlock, MobileFaceNet
 
 W600K_MBF = "w600k_mbf"
@@ -250,13 +251,101 @@ def onnx_classifier_state_dict(path: Path, model: nn.Module) -> dict[str, torch.
     return {k: torch.from_numpy(np.array(v, dtype=np.float32, order="C")) for k, v in state.items()}
 
 
+def onnx_iresnet_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict for an IResNet from its exported ONNX, found by following the data flow from the input.
+
+    The exporter folds a BatchNorm into the convolution before it (stem conv1+bn1, each block's conv1+bn2 and
+    conv2+bn3, each downsample's conv+bn): those BNs become exact identity affines around the folded bias. The
+    BNs that follow no convolution (each block's bn1, the final bn2, the embedding's ``features``) stay
+    BatchNormalization nodes and map one to one. Identical weights may be shared through Identity nodes.
+    """
+    if not isinstance(model, IResNet):
+        raise BfmError(f"IResNet ONNX weights import only into an IResNet, not {type(model).__name__}")
+    graph, inits = _onnx_graph(path)
+    alias = {n.outputs[0]: n.inputs[0] for n in graph.nodes if n.op_type == "Identity"}
+
+    def value(name: str) -> np.ndarray:
+        while name in alias:
+            name = alias[name]
+        return _init(inits, name, None, path)
+
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.nodes:
+        for name in node.inputs:
+            consumers.setdefault(name, []).append(node)
+
+    def next_op(tensor: str, op_type: str) -> Any:
+        found = [n for n in consumers.get(tensor, []) if n.op_type == op_type]
+        if len(found) != 1:
+            raise BfmError(f"{path.name} does not have the IResNet layout: {len(found)} {op_type} nodes read {tensor}")
+        return found[0]
+
+    state: dict[str, np.ndarray] = {}
+
+    def folded(conv_key: str, bn: nn.BatchNorm2d, bn_key: str, node: Any) -> None:
+        state[f"{conv_key}.weight"] = value(node.inputs[1])
+        state[f"{bn_key}.weight"] = np.ones(bn.num_features, np.float32)
+        state[f"{bn_key}.bias"] = value(node.inputs[2]) if len(node.inputs) > 2 else np.zeros(bn.num_features, np.float32)
+        state[f"{bn_key}.running_mean"] = np.zeros(bn.num_features, np.float32)
+        state[f"{bn_key}.running_var"] = np.full(bn.num_features, 1.0 - bn.eps, np.float32)
+
+    def norm(key: str, node: Any) -> None:
+        for part, name in zip(("weight", "bias", "running_mean", "running_var"), node.inputs[1:5]):
+            state[f"{key}.{part}"] = value(name)
+
+    def prelu(key: str, node: Any) -> None:
+        state[f"{key}.weight"] = value(node.inputs[1]).reshape(-1)
+
+    stem = next_op(graph_input_name(graph), "Conv")
+    folded("conv1", model.bn1, "bn1", stem)
+    act = next_op(stem.outputs[0], "PRelu")
+    prelu("prelu", act)
+    x = act.outputs[0]
+    for layer_name in ("layer1", "layer2", "layer3", "layer4"):
+        for index, block in enumerate(getattr(model, layer_name)):
+            key = f"{layer_name}.{index}"
+            bn1 = next_op(x, "BatchNormalization")
+            norm(f"{key}.bn1", bn1)
+            conv1 = next_op(bn1.outputs[0], "Conv")
+            folded(f"{key}.conv1", block.bn2, f"{key}.bn2", conv1)
+            act = next_op(conv1.outputs[0], "PRelu")
+            prelu(f"{key}.prelu", act)
+            conv2 = next_op(act.outputs[0], "Conv")
+            folded(f"{key}.conv2", block.bn3, f"{key}.bn3", conv2)
+            add = next_op(conv2.outputs[0], "Add")
+            if block.downsample is not None:
+                down = next_op(x, "Conv")
+                folded(f"{key}.downsample.0", block.downsample[1], f"{key}.downsample.1", down)
+            x = add.outputs[0]
+    bn2 = next_op(x, "BatchNormalization")
+    norm("bn2", bn2)
+    gemm = next_op(next_op(bn2.outputs[0], "Flatten").outputs[0], "Gemm")
+    weight = value(gemm.inputs[1])
+    state["fc.weight"] = weight if gemm.attrs.get("transB", 0) else weight.T
+    state["fc.bias"] = value(gemm.inputs[2])
+    norm("features", next_op(gemm.outputs[0], "BatchNormalization"))
+    return {k: torch.from_numpy(np.array(v, dtype=np.float32, order="C")) for k, v in state.items()}
+
+
+def graph_input_name(graph: Graph) -> str:
+    """The graph's data input: the tensor the nodes read that no node produces and no initialiser holds."""
+    produced = {o for n in graph.nodes for o in n.outputs}
+    for node in graph.nodes:
+        for name in node.inputs:
+            if name and name not in produced and name not in graph.initializers:
+                return name
+    raise BfmError("the ONNX graph has no data input")
+
+
 def onnx_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
     """A state dict for ``model`` from an ONNX graph of its architecture: the torch backend's way to run a
-    bundle that carries no weights.safetensors (MobileFaceNet and the classifier; IResNets not yet)."""
+    bundle that carries no weights.safetensors (MobileFaceNet, the classifier and the IResNets)."""
     if isinstance(model, MobileFaceNet):
         return onnx_mbf_state_dict(path, model)
     if isinstance(model, MaskClassifier):
         return onnx_classifier_state_dict(path, model)
+    if isinstance(model, IResNet):
+        return onnx_iresnet_state_dict(path, model)
     raise BfmError(f"cannot rebuild a {type(model).__name__} from {path.name} yet: re-export the bundle with its "
                    "weights.safetensors for the torch backend")
 
