@@ -102,10 +102,15 @@ def _alive(pid: int) -> bool:
 def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
     """Remove the temporaries of ``final`` left by processes that no longer run; returns what was removed."""
     final = Path(final)
+    return remove_stale_temporaries_in(final.parent, f".{glob_escape(final.name)}.*.tmp")
+
+
+def remove_stale_temporaries_in(folder: str | os.PathLike[str], pattern: str = ".*.tmp") -> list[Path]:
+    """Remove the temporaries in ``folder`` (matching ``pattern``) whose writing process no longer runs."""
     removed = []
-    for candidate in final.parent.glob(f".{glob_escape(final.name)}.*.tmp"):
-        pid_text = candidate.name[len(final.name) + 2 :].split(".", 1)[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
+    for candidate in Path(folder).glob(pattern):
+        parts = candidate.name.split(".")  # "", NAME..., pid, random, "tmp": random names hold no dots
+        if len(parts) < 5 or not parts[-3].isdigit() or _alive(int(parts[-3])):
             continue  # a live writer's, or not ours
         if candidate.is_dir():
             shutil.rmtree(candidate, ignore_errors=True)

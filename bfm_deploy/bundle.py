@@ -125,20 +125,11 @@ class Bundle:
         return self.thresholds[route].value
 
     def verify_files(self) -> None:
-        """Check each ONNX file against the manifest's sha256 (the torch weights: ``verify_weights``), then
-        each graph's interface against the manifest's contract (``check_graphs``)."""
-        for entry in self.models.values():
-            self._check(entry.file, entry.sha256)
-        if self.detector is not None:
-            self._check(self.detector.file, self.detector.sha256)
-        self.check_graphs()
-
-    def check_graphs(self) -> None:
-        """Each graph's opset, tensor names, types and shapes against the manifest: a graph swapped for another
-        (with its hash updated) is refused here, not served."""
+        """Check each ONNX file against the manifest's sha256 (the torch weights: ``verify_weights``), and each
+        graph's interface against the manifest's contract. Each file is read once for both."""
         height, width = self.input.size
         for network, entry in self.models.items():
-            info = read_graph_info(entry.file)
+            info = read_graph_info(entry.file, self._checked_bytes(entry.file, entry.sha256))
             where = f"bundle {self.root}: {entry.file.name}"
             if info.opset < MIN_OPSET:
                 raise BfmError(f"{where}: opset {info.opset}, bundles need >= {MIN_OPSET}; re-export the bundle")
@@ -151,7 +142,7 @@ class Bundle:
                                f"{network} needs [batch, {width_out}] ({what}); re-export the bundle")
         spec = self.detector
         if spec is not None:
-            info = read_graph_info(spec.file)
+            info = read_graph_info(spec.file, self._checked_bytes(spec.file, spec.sha256))
             where = f"bundle {self.root}: {spec.file.name}"
             _check_input(where, info, spec.input_name, (3, None, None))
             for name in spec.output_names:
@@ -159,18 +150,31 @@ class Bundle:
 
     def verify_weights(self) -> None:
         """Check ``weights.safetensors``; only the torch backend reads it, so only it pays for the hash."""
-        if self.weights is not None:
-            self._check(self.weights, str(self.manifest["weights"]["sha256"]))
+        if self.weights is None:
+            return
+        if not self.weights.is_file():
+            raise self._missing(self.weights)
+        if sha256_file(self.weights) != str(self.manifest["weights"]["sha256"]):  # streamed: it can be large
+            raise self._mismatch(self.weights)
 
-    def _check(self, file: Path, expected: str) -> None:
+    def _checked_bytes(self, file: Path, expected: str) -> bytes:
+        """The file's content, after checking it against ``expected`` (its sha256 in the manifest)."""
         if not file.is_file():
-            raise BfmError(f"bundle {self.root}: {file.name} is missing; re-export the bundle with bfm-export")
-        if sha256_file(file) != expected:
-            raise BfmError(
-                f"bundle {self.root}: {file.name} does not match the sha256 in {MANIFEST} "
-                "(modified or corrupt); re-export the bundle with bfm-export"
-            )
+            raise self._missing(file)
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise BfmError(f"bundle {self.root}: cannot read {file.name}: {exc.strerror or exc}") from None
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise self._mismatch(file)
+        return data
 
+    def _missing(self, file: Path) -> BfmError:
+        return BfmError(f"bundle {self.root}: {file.name} is missing; re-export the bundle with bfm-export")
+
+    def _mismatch(self, file: Path) -> BfmError:
+        return BfmError(f"bundle {self.root}: {file.name} does not match the sha256 in {MANIFEST} "
+                        "(modified or corrupt); re-export the bundle with bfm-export")
 
 def _check_input(where: str, info: GraphInfo, name: str, chw: tuple[int | None, ...]) -> None:
     found = info.input(name)

@@ -103,11 +103,12 @@ def _tensor_info(value_info: memoryview) -> TensorInfo:
     return TensorInfo(_text(value_info, 1), elem_type, tuple(dims))
 
 
-def read_graph_info(path: str | Path) -> GraphInfo:
-    """Opset and interface of the ONNX file at ``path``; BfmError when it is not a readable ONNX model."""
+def read_graph_info(path: str | Path, data: bytes | None = None) -> GraphInfo:
+    """Opset and interface of the ONNX file at ``path`` (or of its ``data``, already read); BfmError when it
+    is not a readable ONNX model."""
     path = Path(path)
     try:
-        model = memoryview(path.read_bytes())
+        model = memoryview(path.read_bytes() if data is None else data)
         opset, graph = 0, None
         for number, wire, value in _Reader(model).fields():
             if number == 8 and wire == _BYTES:  # opset_import

@@ -25,6 +25,7 @@ from bfm_deploy.detect import (
 from bfm_deploy.detect.boxes import crop_patches, nms, to_square
 from bfm_deploy.detect.scrfd import decode_scrfd
 from bfm_deploy.detect.yunet import DEFAULT_MODEL as YUNET_MODEL
+from bfm_deploy.eval.landmarks import read_reference
 from bfm_deploy.errors import BfmError
 from bfm_deploy.images import load_image
 
@@ -35,11 +36,7 @@ def aligner() -> FaceAligner:
 
 
 def _reference_landmarks(data_dir: Path) -> dict[str, np.ndarray]:
-    refs = {}
-    for line in (data_dir / "lfw" / "landmarks5.txt").read_text().splitlines():
-        path, *values = line.split("\t")
-        refs[path] = np.asarray(values, dtype=np.float64).reshape(5, 2)
-    return refs
+    return read_reference(data_dir / "lfw" / "landmarks5.txt")
 
 
 def _lfw_sample(data_dir: Path, count: int) -> list[Path]:

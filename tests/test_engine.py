@@ -701,19 +701,27 @@ def _embed(x: np.ndarray, width: int) -> np.ndarray:
 DETECTOR_OUTPUTS = {"a": (5, 1), "b": (5, 4)}
 
 
+class _FakeContext:
+    """What every fake execution context does: remember buffer addresses and the input shape."""
+
+    input_name = "input"
+
+    def __init__(self) -> None:
+        self.addresses: dict[str, int] = {}
+        self.shape: tuple[int, ...] = (0,)
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        self.addresses[name] = ptr
+        return True
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        self.shape = tuple(shape)
+        return name == self.input_name
+
+
 def _fake_detector_context(cuda: _FakeCuda, executed: list[tuple[str, int]]) -> Any:
-    class Context:
-        def __init__(self) -> None:
-            self.addresses: dict[str, int] = {}
-            self.shape: tuple[int, ...] = (0,)
-
-        def set_tensor_address(self, name: str, ptr: int) -> bool:
-            self.addresses[name] = ptr
-            return True
-
-        def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-            self.shape = tuple(shape)
-            return name == "det_in"
+    class Context(_FakeContext):
+        input_name = "det_in"
 
         def get_tensor_shape(self, name: str) -> tuple[int, ...]:
             return (self.shape[0], *DETECTOR_OUTPUTS[name])
@@ -733,17 +741,10 @@ def _fake_detector_context(cuda: _FakeCuda, executed: list[tuple[str, int]]) -> 
 def _fake_runtime(fake_trt: _FakeTrt, cuda: _FakeCuda, executed: list[tuple[str, int]]) -> None:
     widths = {"classifier": 2, "full": 8, "partial": 8}
 
-    class Context:
+    class Context(_FakeContext):
         def __init__(self, network: str) -> None:
-            self.network, self.addresses, self.shape = network, {}, (0,)
-
-        def set_tensor_address(self, name: str, ptr: int) -> bool:
-            self.addresses[name] = ptr
-            return True
-
-        def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-            self.shape = tuple(shape)
-            return name == "input"
+            super().__init__()
+            self.network = network
 
         def execute_async_v3(self, handle: int) -> bool:
             n, width = self.shape[0], widths[self.network]

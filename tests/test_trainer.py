@@ -311,7 +311,7 @@ def test_kill_9_then_resume_matches_uninterrupted(workspace: Path, tmp_path: Pat
     last = int(saved[-1].stem.split("-")[1])
     assert last >= 3  # a checkpoint being written when the kill came stays a hidden .tmp, never a step-* file
     target = last + 2
-    (workspace / "killed" / "checkpoints" / ".step-00000099.safetensors.abc123.tmp").write_bytes(b"half a file")
+    (workspace / "killed" / "checkpoints" / ".step-00000099.safetensors.999999999.abc123.tmp").write_bytes(b"half a file")
     run(workspace, "killed", epochs=100, checkpoint_every=1, resume="auto", max_steps=target)
     assert not list((workspace / "killed" / "checkpoints").glob(".*.tmp"))  # the resume removed the leftovers
     run(workspace, "unkilled", epochs=100, checkpoint_every=1, max_steps=target)

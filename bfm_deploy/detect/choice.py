@@ -43,29 +43,27 @@ def scrfd_spec(path: Path, input_size: int = scrfd.DEFAULT_INPUT_SIZE, source: s
                licence: str = scrfd.LICENCE) -> DetectorSpec:
     """The spec of an SCRFD ``*_bnkps`` graph; its tensor names are read from the graph (outputs in graph
     order are insightface's: scores, boxes, keypoints per stride)."""
-    from .network import onnx_session
+    from ..onnx_graph import read_graph_info
 
-    session = onnx_session(path)
-    outputs = tuple(o.name for o in session.get_outputs())
-    if len(outputs) != 3 * len(scrfd.STRIDES):
-        raise BfmError(f"{path} has {len(outputs)} outputs; an SCRFD graph with keypoints has "
-                       f"{3 * len(scrfd.STRIDES)} (score, box and keypoints for strides 8, 16, 32)")
+    if not Path(path).is_file():
+        raise BfmError(f"detector model not found: {path}")
+    info = read_graph_info(path)
+    outputs = tuple(t.name for t in info.outputs)
+    if len(info.inputs) != 1 or len(outputs) != 3 * len(scrfd.STRIDES):
+        raise BfmError(f"{path} has {len(info.inputs)} inputs and {len(outputs)} outputs; an SCRFD graph with "
+                       f"keypoints has 1 and {3 * len(scrfd.STRIDES)} (score, box and keypoints for strides 8, 16, 32)")
     return DetectorSpec(
         file=Path(path), architecture="scrfd-500m" if "500m" in Path(path).name else "scrfd", decoding="scrfd",
-        input_name=session.get_inputs()[0].name, output_names=outputs, input_size=input_size,
+        input_name=info.inputs[0].name, output_names=outputs, input_size=input_size,
         mean=127.5, std=128.0, channel_order="RGB", score_threshold=scrfd.DEFAULT_SCORE_THRESHOLD,
         nms_threshold=scrfd.DEFAULT_NMS_THRESHOLD, licence=licence, source=source or str(path),
     )
 
 
 def _is_yunet(path: Path) -> bool:
-    from .network import onnx_session
+    from ..onnx_graph import read_graph_info
 
-    try:
-        names = {o.name for o in onnx_session(path).get_outputs()}
-    except BfmError:  # onnxruntime cannot even load YuNet's block-quantised graph; OpenCV can
-        return True
-    return {"cls_8", "obj_8", "kps_8"} <= names
+    return {"cls_8", "obj_8", "kps_8"} <= {t.name for t in read_graph_info(path).outputs}
 
 
 def open_detector(choice: str, bundle: Bundle | None = None, backend: Backend | None = None,

@@ -16,12 +16,12 @@ import numpy as np
 
 from ..bundle import detector_entry, sha256_file
 from ..errors import BfmError
+from ..onnx_graph import read_graph
 from . import scrfd
 from .choice import scrfd_spec
 from .network import NetworkDetector, OnnxRunner
 
 DETECTOR_FILE = "detector.onnx"
-BUNDLE_DETECTORS = ("scrfd", "none")  # or a path to an SCRFD *_bnkps.onnx
 
 
 def install_detector(folder: Path, choice: str, input_size: int = scrfd.DEFAULT_INPUT_SIZE) -> dict[str, Any]:
@@ -47,9 +47,4 @@ def install_detector(folder: Path, choice: str, input_size: int = scrfd.DEFAULT_
 
 
 def _params(path: Path) -> int:
-    try:
-        import onnx
-    except ImportError:
-        raise BfmError("counting the detector's parameters needs onnx (pip install onnx)") from None
-    model = onnx.load(str(path))
-    return int(sum(int(np.prod(init.dims)) for init in model.graph.initializer))
+    return int(sum(array.size for array in read_graph(path).initializers.values()))

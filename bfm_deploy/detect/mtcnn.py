@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import BfmError
 from .boxes import apply_regression, box_sizes, crop_patches, nms, to_square
-from .host import HostDetector, check_bgr
+from .host import HostDetector, check_bgr, onnx_session
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -86,15 +86,7 @@ def _rescale(face: Face, factor: float) -> Face:
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
-    import onnxruntime as ort  # imported here so that importing bfm_deploy.detect stays cheap
-
-    if not path.is_file():
-        raise BfmError(f"MTCNN model not found: {path} (regenerate with tools/convert_mtcnn.py)")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return onnx_session(path, threads, missing="MTCNN model not found (regenerate with tools/convert_mtcnn.py)")
 
 
 def _to_input(rgb: np.ndarray) -> np.ndarray:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -18,13 +17,10 @@ import numpy as np
 from ..errors import BfmError
 from ..tensor import to_nchw
 from .boxes import nms
-from .host import check_bgr
+from .host import check_bgr, onnx_session
 from .mtcnn import Face
 from .scrfd import decode_scrfd
 from .spec import DetectorSpec
-
-if TYPE_CHECKING:
-    import onnxruntime as ort
 
 Runner = Callable[[np.ndarray], list[np.ndarray]]
 
@@ -99,18 +95,3 @@ class OnnxRunner:
 
     def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
         return list(self._session.run(self._outputs, {self._input: blob}))
-
-
-def onnx_session(path: Path, threads: int = 0) -> ort.InferenceSession:
-    """A CPU session with onnxruntime's log noise off; one-line errors for missing or unreadable graphs."""
-    import onnxruntime as ort  # imported here so that importing bfm_deploy.detect stays cheap
-
-    if not Path(path).is_file():
-        raise BfmError(f"detector model not found: {path}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
-        raise BfmError(f"cannot load detector {path}: {str(exc).splitlines()[0]}") from None

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from bfm_deploy.atomic import atomic_write_text
+from bfm_deploy.atomic import atomic_write_text, remove_stale_temporaries_in
 from bfm_deploy.errors import BfmError
 from bfm_deploy.progress import progress
 
@@ -132,10 +132,9 @@ class Trainer:
         if not resume:
             return
         if self.env.is_main:
-            # A kill -9 during a checkpoint write leaves its temporary file (the rename never came): nothing
-            # will ever use it, so it goes before training adds new ones.
-            for stale in (self.run_dir / CHECKPOINT_DIR).glob(".step-*.tmp"):
-                stale.unlink(missing_ok=True)
+            # A kill -9 during a checkpoint write leaves its temporary file (the rename never came), and the
+            # next checkpoint has another name, so atomic_path's own clean-up never meets it.
+            remove_stale_temporaries_in(self.run_dir / CHECKPOINT_DIR)
         path = find_latest_checkpoint(self.run_dir) if resume == "auto" else resolve_path(resume)
         if path is None:
             self._log(f"resume: auto: no checkpoint in {self.run_dir / CHECKPOINT_DIR}, starting from scratch")
