@@ -129,9 +129,8 @@ class Verifier:
         if self._aligner is None:
             from .detect import FaceAligner, open_detector
 
-            on_backend = self.detector_choice in ("auto", "bundle") and self.bundle.detector is not None
-            detector = open_detector(self.detector_choice, self.bundle, self.backend if on_backend else None)
-            self._aligner = FaceAligner(detector)
+            # the bundle's detector runs on the verifier's backend; open_detector ignores it for the others
+            self._aligner = FaceAligner(open_detector(self.detector_choice, self.bundle, self.backend))
         return self._aligner
 
     @property

@@ -27,10 +27,6 @@ class NetworkSource:
     chw: tuple[int, int, int] | None = None  # input shape without the batch axis; None: the bundle's crop size
     outputs: tuple[str, ...] = ()  # every output of a multi-output graph (the detector)
 
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return self.outputs or (self.output,)
-
 
 # The detector sees at most one Verifier chunk of photos at a time, in NetworkDetector batches of up to 32.
 DETECTOR_MAX_BATCH = 32

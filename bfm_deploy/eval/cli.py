@@ -15,7 +15,7 @@ from ..errors import BfmError
 from . import protocols
 from .faces import DetectingLoader
 from .folds import parse_fold_spec
-from .methods import collect_methods
+from .methods import collect_methods, parse_spec
 from .report import table, to_json, write_json, write_plot
 from .run import ModelFactory, evaluate, load_bundles
 from .scoring import FaceModel
@@ -165,13 +165,10 @@ def main(dataset: str | None, data_dir: Path | None, pairs_file: Path | None, de
 
 def _landmarks(bundle: str | None, detector: str, data_dir: Path, photos: Path | None,
                json_path: Path | None) -> None:
-    import json
-
-    from ..atomic import atomic_write_text
     from ..detect import open_detector
     from .landmarks import LandmarkSet, landmark_errors, read_reference
 
-    loaded = Bundle.load(bundle.split(":")[0]) if bundle else None
+    loaded = Bundle.load(parse_spec("bundle", bundle).bundle) if bundle else None
     opened = open_detector(detector, loaded)
     photos = photos or data_dir / "lfw" / "raw-fold1"
     report = landmark_errors(opened, LandmarkSet(photos, read_reference(data_dir / "lfw" / "landmarks5.txt")))
@@ -181,7 +178,7 @@ def _landmarks(bundle: str | None, detector: str, data_dir: Path, photos: Path |
                f"median {report['median_inter_ocular']:.4f} of the inter-ocular distance; "
                f"{report['median_px_after_mean_offset']:.2f} px after removing the mean offset per point")
     if json_path is not None:
-        atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
+        write_json(json_path, report)
         click.echo(f"wrote {json_path}")
 
 

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import onnxruntime
 import torch
@@ -25,7 +26,7 @@ from bfm_train.models import count_macs, count_params
 
 from .calibrate import calibrate
 from .options import ExportOptions
-from .parity import ParityResult, check_parity, parity_batch
+from .parity import check_parity, parity_batch
 from .source import ExportSource, load_source
 
 NETWORKS = ("classifier", "full", "partial")
@@ -54,18 +55,9 @@ def export_source(source: ExportSource, options: ExportOptions, log: Any = print
     with atomic_dir(out, overwrite=options.overwrite) as tmp:
         models: dict[str, dict[str, Any]] = {}
         for network in progress(NETWORKS, desc="export", unit="graph"):
-            module = source.networks[network]
-            path = tmp / f"{network}.onnx"
-            export_onnx(module, path, OUTPUT_NAMES[network], options.opset)
-            parity = check_parity(module, path, batch.tensor)
-            log(f"{network}: max abs diff {parity.max_abs_diff:.3g}, min cosine {parity.min_cosine:.7f}")
-            if not parity.min_cosine >= options.min_cosine:  # also catches NaN
-                raise BfmError(f"{network}.onnx disagrees with the torch model: cosine {parity.min_cosine:.6f} "
-                               f"< {options.min_cosine}; the bundle was not written")
-            if parity.output_size != OUTPUT_SIZES[network]:
-                raise BfmError(f"{network} outputs {parity.output_size} values per face; "
-                               f"the bundle contract needs {OUTPUT_SIZES[network]}")
-            models[network] = _model_entry(network, module, path, source, parity)
+            models[network] = export_network(network, source.networks[network], tmp, source.architectures[network],
+                                             batch.tensor, options.opset, options.min_cosine, log,
+                                             note=source.notes.get(network))
         manifest = _manifest(name, source, options, thresholds, models)
         if options.mask_calibration is not None:
             from .update import calibrated_mask_threshold
@@ -132,11 +124,23 @@ def _thresholds(source: ExportSource, options: ExportOptions, log: Any) -> dict[
             for route in ROUTES}
 
 
-def _model_entry(network: str, module: nn.Module, path: Path, source: ExportSource,
-                 parity: ParityResult) -> dict[str, Any]:
+def export_network(network: str, module: nn.Module, folder: Path, architecture: str, batch: np.ndarray,
+                   opset: int, min_cosine: float, log: Any, note: str | None = None) -> dict[str, Any]:
+    """Export ``module`` to ``folder/<network>.onnx``, check it against the torch model on ``batch`` and return
+    its manifest entry; BfmError (nothing kept) when the graph disagrees or breaks the output contract."""
+    path = folder / f"{network}.onnx"
+    export_onnx(module, path, OUTPUT_NAMES[network], opset)
+    parity = check_parity(module, path, batch)
+    log(f"{network}: max abs diff {parity.max_abs_diff:.3g}, min cosine {parity.min_cosine:.7f}")
+    if not parity.min_cosine >= min_cosine:  # also catches NaN
+        raise BfmError(f"{network}.onnx disagrees with the torch model: cosine {parity.min_cosine:.6f} "
+                       f"< {min_cosine}; the bundle was not written")
+    if parity.output_size != OUTPUT_SIZES[network]:
+        raise BfmError(f"{network} outputs {parity.output_size} values per face; "
+                       f"the bundle contract needs {OUTPUT_SIZES[network]}")
     entry: dict[str, Any] = {
         "file": path.name,
-        "architecture": source.architectures[network],
+        "architecture": architecture,
         "params": count_params(module),
         "macs": count_macs(module),
         "sha256": sha256_file(path),
@@ -144,8 +148,8 @@ def _model_entry(network: str, module: nn.Module, path: Path, source: ExportSour
         "output": OUTPUT_NAMES[network],
         "parity": {"max_abs_diff": parity.max_abs_diff, "min_cosine": parity.min_cosine},
     }
-    if network in source.notes:
-        entry["note"] = source.notes[network]
+    if note is not None:
+        entry["note"] = note
     return entry
 
 

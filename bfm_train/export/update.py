@@ -24,9 +24,9 @@ from bfm_deploy.errors import BfmError
 from bfm_deploy.images import load_image
 from bfm_deploy.routing import calibrate_mask_threshold, mask_probability
 from bfm_deploy.verifier import preprocess
-from bfm_train.models import BFMSystem, count_macs, count_params
+from bfm_train.models import BFMSystem
 
-from .parity import check_parity, parity_batch
+from .parity import parity_batch
 
 CLASSIFIER_FILE = "classifier.onnx"
 
@@ -127,23 +127,11 @@ def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[
 
 
 def _export_classifier(checkpoint: Path, folder: Path, options: UpdateOptions, log: Callable[[str], Any]) -> dict[str, Any]:
-    from .exporter import OUTPUT_NAMES, export_onnx, INPUT_NAME
+    from .exporter import export_network
 
     system = BFMSystem.from_checkpoint(checkpoint)
     if system.classifier is None:
         raise BfmError(f"{checkpoint.name} has no classifier.* tensors")
-    module = system.classifier.eval()
-    path = folder / CLASSIFIER_FILE
-    export_onnx(module, path, OUTPUT_NAMES["classifier"], options.opset)
     batch = parity_batch(options.data_dir or default_data_dir(), options.parity_images)
-    parity = check_parity(module, path, batch.tensor)
-    log(f"classifier: max abs diff {parity.max_abs_diff:.3g}, min cosine {parity.min_cosine:.7f}")
-    if not parity.min_cosine >= options.min_cosine or parity.output_size != 2:
-        raise BfmError(f"classifier.onnx disagrees with the torch model (cosine {parity.min_cosine:.6f}); "
-                       "the bundle was not changed")
-    return {
-        "file": CLASSIFIER_FILE, "architecture": "classifier", "params": count_params(module),
-        "macs": count_macs(module), "sha256": sha256_file(path), "input": INPUT_NAME,
-        "output": OUTPUT_NAMES["classifier"],
-        "parity": {"max_abs_diff": parity.max_abs_diff, "min_cosine": parity.min_cosine},
-    }
+    return export_network("classifier", system.classifier.eval(), folder, "classifier", batch.tensor,
+                          options.opset, options.min_cosine, log)
