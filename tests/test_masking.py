@@ -349,3 +349,30 @@ def test_fabric_and_low_masks_are_deterministic_and_cover_what_they_should(data_
         MaskConfig(low_share=1.5)
     with pytest.raises(BfmError, match="no fabric images"):
         Masker(MaskConfig(fabric_dir=data_dir / "mfr2" / "missing-folder-xyz"))
+
+
+def test_random_prints_are_seeded_seamless_and_drawn_on_the_mask(aligned) -> None:
+    from bfm_train.masking.textures import random_print
+
+    first, again = random_print(np.random.default_rng(7)), random_print(np.random.default_rng(7))
+    assert np.array_equal(first, again) and not np.array_equal(first, random_print(np.random.default_rng(8)))
+    for seed in range(6):  # periodic: the wrap-around step is no larger than the steps inside the tile
+        tile = random_print(np.random.default_rng(seed))
+        for axis in (0, 1):
+            steps = np.abs(np.diff(tile, axis=axis)).mean(axis=(1 - axis, 2))
+            wrap = np.abs(tile.take(0, axis=axis) - tile.take(-1, axis=axis)).mean()
+            assert wrap <= steps.max() + 1e-3, (seed, axis)
+    rel = ALIGNED[0]
+    config = MaskConfig(types=("cloth",), seed=3, print_share=1.0)
+    printed = Masker(config).apply(aligned[rel], aligned=True, rel_key=rel)
+    assert printed.style == "cloth_print"
+    assert np.array_equal(printed.image, Masker(config).apply(aligned[rel].copy(), aligned=True, rel_key=rel).image)
+    plain = Masker(MaskConfig(types=("cloth",), seed=3)).apply(aligned[rel], aligned=True, rel_key=rel)
+    covered = _coverage_at(printed, printed.landmarks[[48, 54, 57]])
+    assert np.all(covered >= 128)  # the print is on the mask, which still covers the mouth
+    assert not np.array_equal(printed.image, plain.image)
+    outside = printed.landmarks[[36, 45]].round().astype(int)  # eye corners: never painted
+    for x, y in outside:
+        assert np.array_equal(printed.image[y, x], aligned[rel][y, x])
+    with pytest.raises(BfmError, match="print share must be in 0..1"):
+        MaskConfig(print_share=-0.1)

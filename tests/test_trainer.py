@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from torch import nn
 
 from bfm_deploy.errors import BfmError
 from bfm_train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
@@ -383,6 +384,17 @@ def test_validation_and_lfw_fold_exclusion(workspace: Path, tmp_path: Path) -> N
     val = [m for m in metrics(workspace, "val") if "val_unmasked_acc" in m]
     assert len(val) == 1 and val[0]["val_pairs"] == 4 and val[0]["val_masked_pairs"] == 4
     assert 0.5 <= val[0]["val_unmasked_acc"] <= 1.0 and 0.5 <= val[0]["val_masked_acc"] <= 1.0
+    # the run's report: its validation curve and losses, and a PNG of both; made again from metrics.jsonl alone
+    report = json.loads((workspace / "val" / "report.json").read_text())
+    assert report["format"] == "bfm-train-report/1" and report["recipe"] == "bfm" and report["steps"] == val[0]["step"]
+    assert report["validation"] == [{k: val[0][k] for k in ("step", "epoch", "val_masked_acc", "val_unmasked_acc")}]
+    assert report["last_losses"]["loss"] == [m for m in metrics(workspace, "val") if "loss" in m][-1]["loss"]
+    assert (workspace / "val" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (workspace / "val" / "report.json").unlink()
+    result = CliRunner().invoke(cli_main, ["--report", str(workspace / "val")])
+    assert result.exit_code == 0 and json.loads((workspace / "val" / "report.json").read_text()) == report
+    result = CliRunner().invoke(cli_main, ["--report", str(tmp_path)])
+    assert result.exit_code == 2 and result.output.strip().endswith("no metrics.jsonl (not a bfm-train run directory)")
     bad = tiny_config(workspace, "val2", val={"pairs": str(tmp_path / "pairs.txt"), "root": str(faces), "folds": [3]})
     with pytest.raises(BfmError, match="val.folds: fold 3"):
         train(config_from_dict(bad))
@@ -401,7 +413,8 @@ def test_torchrun_gloo_two_ranks_end_identical(workspace: Path, tmp_path: Path) 
          "-m", "bfm_train.train.cli", "--config", str(config)],
         env=env, capture_output=True, text=True, timeout=240,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    # the ranks' own first words (the root cause) and torchrun's summary (which rank, which signal)
+    assert result.returncode == 0, result.stderr[:1500] + "\n[...]\n" + result.stderr[-1500:]
     assert "2 process(es) on cpu" in result.stderr + result.stdout
     rows = metrics(workspace, "ddp")
     digests = next(r["rank_weight_digests"] for r in rows if "rank_weight_digests" in r)
@@ -413,3 +426,29 @@ def test_torchrun_gloo_two_ranks_end_identical(workspace: Path, tmp_path: Path) 
     assert tensors_digest(tensors) == digests[0]
     # per-rank batch of 4: 24 images / 2 ranks / 4 = 3 steps per epoch, as with one process of batch 8
     assert out.trainer["steps_per_epoch"] == 3 and out.trainer["world_size"] == 2
+
+
+@pytest.mark.parametrize("target", ["partial", "full"])
+def test_guided_target(target: str) -> None:
+    """loss.guided_target: partial is Eq. 4 as printed; full pulls E_P(x̂) to the fixed E_F(x), which it never trains."""
+    from bfm_train import losses
+    from bfm_train.train.config import LossConfig
+    from bfm_train.train.recipes import RecipeLoss
+
+    torch.manual_seed(0)
+    full, partial = nn.Sequential(nn.Flatten(), nn.Linear(12, 8)), nn.Sequential(nn.Flatten(), nn.Linear(12, 8))
+    classifier = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
+    full.requires_grad_(False)
+    nets: dict[str, nn.Module] = {"classifier": classifier, "full": full, "partial": partial}
+    heads: dict[str, nn.Module] = {"partial": losses.ArcFaceHead(8, 3)}
+    recipe = RecipeLoss("bfm", nets, heads, LossConfig(guided_target=target))
+    x, x_hat, y = torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0])
+    terms = recipe(x, x_hat, y)
+    expected = losses.guided_loss((full if target == "full" else partial)(x), partial(x_hat))
+    assert torch.allclose(terms["guided"], expected)
+    assert "full" not in terms  # a frozen E_F has no ArcFace term, whatever the guided target
+    terms["guided"].backward()
+    assert all(p.grad is None for p in full.parameters())
+    assert partial[1].weight.grad is not None and partial[1].weight.grad.abs().sum() > 0
+    with pytest.raises(BfmError, match="guided_target"):
+        config_from_dict({"data": {"root": "x", "masked_root": "y"}, "loss": {"guided_target": "teacher"}})

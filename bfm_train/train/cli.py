@@ -9,12 +9,13 @@ import yaml
 
 from bfm_deploy.cli_support import OneLineCommand, one_line_errors
 
-from .config import load_config
+from .config import load_config, resolve_path
 
 EPILOG = """\b
 Examples:
   bfm-train --config configs/demo_mbf.yaml
   bfm-train --config configs/demo_mbf.yaml --set max_steps=200 --set optim.lr=0.01 --resume auto
+  bfm-train --report work_dirs/demo_mbf          # report.json + report.png again from metrics.jsonl
   torchrun --nproc_per_node 4 -m bfm_train.train.cli --config configs/paper_r50_casia.yaml
 """
 
@@ -26,6 +27,8 @@ Examples:
 @click.option("--run-dir", default=None, help="Where checkpoints, metrics.jsonl and config.yaml go (overrides run_dir).")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps (overrides max_steps).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config as YAML and exit.")
+@click.option("--report", "reports", multiple=True, type=click.Path(file_okay=False), metavar="RUN_DIR",
+              help="Write RUN_DIR/report.json and report.png from its metrics.jsonl and exit (repeatable).")
 @one_line_errors
 def main(
     config_path: str | None,
@@ -34,8 +37,16 @@ def main(
     run_dir: str | None,
     max_steps: int | None,
     print_config: bool,
+    reports: tuple[str, ...],
 ) -> None:
     """Train C, E_F and E_P (recipe bfm, Eq. 7) or an ArcFace baseline; write bfm-checkpoint/1 files."""
+    if reports:
+        from .report import write_report
+
+        for run_dir in reports:
+            for path in write_report(resolve_path(run_dir)):
+                click.echo(f"wrote {path}", err=True)
+        return
     extra = list(overrides)
     if resume is not None:
         extra.append(f"resume={resume}")

@@ -84,6 +84,9 @@ class LossConfig:
     w_mask: float = 1.0
     w_full: float = 1.0
     w_guided: float = 1.0
+    # what E_P(x̂) is pulled towards: "partial" = E_P(x), Eq. 4 as printed; "full" = E_F(x), held fixed, so the
+    # masked embedding keeps to the space the pretrained full-face extractor learnt from far more identities
+    guided_target: str = "partial"
     w_partial: float = 1.0
 
 
@@ -147,6 +150,8 @@ class TrainConfig:
             raise BfmError("model.partial.init: full only applies to recipe bfm")
         if self.model.full.init == "full":
             raise BfmError("model.full.init cannot be 'full' (that means: copy E_F)")
+        if self.loss.guided_target not in ("partial", "full"):
+            raise BfmError(f"loss.guided_target must be partial or full, not {self.loss.guided_target!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,6 +8,7 @@ step k therefore replays steps k+1... exactly as the uninterrupted run did.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import time
@@ -34,6 +35,7 @@ from .dataset import build_dataset
 from .distributed import weights_digest
 from .nets import build_heads, build_nets, init_heads_from_class_means, set_train_mode, trainable_parameters
 from .recipes import RecipeLoss
+from .report import write_report
 from .validation import load_val_pairs, validate
 
 CHECKPOINT_DIR = "checkpoints"
@@ -251,6 +253,12 @@ class Trainer:
             last = self._train()
             return last if self.env.is_main else {}
         finally:
+            # The DDP wrapper's reducer holds the process group: left to interpreter shutdown, gloo's threads
+            # are destroyed in no fixed order and the process can abort ("terminate called without an active
+            # exception") after a finished run. Release it, then the group, while Python is fully alive.
+            if getattr(self, "model", None) is not None:
+                self.model = self.recipe
+                gc.collect()
             distributed.teardown(self.env)
 
     def _train(self) -> dict[str, Any]:
@@ -308,7 +316,12 @@ class Trainer:
             self._validate(metrics_path, state.step // self.steps_per_epoch)  # a run stopped by max_steps
         bar.close()
         self._check_ranks_agree(metrics_path)
+        self._write_report()
         return last
+
+    def _write_report(self) -> None:
+        if self.env.is_main:
+            write_report(self.run_dir)
 
     def _check_ranks_agree(self, metrics_path: Path) -> None:
         """After a torchrun job every rank must hold the same weights; a mismatch means a broken setup."""
@@ -355,6 +368,7 @@ class Trainer:
             record = {"step": self.state.step, "epoch": epoch, **{k: round(v, 6) for k, v in results.items()}}
             self._write_metrics(metrics_path, record)
             self._log(json.dumps(record))
+            self._write_report()  # a run killed later still has its curves so far
         if self.config.val.pairs:
             distributed.barrier(self.env)
 
