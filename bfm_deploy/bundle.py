@@ -9,6 +9,7 @@ ARCHITECTURE.md ("Model bundle").
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -30,9 +31,25 @@ DEFAULT_BUNDLE = "engines/demo"
 MIN_OPSET = 17  # of the three networks; the detector keeps the opset it was published with
 
 
+DEMO_BUNDLE_PACKAGE = "bfm_demo_bundle"  # the demo bundle as a package of its own: packaging/bfm-demo-bundle
+
+
 def default_bundle() -> str:
-    """The bundle every tool uses unless told otherwise: ``$BFM_BUNDLE``, else ``engines/demo``."""
-    return os.environ.get("BFM_BUNDLE", DEFAULT_BUNDLE)
+    """The bundle every tool uses unless told otherwise, the first of: ``$BFM_BUNDLE``; ``engines/demo`` of
+    the source checkout bfm runs from (whatever the working directory); the installed demo bundle package
+    (``pip install ./packaging/bfm-demo-bundle``, for bfm installed without the repository); else
+    ``engines/demo`` of the working directory, whose absence ``Bundle.load`` reports."""
+    if os.environ.get("BFM_BUNDLE"):
+        return os.environ["BFM_BUNDLE"]
+    checkout = Path(__file__).resolve().parents[1] / DEFAULT_BUNDLE
+    if (checkout / MANIFEST).is_file():
+        return str(checkout)
+    spec = importlib.util.find_spec(DEMO_BUNDLE_PACKAGE)
+    if spec is not None and spec.origin is not None:
+        installed = Path(spec.origin).parent / "bundle"
+        if (installed / MANIFEST).is_file():
+            return str(installed)
+    return DEFAULT_BUNDLE
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -101,7 +118,10 @@ class Bundle:
         root = Path(path)
         recover(root)  # an export or update killed between its two renames: the previous bundle comes back
         if not root.is_dir():
-            raise BfmError(f"bundle {root} not found (a folder written by bfm-export; choose one with --bundle)")
+            raise BfmError(
+                f"bundle {root} not found (a folder written by bfm-export; choose one with --bundle or $BFM_BUNDLE, "
+                "or pip install ./packaging/bfm-demo-bundle from the repository)"
+            )
         manifest_path = root / MANIFEST
         try:
             text = manifest_path.read_text(encoding="utf-8")

@@ -12,11 +12,15 @@ MASK_FREE_LABEL = "no-mask"
 
 
 def default_data_dir() -> Path:
-    """``$BFM_DATA`` if set, else ``../shared/data`` next to the repository (where the shared data lives)."""
+    """``$BFM_DATA``; else ``../shared/data`` beside the source checkout bfm runs from (where the project's data
+    lives); else ``$XDG_DATA_HOME/bfm/data`` (``~/.local/share/bfm/data``) for bfm installed without the repository."""
     env = os.environ.get("BFM_DATA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "setup.cfg").is_file():
+        return checkout.parent / "shared" / "data"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "bfm" / "data"
 
 
 @dataclass(frozen=True)

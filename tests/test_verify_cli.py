@@ -179,11 +179,15 @@ def test_onnx_sha256_mismatch_exits_2(mbf_bundle: Path, faces: dict[str, Path], 
     assert_one_line_error(run(faces["a1"], faces["a2"], "--bundle", bundle, "--aligned"), "partial.onnx", "sha256")
 
 
-def test_missing_default_bundle_names_the_option(faces: dict[str, Path], tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_bundle_lookup(faces: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bfm_deploy.bundle import default_bundle
+
     monkeypatch.delenv("BFM_BUNDLE", raising=False)
-    monkeypatch.chdir(tmp_path)
-    assert_one_line_error(run(faces["a1"], faces["a2"]), "engines/demo", "--bundle")
+    monkeypatch.chdir(tmp_path)  # from a checkout, its engines/demo whatever the working directory
+    assert Path(default_bundle()) == Path(__file__).resolve().parents[1] / "engines" / "demo"
+    monkeypatch.setenv("BFM_BUNDLE", str(tmp_path / "nowhere"))  # $BFM_BUNDLE first; a missing one is named
+    assert default_bundle() == str(tmp_path / "nowhere")
+    assert_one_line_error(run(faces["a1"], faces["a2"]), "nowhere", "--bundle", "BFM_BUNDLE")
 
 
 def test_unavailable_backend_exits_2(mbf_bundle: Path, faces: dict[str, Path]) -> None:

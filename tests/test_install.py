@@ -1,0 +1,79 @@
+"""bfm as a user installs it: a wheel (not editable) in a new environment, used from a folder outside the repo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCES = ["bfm_deploy", "bfm_train", "packaging", "engines/demo", "setup.cfg", "pyproject.toml", "README.md", "LICENSE"]
+
+
+def _copy_sources(dest: Path) -> Path:
+    """The files a build reads, copied so that the build's own scratch folders never land in the checkout."""
+    for rel in SOURCES:
+        src, dst = REPO / rel, dest / rel
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+    return dest
+
+
+def _pip(python: Path | str, *args: str) -> None:
+    # No index and no build isolation: the build tools and dependencies are those of this environment.
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", *args],
+                   check=True, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = _copy_sources(tmp_path_factory.mktemp("src"))
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                    str(src), "-w", str(out)], check=True, capture_output=True, text=True)
+    (built,) = out.glob("bfm-*.whl")
+    return built
+
+
+def test_wheel_carries_licences_and_type_markers(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    licences = [n for n in names if ".dist-info/licenses/" in n]
+    assert any(n.endswith("/licenses/LICENSE") for n in licences)
+    assert any(n.endswith("PRETRAINED_LICENCE.md") for n in licences)
+    assert "bfm_train/models/PRETRAINED_LICENCE.md" in names  # beside the code that loads those weights
+    assert "bfm_deploy/py.typed" in names and "bfm_train/py.typed" in names
+    assert "bfm_deploy/assets/yunet/LICENSE" in names
+    assert not any(n.startswith(("tests/", "engines/", "work_dirs/")) for n in names)
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License: Apache-2.0" in metadata or "License-Expression: Apache-2.0" in metadata
+
+
+def test_installed_bfm_verify_outside_the_repo_matches_the_checkout(wheel: Path, tmp_path: Path, data_dir: Path) -> None:
+    venv = tmp_path / "venv"
+    # The new environment sees this one's packages (numpy, onnxruntime, ...) but gets its own bfm.
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    _pip(python, str(wheel), str(_copy_sources(tmp_path / "src") / "packaging" / "bfm-demo-bundle"))
+    env = {k: v for k, v in os.environ.items() if k not in ("BFM_BUNDLE", "BFM_DATA", "PYTHONPATH")}
+    where = subprocess.run([str(python), "-c", "import bfm_deploy.bundle as b; print(b.__file__); print(b.default_bundle())"],
+                           cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout.split()
+    assert where[0].startswith(str(venv)) and where[1].startswith(str(venv))  # the installed copy, its own bundle
+    folder = data_dir / "lfw" / "raw-fold1" / "Abel_Pacheco"
+    photos = [str(folder / "Abel_Pacheco_0001.jpg"), str(folder / "Abel_Pacheco_0002.jpg")]
+    installed = subprocess.run([str(venv / "bin" / "bfm-verify"), *photos, "--json"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr
+    checkout = subprocess.run([sys.executable, "-m", "bfm_deploy.verify_cli", *photos, "--json"], cwd=REPO, env=env,
+                              capture_output=True, text=True)
+    assert checkout.returncode == 0, checkout.stderr
+    assert json.loads(installed.stdout) == json.loads(checkout.stdout)
+    assert json.loads(installed.stdout)["same"] is True
