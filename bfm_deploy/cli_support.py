@@ -92,17 +92,3 @@ class OneLineCommand(click.Command):
         except click.Abort:
             fail("aborted")
         sys.exit(code if isinstance(code, int) else 0)
-
-
-def detector_option(func: F) -> F:
-    """``--detector NAME|PATH``, the same in every tool that detects faces (``bfm_deploy.detect.choice``)."""
-    from .detect.choice import DETECTOR_HELP, check_choice
-
-    def check(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-        try:
-            return check_choice(value)
-        except BfmError as exc:
-            raise click.BadParameter(str(exc)) from None
-
-    return click.option("--detector", default="auto", show_default=True, metavar="NAME|PATH", callback=check,
-                        help=DETECTOR_HELP)(func)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import click
 from tqdm import tqdm
 
 
@@ -13,4 +14,14 @@ def progress(iterable: Any = None, *, enabled: bool = True, **kwargs: Any) -> tq
 
     Carriage-return redraws written to a file become one very long line, and an ``error:`` line printed after
     them would be glued onto it."""
-    return tqdm(iterable, file=sys.stderr, disable=None if enabled else True, **kwargs)
+    return tqdm(iterable, file=sys.stderr, disable=None if enabled and not quiet() else True, **kwargs)
+
+
+QUIET_KEY = "bfm.quiet"
+
+
+def quiet() -> bool:
+    """Whether the running tool was given ``--quiet`` (kept in its click context: no process-wide state, and
+    the Python API, which runs outside any command, is never quiet)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().meta.get(QUIET_KEY))

@@ -15,9 +15,8 @@ from typing import IO
 import click
 
 from .atomic import atomic_write_text
-from .bundle import DEFAULT_BUNDLE, default_bundle
-from .backends import BACKEND_NAMES
-from .cli_support import OneLineCommand, detector_option, fail, one_line_errors
+from .cli_options import STDOUT, backend_option, bfm_command, bundle_option, detector_option, emit_json, json_option, quiet_option
+from .cli_support import fail, one_line_errors
 from .errors import BfmError
 from .progress import progress
 from .verifier import CASE_NAMES, PairError, Verifier, VerifyResult
@@ -136,14 +135,12 @@ def _verify_pairs(verifier: Verifier, pairs_file: Path, out: Path | None, aligne
     return 0
 
 
-@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@bfm_command()
 @click.argument("images", nargs=-1, metavar="[IMG1 IMG2]", type=click.Path(path_type=Path))
-@click.option("--bundle", type=click.Path(path_type=Path), default=default_bundle,
-              help=f"Model bundle folder (default: $BFM_BUNDLE or {DEFAULT_BUNDLE}).")
-@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="auto", show_default=True,
-              help="Inference backend; auto picks the fastest available.")
+@bundle_option
+@backend_option()
 @click.option("--aligned", is_flag=True, help="Inputs are 112x112 ArcFace-aligned crops: skip face detection.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@json_option
 @click.option("--pairs", "pairs_file", type=click.Path(path_type=Path),
               help="Verify every 'img1 img2' line (or TSV) of this file, paths relative to it; "
                    "one JSON line per pair; exit 0 when all pairs were verified, else 2.")
@@ -154,8 +151,9 @@ def _verify_pairs(verifier: Verifier, pairs_file: Path, out: Path | None, aligne
               help="With --pairs --out: continue an interrupted run from OUT.partial (a fresh run if there is none).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Largest batch per network.")
 @detector_option
+@quiet_option
 @one_line_errors
-def main(images: tuple[Path, ...], bundle: Path, backend: str, aligned: bool, as_json: bool,
+def main(images: tuple[Path, ...], bundle: Path, backend: str, aligned: bool, json_out: str | None,
          pairs_file: Path | None, out: Path | None, resume: bool, batch_size: int, detector: str) -> None:
     """Verify that IMG1 and IMG2 show the same person (exit 0) or different people (exit 1); 2 on error.
 
@@ -170,13 +168,15 @@ def main(images: tuple[Path, ...], bundle: Path, backend: str, aligned: bool, as
         raise BfmError("--out is only for --pairs")
     if resume and (pairs_file is None or out is None):
         raise BfmError("--resume continues a --pairs FILE --out OUT run")
+    if json_out is not None and pairs_file is not None:
+        raise BfmError("--pairs writes one JSON line per pair already (to stdout, or to --out FILE); drop --json")
     with Verifier(bundle, backend=backend, batch_size=batch_size, detector=detector) as verifier:
         if pairs_file is not None:
             sys.exit(_verify_pairs(verifier, pairs_file, out, aligned, resume))
         result = verifier.verify(images[0], images[1], aligned=aligned)
-    if as_json:
-        click.echo(json.dumps({"a": str(images[0]), "b": str(images[1]), **result.to_dict()}))
-    else:
+    if json_out is not None:
+        emit_json(json_out, {"a": str(images[0]), "b": str(images[1]), **result.to_dict()})
+    if json_out is None or json_out != STDOUT:
         click.echo(describe(result))
     sys.exit(EXIT_SAME if result.same else EXIT_DIFFERENT)
 

@@ -208,8 +208,8 @@ def _run(args: list[str]):
 
 def test_quick_latency_writes_json_and_png(tiny_bundle, data_dir, tmp_path):
     out_json, out_png = tmp_path / "lat.json", tmp_path / "lat.png"
-    result = _run(["--latency", "--quick", "--bundle", str(tiny_bundle), "--batches", "1,4", "--pairs", "4",
-                   "--raw-pairs", "1", "--runs", "2", "--json", str(out_json), "--plot", str(out_png)])
+    result = _run(["--latency", "--quick", "--bundle", str(tiny_bundle), "--batches", "1,4", "--pair-count", "4",
+                   "--raw-pair-count", "1", "--runs", "2", "--json", str(out_json), "--plot", str(out_png)])
     assert result.exit_code == 0, result.output
     report = json.loads(out_json.read_text())
     assert isinstance(report["routing_overhead"], float) and report["routing_overhead"] > 0

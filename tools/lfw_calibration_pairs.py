@@ -16,8 +16,9 @@ from pathlib import Path
 import click
 
 from bfm_deploy.atomic import atomic_write_text
+from bfm_deploy.cli_options import bfm_command, data_dir_option, quiet_option
 from bfm_deploy.cli_support import one_line_errors
-from bfm_deploy.datasets import default_data_dir, read_lfw_pairs
+from bfm_deploy.datasets import read_lfw_pairs
 from bfm_deploy.errors import BfmError
 
 
@@ -29,14 +30,15 @@ def _fold_range(spec: str) -> set[int]:
         raise BfmError(f"--folds must look like 1-5 or 3, got {spec!r}") from None
 
 
-@click.command()
+@bfm_command()
 @click.option("--folds", default="1-5", show_default=True, help="1-based LFW folds (training identities).")
 @click.option("--masked-root", type=click.Path(path_type=Path), required=True, help="bfm-mask twin of aligned112.")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Shared data (default $BFM_DATA).")
+@data_dir_option
 @click.option("--out", type=click.Path(path_type=Path), required=True)
+@quiet_option
 @one_line_errors
-def main(folds: str, masked_root: Path, data_dir: Path | None, out: Path) -> None:
-    root = (data_dir or default_data_dir()) / "lfw"
+def main(folds: str, masked_root: Path, data_dir: Path, out: Path) -> None:
+    root = data_dir / "lfw"
     aligned = root / "aligned112"
     chosen = _fold_range(folds)
     pairs = [p for p in read_lfw_pairs(root / "pairs.txt", aligned) if p.fold in chosen]

@@ -13,24 +13,26 @@ from pathlib import Path
 import click
 
 from bfm_deploy.atomic import atomic_write_text
-from bfm_deploy.cli_support import OneLineCommand, one_line_errors
-from bfm_deploy.datasets import default_data_dir, lfw_identities_in_folds, read_lfw_pairs
+from bfm_deploy.cli_options import bfm_command, data_dir_option, quiet_option
+from bfm_deploy.cli_support import one_line_errors
+from bfm_deploy.datasets import lfw_identities_in_folds, read_lfw_pairs
 from bfm_deploy.errors import BfmError
 
 TEST_FOLDS = {6, 7, 8, 9, 10}
 
 
-@click.command(cls=OneLineCommand)
+@bfm_command()
 @click.option("--folds", required=True, help="1-based LFW folds, e.g. 5 or 4,5.")
 @click.option("--masked-root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@data_dir_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@quiet_option
 @one_line_errors
-def main(folds: str, masked_root: Path, data_dir: Path | None, out: Path) -> None:
+def main(folds: str, masked_root: Path, data_dir: Path, out: Path) -> None:
     chosen = {int(f) for f in folds.split(",") if f.strip()}
     if chosen & TEST_FOLDS:
         raise BfmError(f"folds {sorted(chosen & TEST_FOLDS)} are test data: calibrate on training folds only")
-    root = (data_dir or default_data_dir()) / "lfw"
+    root = data_dir / "lfw"
     pairs = read_lfw_pairs(root / "pairs.txt", root / "aligned112")
     identities = lfw_identities_in_folds(pairs, {f - 1 for f in chosen})
     lines = []

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import click
 
-from bfm_deploy.atomic import atomic_write_text
-from bfm_deploy.cli_support import OneLineCommand, one_line_errors
-from bfm_deploy.datasets import default_data_dir, read_lfw_pairs, read_mfr2_pairs
+from bfm_deploy.cli_options import bfm_command, data_dir_option, emit_json, json_option, quiet_option
+from bfm_deploy.cli_support import one_line_errors
+from bfm_deploy.datasets import read_lfw_pairs, read_mfr2_pairs
 from bfm_deploy.errors import BfmError
 
 
@@ -30,14 +30,15 @@ def truth(dataset: str, data_dir: Path) -> dict[tuple[str, str], bool]:
     return {(str(p.left.resolve()), str(p.right.resolve())): p.same for p in pairs}
 
 
-@click.command(cls=OneLineCommand)
+@bfm_command()
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dataset", default="mfr2", show_default=True)
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@data_dir_option
+@json_option
+@quiet_option
 @one_line_errors
-def main(results: Path, dataset: str, data_dir: Path | None, json_path: Path | None) -> None:
-    expected = truth(dataset, data_dir or default_data_dir())
+def main(results: Path, dataset: str, data_dir: Path, json_out: str | None) -> None:
+    expected = truth(dataset, data_dir)
     right = failed = scored = 0
     routes: Counter[str] = Counter()
     cases: Counter[int] = Counter()
@@ -64,9 +65,7 @@ def main(results: Path, dataset: str, data_dir: Path | None, json_path: Path | N
         "routes": dict(routes), "cases": {str(k): v for k, v in sorted(cases.items())},
         "wrong_by_case": {str(k): v for k, v in sorted(wrong_by_case.items())},
     }
-    click.echo(json.dumps(summary, indent=2))
-    if json_path is not None:
-        atomic_write_text(json_path, json.dumps(summary, indent=2) + "\n")
+    emit_json(json_out or "-", summary)  # the summary is the output: on stdout unless --json names a file
 
 
 if __name__ == "__main__":

@@ -2,56 +2,47 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import click
 
-from ..atomic import atomic_write_text
-from ..bundle import DEFAULT_BUNDLE, default_bundle
-from ..cli_support import OneLineCommand, detector_option, one_line_errors
-from ..datasets import default_data_dir
+from ..cli_options import (backend_option, bfm_command, bundle_option, data_dir_option, detector_option, emit_json,
+                           json_option, note, plot_option, quiet_option)
+from ..cli_support import one_line_errors
 from ..errors import BfmError
 from . import latency
 from .pipeline import PipelineConfig
 from .sweep import QUICK, TimingConfig
 
 
-def _write_json(path: Path | None, report: dict[str, Any]) -> None:
-    if path is not None:
-        atomic_write_text(path, json.dumps(report, indent=2) + "\n")
-        click.echo(f"wrote {path}", err=True)
-
-
-@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@bfm_command()
 @click.option("--flops", is_flag=True, help="Parameters, MACs and FLOPs of C, E_F, E_P vs the paper.")
 @click.option("--latency", "latency_mode", is_flag=True, help="Latency and throughput of a bundle.")
 @click.option("--backbone", default="r50", show_default=True, help="--flops: extractor architecture (r18, r34, r50, r100, mbf).")
-@click.option("--bundle", type=click.Path(path_type=Path), default=default_bundle,
-              help=f"--latency: the bundle to time (default: $BFM_BUNDLE or {DEFAULT_BUNDLE}).")
-@click.option("--backend", type=click.Choice(["ort", "torch", "trt", "all"]), default="ort", show_default=True,
-              help="--latency: backend(s) for the network sweep; unavailable ones are reported, not fatal.")
+@bundle_option
+@backend_option(extra=("all",), help="--latency: backends to time (auto: trt and ort where a GPU is, else ort; all: every one).")
 @click.option("--batches", default=None, help="--latency: batch sizes, e.g. 1,2,4,8,16,32,64,128,256 (the default; "
               "--quick: 1,4,16).")
 @click.option("--runs", type=click.IntRange(1, 100), default=None, help="Repeated runs per figure (default 5, --quick 3).")
-@click.option("--pairs", type=click.IntRange(1, 6000), default=None, help="Aligned LFW pairs for the pipeline (default 300, --quick 8).")
-@click.option("--raw-pairs", type=click.IntRange(0, 600), default=None, help="Raw-photo LFW pairs (detection) (default 40, --quick 4; 0 skips).")
+@click.option("--pair-count", "pairs", type=click.IntRange(1, 6000), default=None,
+              help="How many aligned LFW pairs the pipeline runs (default 300, --quick 8).")
+@click.option("--raw-pair-count", "raw_pairs", type=click.IntRange(0, 600), default=None,
+              help="How many raw-photo LFW pairs (with detection) it runs (default 40, --quick 4; 0 skips).")
 @click.option("--masked-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Aligned 112x112 masked crops for the mask-prevalence sweep (default: MFR2's masked photos).")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Shared face data (default $BFM_DATA or ../shared/data).")
+@data_dir_option
 @click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True,
               help="onnxruntime intra-op threads (0: one per physical core).")
 @click.option("--quick", is_flag=True, help="Fewer batches, pairs and repeats: the same report in about a minute.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the report as JSON.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="--latency: PNG of latency and throughput against batch size.")
+@json_option
+@plot_option(help="--latency: latency and throughput against batch size (PNG).")
 @detector_option
+@quiet_option
 @one_line_errors
 def main(flops: bool, latency_mode: bool, backbone: str, bundle: Path, backend: str, batches: str | None, runs: int | None,
-         pairs: int | None, raw_pairs: int | None, masked_dir: Path | None, data_dir: Path | None, threads: int,
-         quick: bool, json_path: Path | None, plot_path: Path | None, detector: str) -> None:
+         pairs: int | None, raw_pairs: int | None, masked_dir: Path | None, data_dir: Path, threads: int,
+         quick: bool, json_out: str | None, plot_path: Path | None, detector: str) -> None:
     """Measure the cost claim of the paper (--flops) or the latency of a bundle (--latency).
 
     \b
@@ -66,8 +57,8 @@ def main(flops: bool, latency_mode: bool, backbone: str, bundle: Path, backend: 
         from .flops import flops_report, format_flops_table
 
         report = flops_report(backbone)
-        click.echo(format_flops_table(report))
-        _write_json(json_path, report)
+        click.echo(format_flops_table(report), err=json_out == "-")
+        emit_json(json_out, report)
         return
 
     timing: TimingConfig = QUICK if quick else TimingConfig()
@@ -82,7 +73,7 @@ def main(flops: bool, latency_mode: bool, backbone: str, bundle: Path, backend: 
     )
     options = latency.LatencyOptions(
         bundle=bundle,
-        data_dir=data_dir if data_dir is not None else default_data_dir(),
+        data_dir=data_dir,
         backends=latency.backend_names(backend),
         batches=latency.parse_batches(batches) if batches else (latency.QUICK_BATCHES if quick else latency.DEFAULT_BATCHES),
         timing=timing,
@@ -91,8 +82,8 @@ def main(flops: bool, latency_mode: bool, backbone: str, bundle: Path, backend: 
         quick=quick,
     )
     report = latency.run_latency(options)
-    click.echo(latency.format_latency_table(report))
-    _write_json(json_path, report)
+    click.echo(latency.format_latency_table(report), err=json_out == "-")
+    emit_json(json_out, report)
     if plot_path is not None:
         from .plot import plot_sweep
 
@@ -100,4 +91,4 @@ def main(flops: bool, latency_mode: bool, backbone: str, bundle: Path, backend: 
         plot_sweep(report["sweep"], plot_path,
                    f"bundle {report['bundle']['name']} on {m['cpu_model']} ({m['logical_cpus']} CPUs), "
                    f"onnxruntime {m['onnxruntime']}, load {m['load_average_start']}")
-        click.echo(f"wrote {plot_path}", err=True)
+        note(f"wrote {plot_path}")

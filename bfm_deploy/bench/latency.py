@@ -156,7 +156,14 @@ def parse_batches(text: str) -> tuple[int, ...]:
 
 
 def backend_names(value: str) -> tuple[str, ...]:
-    return BACKENDS if value == "all" else (value,)
+    """``--backend``'s backends to time: all of them; ``auto``: TensorRT and ort where a GPU is, else ort."""
+    if value == "all":
+        return BACKENDS
+    if value == "auto":
+        from ..backends import nvidia_gpu_present
+
+        return ("trt", "ort") if nvidia_gpu_present() else ("ort",)
+    return (value,)
 
 
 def format_latency_table(report: dict[str, Any], networks: Sequence[str] = NETWORKS) -> str:

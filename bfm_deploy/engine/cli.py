@@ -7,12 +7,13 @@ from pathlib import Path
 
 import click
 
-from ..cli_support import OneLineCommand, one_line_errors
+from ..cli_options import bfm_command, quiet_option
+from ..cli_support import one_line_errors
 from .availability import require_tensorrt
 from .spec import ENGINE_MANIFEST, BatchProfile, BuildOptions
 
 
-@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@bfm_command()
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--min-batch", default=1, show_default=True, help="Smallest batch the engines accept.")
 @click.option("--opt-batch", default=32, show_default=True, help="Batch TensorRT tunes the kernels for.")
@@ -28,6 +29,7 @@ from .spec import ENGINE_MANIFEST, BatchProfile, BuildOptions
 @click.option("--device", default=0, show_default=True, help="CUDA device index to build for.")
 @click.option("--overwrite", is_flag=True, help="Replace engines already built for this TensorRT and GPU.")
 @click.option("--verbose", is_flag=True, help="Show TensorRT's INFO log.")
+@quiet_option
 @one_line_errors
 def main(
     bundle: Path,

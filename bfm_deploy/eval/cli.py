@@ -7,16 +7,16 @@ from pathlib import Path
 
 import click
 
-from ..backends import BACKEND_NAMES
-from ..bundle import DEFAULT_BUNDLE, Bundle, default_bundle
-from ..cli_support import OneLineCommand, detector_option, one_line_errors
-from ..datasets import default_data_dir
+from ..bundle import Bundle, default_bundle
+from ..cli_options import (BUNDLE_HELP, backend_option, bfm_command, data_dir_option, detector_option, emit_json,
+                           json_option, note, plot_option, quiet_option)
+from ..cli_support import one_line_errors
 from ..errors import BfmError
 from . import protocols
 from .faces import DetectingLoader
 from .folds import parse_fold_spec
 from .methods import collect_methods, parse_spec
-from .report import table, to_json, write_json, write_plot
+from .report import table, to_json, write_plot
 from .run import ModelFactory, evaluate, load_bundles
 from .scoring import FaceModel
 
@@ -78,25 +78,23 @@ def _open_verifier(backend: str, batch_size: int) -> ModelFactory:
     return open_model
 
 
-@click.command(cls=OneLineCommand, help=HELP, context_settings={"max_content_width": 100})
+@bfm_command(help=HELP)
 @click.option("--dataset", "dataset", metavar="|".join(DATASETS), help="Which protocol to run.")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Folder holding lfw/ and mfr2/ (pairs: the pairs file's folder). "
-              "Default: $BFM_DATA or ../shared/data.")
+@data_dir_option
 @click.option("--pairs-file", type=click.Path(path_type=Path), default=None,
               help="pairs: the pairs file (default DATA_DIR/pairs.txt).")
 @click.option("--detect", is_flag=True,
               help="pairs: detect and align faces (loose crops) instead of reading aligned crops.")
 @click.option("--bundle", "bundle", metavar="SPEC", default=None,
-              help=f"The bundle to evaluate, reported as 'bundle' (default without --compare: $BFM_BUNDLE or "
-                   f"{DEFAULT_BUNDLE}).")
+              help="The bundle to evaluate (a folder, or FOLDER:full / FOLDER:partial for one route), reported as "
+                   "'bundle'; without --compare it defaults as everywhere: " + BUNDLE_HELP.split("(default: ")[1].rstrip(").") + ".")
 @click.option("--compare", "compare", metavar="NAME=SPEC", multiple=True,
               help="Methods for a side-by-side table: repeat the flag, or list more NAME=SPEC after it.")
 @click.option("--folds", "folds", metavar="SPEC", default=None,
               help="Evaluate only these 1-based folds, e.g. 6-10 or 1,3,5-7 (cross-validated among themselves).")
 @click.option("--pairs-per-fold", type=int, default=None, metavar="N",
               help="Quick run: keep the first N/2 same and N/2 different pairs of each fold.")
-@click.option("--backend", default="auto", show_default=True, metavar="|".join(BACKEND_NAMES))
+@backend_option()
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @detector_option
 @click.option("--photos", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -106,38 +104,33 @@ def _open_verifier(backend: str, batch_size: int) -> ModelFactory:
               help="masked-lfw: mix in MaskTheFace templates from DATA_DIR/masktheface when present.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="masked-lfw: where masked images are kept (default work_dirs/cache/masked-lfw-seed<SEED>).")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the results here.")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
-              help="Write ROC curves and per-route score histograms here (PNG).")
+@json_option
+@plot_option(help="ROC curves and per-route score histograms (PNG).")
+@quiet_option
 @click.argument("more_compare", nargs=-1, metavar="[NAME=SPEC]...")
 @one_line_errors
 def main(dataset: str | None, data_dir: Path | None, pairs_file: Path | None, detect: bool, bundle: str | None,
          compare: tuple[str, ...], more_compare: tuple[str, ...], folds: str | None, pairs_per_fold: int | None, backend: str, batch_size: int, detector: str,
-         photos: Path | None, seed: int, mask_templates: bool, cache_dir: Path | None, json_path: Path | None,
+         photos: Path | None, seed: int, mask_templates: bool, cache_dir: Path | None, json_out: str | None,
          plot_path: Path | None) -> None:
     started = time.perf_counter()
     if dataset not in DATASETS:
         raise BfmError(f"unknown or missing --dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    if backend not in BACKEND_NAMES:
-        raise BfmError(f"unknown --backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
     if batch_size < 2:
         raise BfmError(f"--batch-size must be at least 2, got {batch_size}")
     if pairs_per_fold is not None and (pairs_per_fold < 2 or pairs_per_fold % 2):
         raise BfmError(f"--pairs-per-fold must be an even number of at least 2, got {pairs_per_fold}")
     if seed < 0:
         raise BfmError(f"--seed must be >= 0, got {seed}")
-    if plot_path is not None and plot_path.suffix.lower() != ".png":
-        raise BfmError(f"--plot must name a .png file, got {plot_path}")
     # click options take one value each; the paper-style '--compare A=x B=y C=z' leaves B and C as arguments.
     if more_compare and not compare:
         raise BfmError(f"unexpected argument {more_compare[0]!r} (methods to compare follow --compare)")
     if bundle is None and not compare:
         bundle = default_bundle()
     if dataset == "landmarks":
-        _landmarks(bundle, detector, data_dir if data_dir is not None else default_data_dir(), photos, json_path)
+        _landmarks(bundle, detector, data_dir, photos, json_out)
         return
     methods = collect_methods(bundle, compare + more_compare)
-    data_dir = data_dir if data_dir is not None else default_data_dir()
     if not data_dir.is_dir() and not (dataset == "pairs" and pairs_file is not None):
         raise BfmError(f"data dir {data_dir} not found (pass --data-dir or set BFM_DATA)")
     base = _base_set(dataset, data_dir, pairs_file, detect, DetectingLoader(detector), folds, pairs_per_fold)
@@ -151,20 +144,19 @@ def main(dataset: str | None, data_dir: Path | None, pairs_file: Path | None, de
     results = evaluate(evalsets, methods, bundles)
 
     pairs = len(evalsets[0].pairs)
-    click.echo(table(results))
-    for note in _notes(evalsets, folds):
-        click.echo(f"note: {note}")
-    if json_path is not None:
-        write_json(json_path, to_json(dataset, pairs, results))
-        click.echo(f"wrote {json_path}")
+    to_stdout = json_out == "-"  # the JSON is the output then: the table and notes go to stderr
+    click.echo(table(results), err=to_stdout)
+    for line in _notes(evalsets, folds):
+        click.echo(f"note: {line}", err=to_stdout)
+    emit_json(json_out, to_json(dataset, pairs, results))
     if plot_path is not None:
         write_plot(plot_path, results)
-        click.echo(f"wrote {plot_path}")
-    click.echo(f"{pairs} pairs per set, {len(methods)} method(s), {time.perf_counter() - started:.1f} s")
+        note(f"wrote {plot_path}")
+    note(f"{pairs} pairs per set, {len(methods)} method(s), {time.perf_counter() - started:.1f} s")
 
 
 def _landmarks(bundle: str | None, detector: str, data_dir: Path, photos: Path | None,
-               json_path: Path | None) -> None:
+               json_out: str | None) -> None:
     from ..detect import open_detector
     from .landmarks import LandmarkSet, landmark_errors, read_reference
 
@@ -173,13 +165,12 @@ def _landmarks(bundle: str | None, detector: str, data_dir: Path, photos: Path |
     photos = photos or data_dir / "lfw" / "raw-fold1"
     report = landmark_errors(opened, LandmarkSet(photos, read_reference(data_dir / "lfw" / "landmarks5.txt")))
     report = {"detector": opened.name, "choice": detector, "photos_dir": str(photos), **report}
-    click.echo(f"detector {opened.name} on {photos}: {report['found']} of {report['photos']} photos with a face; "
+    summary = (f"detector {opened.name} on {photos}: {report['found']} of {report['photos']} photos with a face; "
                f"landmark error median {report['median_px']:.2f} px, p90 {report['p90_px']:.2f} px, "
                f"median {report['median_inter_ocular']:.4f} of the inter-ocular distance; "
                f"{report['median_px_after_mean_offset']:.2f} px after removing the mean offset per point")
-    if json_path is not None:
-        write_json(json_path, report)
-        click.echo(f"wrote {json_path}")
+    click.echo(summary, err=json_out == "-")  # with --json on stdout, the JSON alone is the output
+    emit_json(json_out, report)
 
 
 def _base_set(dataset: str, data_dir: Path, pairs_file: Path | None, detect: bool, detecting: DetectingLoader,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path, atomic_write_text
+from ..atomic import atomic_path
 from .metrics import VerificationMetrics
 from .scoring import MethodScores
 
@@ -56,10 +55,6 @@ def to_json(dataset: str, pairs: int, results: list[MethodResult]) -> dict[str, 
             "mask_accuracy": _percent(r.mask_accuracy),
         }
     return document
-
-
-def write_json(path: Path, document: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(document, indent=2) + "\n")
 
 
 def _cell(value: float | None, std: float | None = None) -> str:

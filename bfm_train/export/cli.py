@@ -6,14 +6,15 @@ from pathlib import Path
 
 import click
 
-from bfm_deploy.cli_support import OneLineCommand, one_line_errors
+from bfm_deploy.cli_options import bfm_command, quiet_option
+from bfm_deploy.cli_support import one_line_errors
 from bfm_deploy.errors import BfmError
 
 from .exporter import export_bundle
 from .options import MIN_OPSET, ExportOptions
 
 
-@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@bfm_command()
 @click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
 @click.option("--name", help="Bundle name (default: the checkpoint's file stem); written to engines/NAME.")
 @click.option("--out", type=click.Path(path_type=Path), help="Bundle folder (instead of engines/NAME).")
@@ -41,6 +42,7 @@ from .options import MIN_OPSET, ExportOptions
 @click.option("--update", "update", type=click.Path(file_okay=False, path_type=Path), metavar="BUNDLE",
               help="Change the existing BUNDLE instead of exporting one: its --classifier (a checkpoint), "
                    "--detector and/or --mask-calibration; its extractors stay as they are.")
+@quiet_option
 @one_line_errors
 def main(checkpoint: Path | None, name: str | None, out: Path | None, opset: int, thresholds: str | None,
          calibrate: Path | None, overwrite: bool, from_pretrained: str | None, backbone: str,

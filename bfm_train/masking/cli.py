@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
-from bfm_deploy.cli_support import OneLineCommand, one_line_errors
+from bfm_deploy.cli_options import bfm_command, quiet_option
+from bfm_deploy.progress import quiet
+from bfm_deploy.cli_support import one_line_errors
 from bfm_deploy.errors import BfmError
 
 from .dataset import REPORT_NAME, RunConfig, list_images, run
@@ -24,7 +26,7 @@ def _types(value: str) -> tuple[str, ...]:
     return types
 
 
-@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@bfm_command()
 @click.argument("src", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--types", default=",".join(DRAWN_TYPES), show_default=True,
@@ -55,7 +57,7 @@ def _types(value: str) -> tuple[str, ...]:
               help="Write a contact sheet (originals next to masked) to this .png/.jpg.")
 @click.option("--preview-count", type=click.IntRange(1, 400), default=16, show_default=True,
               help="Image pairs on the contact sheet.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 @one_line_errors
 def main(
     src: Path,
@@ -73,7 +75,6 @@ def main(
     low_share: float,
     preview: Path | None,
     preview_count: int,
-    quiet: bool,
 ) -> None:
     """Mask every face in SRC/<identity>/*.jpg|png into DST/<identity>/ (same names and formats).
 
@@ -87,7 +88,7 @@ def main(
     mask = MaskConfig(types=_types(types), seed=seed, template_dir=templates, template_share=template_share,
                       straps=straps, fabric_dir=fabrics, fabric_share=fabric_share, print_share=print_share,
                       low_share=low_share)
-    cfg = RunConfig(src=src, dst=dst, mask=mask, aligned=aligned, workers=workers, progress=not quiet)
+    cfg = RunConfig(src=src, dst=dst, mask=mask, aligned=aligned, workers=workers, progress=not quiet())
     report = run(cfg)
     summary = {k: v for k, v in report.items() if k != "images"}
     summary["report"] = str(dst / REPORT_NAME)

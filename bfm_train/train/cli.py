@@ -7,7 +7,8 @@ import json
 import click
 import yaml
 
-from bfm_deploy.cli_support import OneLineCommand, one_line_errors
+from bfm_deploy.cli_options import bfm_command, quiet_option
+from bfm_deploy.cli_support import one_line_errors
 
 from .config import load_config, resolve_path
 
@@ -20,7 +21,7 @@ Examples:
 """
 
 
-@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
+@bfm_command(epilog=EPILOG)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (defaults: the paper's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. optim.lr=0.01 (repeatable).")
 @click.option("--resume", default=None, metavar="auto|PATH", help="Continue from the latest checkpoint of run_dir (auto) or a file.")
@@ -29,6 +30,7 @@ Examples:
 @click.option("--print-config", is_flag=True, help="Print the resolved config as YAML and exit.")
 @click.option("--report", "reports", multiple=True, type=click.Path(file_okay=False), metavar="RUN_DIR",
               help="Write RUN_DIR/report.json and report.png from its metrics.jsonl and exit (repeatable).")
+@quiet_option
 @one_line_errors
 def main(
     config_path: str | None,

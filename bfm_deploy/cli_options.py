@@ -1,0 +1,132 @@
+"""The options every bfm tool shares, defined once so that each means the same thing everywhere.
+
+=================  ==============================================================================================
+``-h``/``--help``  help, in every tool
+``--bundle DIR``   the model bundle; default ``$BFM_BUNDLE``, else the checkout's or the installed demo bundle
+``--backend``      ``auto|trt|ort|torch`` (``bfm-bench`` adds ``all``); ``auto`` picks the fastest that works
+``--data-dir DIR`` the shared face data; default ``$BFM_DATA``, else ``../shared/data`` beside the checkout
+``--detector``     ``auto|bundle|scrfd|yunet|mtcnn|PATH`` (``bfm_deploy.detect.choice``)
+``--json [PATH]``  the result as JSON: alone (or ``-``) on stdout, else written atomically to ``PATH.json``
+``--plot PATH``    a PNG of the result
+``--quiet``        no progress bars and no "wrote ..." notes (errors still print)
+``--debug``        the traceback of an unexpected error (``OneLineCommand``)
+=================  ==============================================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .atomic import atomic_write_text
+from .backends import BACKEND_NAMES
+from .bundle import default_bundle
+from .cli_support import OneLineCommand
+from .datasets import default_data_dir
+from .errors import BfmError
+from .progress import QUIET_KEY, quiet
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STDOUT = "-"
+BUNDLE_HELP = ("Model bundle folder (default: $BFM_BUNDLE, else engines/demo of the checkout, else the installed "
+               "bfm-demo-bundle).")
+
+
+def bfm_command(**kwargs: Any) -> Callable[[F], click.Command]:
+    """``click.command`` with what every bfm tool has: one-line errors, ``--debug``, ``-h``."""
+    settings = {"help_option_names": ["-h", "--help"], "max_content_width": 100, **kwargs.pop("context_settings", {})}
+    return click.command(cls=OneLineCommand, context_settings=settings, **kwargs)  # type: ignore[return-value]
+
+
+def bundle_option(func: F) -> F:
+    return click.option("--bundle", type=click.Path(path_type=Path), default=default_bundle, help=BUNDLE_HELP)(func)
+
+
+def backend_option(*, extra: tuple[str, ...] = (), help: str = "Inference backend; auto picks the fastest that works here.") -> Callable[[F], F]:
+    return click.option("--backend", type=click.Choice(BACKEND_NAMES + extra), default="auto", show_default=True, help=help)
+
+
+def _data_dir(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path:
+    return value if value is not None else default_data_dir()
+
+
+def data_dir_option(func: F) -> F:
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, callback=_data_dir,
+                        help="Shared face data (default: $BFM_DATA, else ../shared/data beside the checkout).")(func)
+
+
+def _json_target(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is None or value == STDOUT:
+        return value
+    if not value.lower().endswith(".json"):
+        # An optional value swallows the next word: never let it overwrite an input the user meant as an argument.
+        raise click.BadParameter(f"takes an optional PATH ending in .json, got {value!r} (put --json after the "
+                                 "arguments, or write --json - for stdout)")
+    return value
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "json_out", metavar="[PATH]", is_flag=False, flag_value=STDOUT, default=None,
+                        callback=_json_target,
+                        help="The result as JSON: on stdout when given alone, else written to PATH (.json).")(func)
+
+
+def _png_target(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and value.suffix.lower() != ".png":
+        raise click.BadParameter(f"must name a .png file, got {value}")
+    return value
+
+
+def plot_option(help: str = "A PNG of the result.") -> Callable[[F], F]:
+    return click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        callback=_png_target, help=help)
+
+
+def _enable_quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_root().meta[QUIET_KEY] = True  # read by progress() and note()
+
+
+def quiet_option(func: F) -> F:
+    return click.option("--quiet", is_flag=True, expose_value=False, is_eager=True, callback=_enable_quiet,
+                        help="No progress bars and no 'wrote ...' notes.")(func)
+
+
+def note(message: str) -> None:
+    """An informational line on stderr (stdout stays the result), silenced by ``--quiet``."""
+    if not quiet():
+        click.echo(message, err=True)
+
+
+def emit_json(target: str | None, document: Any) -> None:
+    """``--json``'s one meaning: nothing (None), stdout ("-"), or an atomically written file."""
+    if target is None:
+        return
+    text = json.dumps(document, indent=2) + "\n"
+    if target == STDOUT:
+        click.echo(text, nl=False)
+        return
+    path = Path(target)
+    if path.is_dir():
+        raise BfmError(f"--json {target} is a folder")
+    atomic_write_text(path, text)
+    note(f"wrote {path}")
+
+
+def detector_option(func: F) -> F:
+    """``--detector NAME|PATH``, the same in every tool that detects faces (``bfm_deploy.detect.choice``)."""
+    from .detect.choice import DETECTOR_HELP, check_choice
+
+    def check(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+        try:
+            return check_choice(value)
+        except BfmError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return click.option("--detector", default="auto", show_default=True, metavar="NAME|PATH", callback=check,
+                        help=DETECTOR_HELP)(func)

@@ -1,0 +1,82 @@
+"""One option grammar across the tools: the shared options are one definition each, and ARCHITECTURE.md's
+table of every tool's options is the one the commands make."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _options_table_module():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("options_table", REPO / "tools" / "options_table.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TABLE = _options_table_module()
+TOOLS: dict[str, click.Command] = TABLE.tools()
+
+
+def _option(command: click.Command, name: str) -> click.Option | None:
+    return next((p for p in command.get_params(click.Context(command, **command.context_settings)) if isinstance(p, click.Option) and name in p.opts), None)
+
+
+def test_architecture_table_is_current() -> None:
+    assert TABLE.current_table((REPO / "ARCHITECTURE.md").read_text()) == TABLE.markdown(), (
+        "ARCHITECTURE.md's options table is stale: run python tools/options_table.py --write")
+
+
+@pytest.mark.parametrize("name", sorted(TOOLS))
+def test_every_tool_has_help_debug_and_quiet(name: str) -> None:
+    command = TOOLS[name]
+    for option in ("-h", "--help", "--debug", "--quiet"):
+        assert _option(command, option) is not None, f"{name} has no {option}"
+    result = CliRunner().invoke(command, ["-h"])
+    assert result.exit_code == 0 and "--quiet" in result.output
+
+
+@pytest.mark.parametrize("option", ["--json", "--quiet", "--debug", "--data-dir", "--bundle", "--backend", "--plot"])
+def test_a_shared_option_is_the_same_everywhere(option: str) -> None:
+    """Same type, default and value handling wherever the option exists (bfm-eval's --bundle also takes a route,
+    bfm-bench's --backend also 'all': their help says so, the rest is the shared definition)."""
+    found = {name: opt for name, cmd in TOOLS.items() if (opt := _option(cmd, option)) is not None}
+    assert len(found) >= 2, option
+    special = {("--bundle", "bfm-eval"), ("--backend", "bfm-bench")}
+    plain = {name: opt for name, opt in found.items() if (option, name) not in special}
+    shapes = {(type(o.type).__name__, o.is_flag, str(o.default), o.callback.__qualname__ if o.callback else None)
+              for o in plain.values()}
+    assert len(shapes) == 1, f"{option} differs between {sorted(plain)}: {shapes}"
+    if option == "--backend":
+        for name, opt in found.items():
+            assert opt.default == "auto" and {"auto", "trt", "ort", "torch"} <= set(opt.type.choices), name  # type: ignore[attr-defined]
+    if option not in ("--backend", "--plot"):
+        assert len({o.help for o in plain.values()}) == 1, f"{option}: help texts differ"
+
+
+def test_json_alone_on_stdout_with_a_path_to_the_file(mbf_bundle: Path, data_dir: Path, tmp_path: Path) -> None:
+    from bfm_deploy.verify_cli import main
+
+    faces = sorted((data_dir / "lfw" / "aligned112" / "Aaron_Peirsol").iterdir())[:2]
+    args = [str(faces[0]), str(faces[1]), "--bundle", str(mbf_bundle), "--aligned"]
+    alone = CliRunner().invoke(main, [*args, "--json"])
+    record = json.loads(alone.stdout)
+    assert alone.exit_code == 0 and record["same"] is True and record["route"] == "full"
+    out = tmp_path / "r.json"
+    to_file = CliRunner().invoke(main, [*args, "--json", str(out), "--quiet"])
+    assert to_file.exit_code == 0 and json.loads(out.read_text()) == record
+    assert "same person" in to_file.stdout and "wrote" not in to_file.stderr  # the usual line; --quiet drops the note
+    noted = CliRunner().invoke(main, [*args, "--json", str(tmp_path / "s.json")])
+    assert noted.stderr.strip() == f"wrote {tmp_path / 's.json'}"
+    # An optional value never swallows an input: --json before the images is refused, the image untouched.
+    before = faces[0].read_bytes()
+    swallowed = CliRunner().invoke(main, ["--json", str(faces[0]), str(faces[1]), "--bundle", str(mbf_bundle)])
+    assert swallowed.exit_code == 2 and "ending in .json" in swallowed.stderr and faces[0].read_bytes() == before
