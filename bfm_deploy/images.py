@@ -62,7 +62,20 @@ def load_image(source: str | os.PathLike[str] | np.ndarray, limits: ImageLimits 
     if not isinstance(source, (str, os.PathLike)):
         raise BfmError(f"expected an image path or a numpy array, got {type(source).__name__}")
     path = Path(source)
-    data = _read_file(path, limits)
+    return decode_image(_read_file(path, limits), path, limits, max_side)
+
+
+def decode_image(data: bytes, name: str | os.PathLike[str], limits: ImageLimits | None = None,
+                 max_side: int | None = None) -> np.ndarray:
+    """Encoded bytes (named ``name`` in errors) -> BGR uint8 HxWx3, by the same gate and decoder as files:
+    the one decoding path of the runtime and of training (record files hold encoded bytes)."""
+    limits = limits or ImageLimits()
+    path = Path(name)
+    if not data:
+        raise BfmError(f"{path} is empty (0 bytes)")
+    if len(data) > limits.max_file_bytes:
+        raise BfmError(f"{path}: {len(data) / 2**20:.1f} MiB is too large to decode safely "
+                       f"(limit {limits.max_file_bytes / 2**20:g} MiB)")
     header = _parse_header(data, path)
     if header.width * header.height > limits.max_pixels:
         raise BfmError(

@@ -6,6 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# The tensor contract of the classifier and both extractors (ARCHITECTURE.md): RGB, (x - 127.5) / 127.5.
+FACE_MEAN = 127.5
+FACE_STD = 127.5
+
 
 def to_nchw(images: Sequence[np.ndarray], mean: float, std: float, reverse_channels: bool) -> np.ndarray:
     """HxWx3 uint8 images of one size -> float32 NCHW ``(x - mean) / std``, BGR -> RGB if ``reverse_channels``.
@@ -20,3 +24,9 @@ def to_nchw(images: Sequence[np.ndarray], mean: float, std: float, reverse_chann
     np.subtract(batch, np.float32(mean), out=out, dtype=np.float32)
     out *= np.float32(1.0 / std)
     return out
+
+
+def preprocess(crops: Sequence[np.ndarray], mean: float = FACE_MEAN, std: float = FACE_STD) -> np.ndarray:
+    """Aligned BGR uint8 crops -> the tensor contract: NCHW float32 RGB, ``(x - mean) / std``. The runtime and
+    training both make their network inputs here."""
+    return to_nchw(crops, mean, std, reverse_channels=True)  # BGR -> RGB

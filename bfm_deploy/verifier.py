@@ -20,7 +20,7 @@ from .bundle import Bundle
 from .errors import BfmError
 from .images import load_image
 from .routing import is_masked, mask_probability
-from .tensor import to_nchw
+from .tensor import preprocess
 
 if TYPE_CHECKING:
     from .detect import FaceAligner
@@ -60,11 +60,6 @@ class PairError:
 class Face:
     crop: np.ndarray  # 112x112x3 BGR uint8, aligned to the ArcFace template
     note: str | None = None
-
-
-def preprocess(crops: Sequence[np.ndarray], mean: float = 127.5, std: float = 127.5) -> np.ndarray:
-    """Aligned BGR uint8 crops -> the tensor contract: NCHW float32 RGB, ``(x - mean) / std``."""
-    return to_nchw(crops, mean, std, reverse_channels=True)  # BGR -> RGB
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from torch import nn
 
 from bfm_deploy.atomic import atomic_path
 from bfm_deploy.errors import BfmError
-from bfm_train.models import CHECKPOINT_FORMAT  # one definition of the format tag, shared with BFMSystem
+from bfm_train.system import CHECKPOINT_FORMAT  # one definition of the format tag, shared with BFMSystem
 
 NET_PARTS = ("classifier", "full", "partial")
 HEAD_PARTS = ("full", "partial")

@@ -8,7 +8,7 @@ layers LR_F / LR_P, s the scale and m the additive angular margin.
 * Eqs. 2-3 ``ArcFaceHead``        L_arc = -1/B sum_i log( e^{s cos(θ_yi + m)} / (e^{s cos(θ_yi + m)} + sum_{j≠yi} e^{s cos θ_j}) )
 * Eq. 4  ``guided_loss``          L_guided = 1/B sum_i || E_P(x_i)/||E_P(x_i)|| - E_P(x̂_i)/||E_P(x̂_i)|| ||²
 * Eqs. 5-6 ``partial_arcface_loss`` L_arc^partial = ArcFace_P(E_P(x)) + ArcFace_P(E_P(x̂)) (the two batch means)
-* Eq. 7  ``total_loss``           L_total = L_mask + L_guided + L_arc^full + L_arc^partial (unweighted, as printed)
+* Eq. 7  ``RecipeLoss`` (bfm_train.train.recipes): L_total = L_mask + L_guided + L_arc^full + L_arc^partial
 
 Eqs. 3 and 6 write the logit as ||W_j|| ||E(x_i)|| cos(θ); as in ArcFace [3] (and as the paper's "s is a
 hyper-parameter to multiply all logits") both weights and features are L2-normalised, so the logit is
@@ -17,7 +17,6 @@ s cos(θ).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -107,42 +106,3 @@ def guided_loss(f: torch.Tensor, f_hat: torch.Tensor) -> torch.Tensor:
 def partial_arcface_loss(head: ArcFaceHead, f: torch.Tensor, f_hat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Eqs. 5-6: the partial-face ArcFace layer's loss on E_P(x) plus on E_P(x̂), same labels."""
     return head(f, labels) + head(f_hat, labels)
-
-
-@dataclass(frozen=True)
-class LossParts:
-    """Eq. 7 and its four terms (0-d tensors; ``total`` carries the graph)."""
-
-    total: torch.Tensor
-    mask: torch.Tensor
-    guided: torch.Tensor
-    arc_full: torch.Tensor
-    arc_partial: torch.Tensor
-
-    def as_floats(self) -> dict[str, float]:
-        """Plain numbers for logs; NaN/inf stay visible as such."""
-        return {k: float(getattr(self, k).detach()) for k in ("total", "mask", "guided", "arc_full", "arc_partial")}
-
-
-def total_loss(
-    *,
-    logits_unmasked: torch.Tensor,
-    logits_masked: torch.Tensor,
-    full_head: ArcFaceHead,
-    full_features: torch.Tensor,
-    partial_head: ArcFaceHead,
-    partial_features: torch.Tensor,
-    partial_features_masked: torch.Tensor,
-    labels: torch.Tensor,
-) -> LossParts:
-    """Eq. 7: L_mask + L_guided + L_arc^full + L_arc^partial.
-
-    ``logits_*`` = C(x), C(x̂); ``full_features`` = E_F(x); ``partial_features`` = E_P(x);
-    ``partial_features_masked`` = E_P(x̂); ``labels`` = y (shared by x_i and x̂_i).
-    """
-    mask = mask_loss(logits_unmasked, logits_masked)
-    guided = guided_loss(partial_features, partial_features_masked)
-    arc_full = full_head(full_features, labels)
-    arc_partial = partial_arcface_loss(partial_head, partial_features, partial_features_masked, labels)
-    # no finiteness check here: it would force a device sync every step; the trainer decides what to do
-    return LossParts(mask + guided + arc_full + arc_partial, mask, guided, arc_full, arc_partial)

@@ -25,7 +25,7 @@ DARKEN = 0.2
 BUNDLE_THRESHOLDS = {"full": 0.30, "partial": 0.25}
 
 
-def brightness_classifier():  # -> bfm_train.models.MaskClassifier
+def brightness_classifier():  # -> bfm_deploy.models.MaskClassifier
     """A mask classifier whose output we control: masked iff the image's mean pixel value < DARK_PIXEL_MEAN.
 
     conv channel 0 averages each 4x4 patch (+1, so it stays positive through the ReLU: (pixel / 127.5)),
@@ -34,7 +34,7 @@ def brightness_classifier():  # -> bfm_train.models.MaskClassifier
     """
     import torch
 
-    from bfm_train.models import get_model
+    from bfm_deploy.models import get_model
 
     model = get_model("classifier").eval()
     with torch.no_grad():

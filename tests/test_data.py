@@ -215,3 +215,24 @@ def test_augmentation_is_seeded_shares_geometry_and_moves_the_face(data_dir: Pat
     assert augmented_pair(None, 7, face, twin)[0] is face
     with pytest.raises(BfmError, match="augment.blur is a probability"):
         AugmentConfig(blur=2.0)
+
+
+def test_training_tensors_are_the_runtimes(data_dir: Path, mbf_bundle: Path) -> None:
+    """One decoding and preprocessing path: what E_P trains on is bit for bit what the runtime feeds it, for
+    real aligned faces (JPEG), from files and from record payloads, plain and mirrored."""
+    from bfm_deploy.verifier import Verifier
+    from bfm_train.data import load_face, to_tensor
+    from bfm_train.data.images import decode_face
+
+    paths = sorted((data_dir / "lfw" / "aligned112").glob("A*/*.jpg"))[:24]
+    with Verifier(mbf_bundle, backend="ort") as verifier:
+        runtime = verifier._tensor(verifier._crops(paths, aligned=True))
+        mirrored = verifier._tensor([crop[:, ::-1] for crop in verifier._crops(paths, aligned=True)])
+    for i, path in enumerate(paths):
+        assert np.array_equal(to_tensor(load_face(path)).numpy(), runtime[i]), path
+        assert np.array_equal(to_tensor(decode_face(path.read_bytes(), str(path))).numpy(), runtime[i]), path
+        assert np.array_equal(to_tensor(load_face(path), flip=True).numpy(), mirrored[i]), path
+    with pytest.raises(BfmError, match="empty"):
+        decode_face(b"", "record#3")
+    with pytest.raises(BfmError, match="record#4: expected a 112x112 aligned crop, got 120x112"):
+        decode_face(cv2.imencode(".png", np.zeros((112, 120, 3), np.uint8))[1].tobytes(), "record#4")

@@ -108,14 +108,6 @@ def test_profiles_need_min_le_opt_le_max(values: tuple[int, int, int]) -> None:
         BatchProfile(*values)
 
 
-def test_profile_rejects_batches_outside_it() -> None:
-    profile = BatchProfile(2, 4, 8)
-    profile.check_batch(2)
-    profile.check_batch(8)
-    with pytest.raises(BfmError, match="9 is outside the engine profile 2..8"):
-        profile.check_batch(9)
-
-
 def test_engine_dir_names_version_and_compute_capability(tmp_path: Path) -> None:
     assert engine_dir_name("10.16.1.11", H100) == "trt-10.16.1.11-sm90"
     assert engine_dir_name("11.4.0.106", GpuInfo("NVIDIA GeForce RTX 4090", 8, 9)) == "trt-11.4.0.106-sm89"

@@ -17,15 +17,15 @@ from click.testing import CliRunner  # noqa: E402
 
 from bfm_deploy.bundle import Bundle, sha256_file  # noqa: E402
 from bfm_deploy.errors import BfmError  # noqa: E402
-from bfm_deploy.verifier import preprocess  # noqa: E402
+from bfm_deploy.tensor import preprocess  # noqa: E402
 from bfm_train.export import ExportOptions, export_source, load_source, parse_thresholds  # noqa: E402
 from bfm_train.export import exporter as exporter_module  # noqa: E402
 from bfm_deploy.eval.metrics import best_threshold  # noqa: E402
 from bfm_train.export.calibrate import calibrate, read_labelled_pairs  # noqa: E402
 from bfm_train.export.cli import main as export_cli  # noqa: E402
-from bfm_train.models import model_info  # noqa: E402
-from bfm_train.models.pretrained import w600k_mbf_path  # noqa: E402
-from bfm_train.models.system import BFMSystem  # noqa: E402
+from bfm_deploy.models import model_info  # noqa: E402
+from bfm_deploy.models.pretrained import w600k_mbf_path  # noqa: E402
+from bfm_train.system import BFMSystem  # noqa: E402
 
 QUIET = {"log": lambda _m: None}
 

@@ -30,16 +30,18 @@ def _copy_sources(dest: Path) -> Path:
 
 def _pip(python: Path | str, *args: str) -> None:
     # No index and no build isolation: the build tools and dependencies are those of this environment.
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", *args],
-                   check=True, capture_output=True, text=True)
+    result = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                             *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = _copy_sources(tmp_path_factory.mktemp("src"))
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    str(src), "-w", str(out)], check=True, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                             str(src), "-w", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
     (built,) = out.glob("bfm-*.whl")
     return built
 
@@ -49,7 +51,7 @@ def test_wheel_carries_licences_and_type_markers(wheel: Path) -> None:
     licences = [n for n in names if ".dist-info/licenses/" in n]
     assert any(n.endswith("/licenses/LICENSE") for n in licences)
     assert any(n.endswith("PRETRAINED_LICENCE.md") for n in licences)
-    assert "bfm_train/models/PRETRAINED_LICENCE.md" in names  # beside the code that loads those weights
+    assert "bfm_deploy/models/PRETRAINED_LICENCE.md" in names  # beside the code that loads those weights
     assert "bfm_deploy/py.typed" in names and "bfm_train/py.typed" in names
     assert "bfm_deploy/assets/yunet/LICENSE" in names
     assert not any(n.startswith(("tests/", "engines/", "work_dirs/")) for n in names)

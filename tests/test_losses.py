@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bfm_deploy.errors import BfmError
-from bfm_train.losses import ArcFaceHead, LossParts, guided_loss, mask_loss, partial_arcface_loss, total_loss
+from bfm_train.losses import ArcFaceHead, guided_loss, mask_loss, partial_arcface_loss
 
 
 # ---- direct float64 transcriptions of the equations (loops, no shared code with the implementation) ----
@@ -161,29 +161,33 @@ def test_partial_arcface_is_sum_of_both_terms():
     assert value(partial_arcface_loss(head, x.double(), xh.double(), y)) == pytest.approx(want, rel=1e-9)
 
 
-def test_total_loss_is_sum_and_reaches_every_input():
+def test_eq7_is_the_sum_and_reaches_every_input():
+    """Eq. 7 as training runs it (RecipeLoss, recipe bfm, every network trainable), against the references."""
+    from torch import nn
+
+    from bfm_train.train.config import LossConfig
+    from bfm_train.train.recipes import RecipeLoss
+
     g = torch.Generator().manual_seed(6)
-    cu = torch.randn(4, 2, generator=g, dtype=torch.float64, requires_grad=True)
-    cm = torch.randn(4, 2, generator=g, dtype=torch.float64, requires_grad=True)
-    ff, fp, fph = (torch.randn(4, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    x, xh = (torch.randn(4, 6, generator=g) for _ in range(2))  # float32: RecipeLoss computes its losses in it
     y = torch.tensor([0, 1, 2, 1])
-    hf, hp = ArcFaceHead(8, 3).double(), ArcFaceHead(8, 3).double()
-    parts = total_loss(
-        logits_unmasked=cu, logits_masked=cm, full_head=hf, full_features=ff,
-        partial_head=hp, partial_features=fp, partial_features_masked=fph, labels=y,
-    )
-    assert isinstance(parts, LossParts)
-    expect = {
-        "mask": ref_mask(cu.detach(), cm.detach()),
-        "guided": ref_guided(fp.detach(), fph.detach()),
-        "arc_full": ref_arcface(ff.detach(), hf.weight.detach(), y, 64.0, 0.5),
-        "arc_partial": ref_arcface(fp.detach(), hp.weight.detach(), y, 64.0, 0.5)
-        + ref_arcface(fph.detach(), hp.weight.detach(), y, 64.0, 0.5),
-    }
-    got = parts.as_floats()
-    for key, value in expect.items():
-        assert got[key] == pytest.approx(value, rel=1e-9)
-    assert got["total"] == pytest.approx(sum(expect.values()), rel=1e-9)
-    parts.total.backward()
-    for t in (cu, cm, ff, fp, fph, hf.weight, hp.weight):
-        assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
+    torch.manual_seed(6)
+    nets: dict[str, nn.Module] = {"classifier": nn.Linear(6, 2), "full": nn.Linear(6, 8), "partial": nn.Linear(6, 8)}
+    heads: dict[str, nn.Module] = {"full": ArcFaceHead(8, 3), "partial": ArcFaceHead(8, 3)}
+    terms = RecipeLoss("bfm", nets, heads, LossConfig())(x, xh, y)
+    c, ef, ep = nets["classifier"], nets["full"], nets["partial"]
+    with torch.no_grad():
+        expect = {
+            "mask": ref_mask(c(x), c(xh)),
+            "full": ref_arcface(ef(x), heads["full"].weight, y, 64.0, 0.5),
+            "guided": ref_guided(ep(x), ep(xh)),
+            "partial": ref_arcface(ep(x), heads["partial"].weight, y, 64.0, 0.5)
+            + ref_arcface(ep(xh), heads["partial"].weight, y, 64.0, 0.5),
+        }
+    assert set(terms) == set(expect)
+    for key, want in expect.items():
+        assert value(terms[key]) == pytest.approx(want, rel=1e-5), key
+    torch.stack(list(terms.values())).sum().backward()
+    for module in [*nets.values(), *heads.values()]:
+        for t in module.parameters():
+            assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0

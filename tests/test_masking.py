@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from bfm_deploy.alignment import ARCFACE_TEMPLATE
 from bfm_deploy.errors import BfmError
 from bfm_deploy.images import load_image
-from bfm_train.masking import DRAWN_TYPES, MaskConfig, Masker, MaskResult, NoFaceError
-from bfm_train.masking.cli import main
-from bfm_train.masking.dataset import REPORT_NAME, MaskJob, RunConfig, run
-from bfm_train.masking.templates import read_templates
+from bfm_deploy.masking import DRAWN_TYPES, MaskConfig, Masker, MaskResult, NoFaceError
+from bfm_deploy.masking.cli import main
+from bfm_deploy.masking.dataset import REPORT_NAME, MaskJob, RunConfig, run
+from bfm_deploy.masking.templates import read_templates
 
 ALIGNED = [
     "Aaron_Eckhart/Aaron_Eckhart_0001.jpg",
@@ -308,7 +308,7 @@ def test_cli_refuses_mixed_settings_and_bad_options(data_dir: Path, tmp_path: Pa
 
 
 def test_fabric_tiles_wrap_without_a_seam(data_dir: Path) -> None:
-    from bfm_train.masking.textures import FabricLibrary
+    from bfm_deploy.masking.textures import FabricLibrary
 
     fabrics = FabricLibrary(data_dir / "masktheface" / "textures")
     assert len(fabrics.tiles) == 27 and "floral_floral_1" in fabrics.names
@@ -352,7 +352,7 @@ def test_fabric_and_low_masks_are_deterministic_and_cover_what_they_should(data_
 
 
 def test_random_prints_are_seeded_seamless_and_drawn_on_the_mask(aligned) -> None:
-    from bfm_train.masking.textures import random_print
+    from bfm_deploy.masking.textures import random_print
 
     first, again = random_print(np.random.default_rng(7)), random_print(np.random.default_rng(7))
     assert np.array_equal(first, again) and not np.array_equal(first, random_print(np.random.default_rng(8)))

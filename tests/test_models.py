@@ -10,15 +10,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from bfm_deploy.errors import BfmError
-from bfm_train.models import (
-    CHECKPOINT_FORMAT,
-    BFMSystem,
+from bfm_deploy.models import (
     count_macs,
     count_params,
     get_model,
     list_models,
     model_info,
 )
+from bfm_train.system import CHECKPOINT_FORMAT, BFMSystem
 
 
 def meta_model(name: str) -> nn.Module:

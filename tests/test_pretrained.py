@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from bfm_deploy.datasets import read_lfw_pairs
 from bfm_deploy.errors import BfmError
-from bfm_train.models import get_model, load_pretrained, w600k_mbf_path
+from bfm_deploy.models import get_model, load_pretrained, w600k_mbf_path
 
 
 class NotATensor:

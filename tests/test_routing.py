@@ -61,7 +61,7 @@ def test_update_swaps_the_classifier_and_calibrates_its_threshold(mbf_bundle: Pa
 
     from bfm_train.export.update import UpdateOptions, update_bundle
 
-    from bfm_train.models import get_model
+    from bfm_deploy.models import get_model
 
     classifier = brightness_classifier()
     with torch.no_grad():

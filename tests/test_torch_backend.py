@@ -11,7 +11,8 @@ from bfm_deploy.backends import create_backend
 from bfm_deploy.bundle import Bundle
 from bfm_deploy.errors import BfmError
 from bfm_deploy.images import load_image
-from bfm_deploy.verifier import Verifier, preprocess
+from bfm_deploy.tensor import preprocess
+from bfm_deploy.verifier import Verifier
 
 DEMO = Path(__file__).resolve().parents[1] / "engines" / "demo"
 
@@ -38,9 +39,9 @@ def test_the_demo_bundle_runs_on_torch_and_matches_onnx_runtime(data_dir: Path) 
 def test_an_iresnet_is_rebuilt_from_its_exported_graph(tmp_path: Path) -> None:
     import torch
 
-    from bfm_train.export.exporter import export_onnx
-    from bfm_train.models import get_model
-    from bfm_train.models.pretrained import load_state_dict_checked, onnx_state_dict
+    from bfm_deploy.models.onnx_export import export_onnx
+    from bfm_deploy.models import get_model
+    from bfm_deploy.models.pretrained import load_state_dict_checked, onnx_state_dict
 
     torch.manual_seed(0)
     model = get_model("r18").eval()
@@ -67,8 +68,8 @@ def test_an_iresnet_is_rebuilt_from_its_exported_graph(tmp_path: Path) -> None:
 def test_graphs_of_another_architecture_are_refused_in_one_line(tmp_path: Path) -> None:
     import torch
 
-    from bfm_train.models import get_model
-    from bfm_train.models.pretrained import onnx_state_dict
+    from bfm_deploy.models import get_model
+    from bfm_deploy.models.pretrained import onnx_state_dict
 
     with pytest.raises(BfmError, match="is not the Table I classifier graph"):
         onnx_state_dict(DEMO / "full.onnx", get_model("classifier"))

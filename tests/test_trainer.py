@@ -178,7 +178,7 @@ def test_shipped_configs_load() -> None:
 
 def test_checkpoint_round_trip_and_contract(tmp_path: Path) -> None:
     from bfm_train.losses import ArcFaceHead
-    from bfm_train.models import BFMSystem, get_model
+    from bfm_train.system import BFMSystem, get_model
 
     torch.manual_seed(0)
     nets = {"classifier": get_model("classifier"), "full": get_model("mbf"), "partial": get_model("mbf")}

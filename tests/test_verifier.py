@@ -13,7 +13,8 @@ from bfm_deploy.backends import Backend, create_backend
 from bfm_deploy.bundle import Bundle
 from bfm_deploy.datasets import read_lfw_pairs
 from bfm_deploy.errors import BfmError
-from bfm_deploy.verifier import PairError, Verifier, preprocess
+from bfm_deploy.tensor import preprocess
+from bfm_deploy.verifier import PairError, Verifier
 
 
 @pytest.fixture(scope="module")

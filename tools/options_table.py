@@ -34,7 +34,8 @@ def tools() -> dict[str, click.Command]:
 
 def _options(command: click.Command) -> dict[str, click.Option]:
     ctx = click.Context(command, **command.context_settings)
-    return {p.opts[0]: p for p in command.get_params(ctx) if isinstance(p, click.Option)}
+    # keyed by the long name (-h/--help: --help), whatever order click keeps the declarations in
+    return {max(p.opts, key=len): p for p in command.get_params(ctx) if isinstance(p, click.Option)}
 
 
 def _help(option: click.Option) -> str:
@@ -54,7 +55,8 @@ def markdown() -> str:
              "| tool | option | meaning |", "|---|---|---|"]
     for name, opts in options.items():
         for opt, param in opts.items():
-            lines.append(f"| `{name}` | `{'/'.join(param.opts + param.secondary_opts)}` | {_help(param)} |")
+            names = sorted(param.opts, key=len) + param.secondary_opts
+            lines.append(f"| `{name}` | `{'/'.join(names)}` | {_help(param)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,8 @@
 """PyTorch backend: the bundle's networks as torch modules, from ``weights.safetensors`` or from the ONNX graphs.
 
 bfm-export writes the state dicts (keys ``classifier.*``, ``full.*``, ``partial.*``) and the manifest names each
-architecture; the modules come from ``bfm_train.models.get_model``. A bundle without that file (the shipped
-demo) is rebuilt from its ONNX initialisers (``bfm_train.models.pretrained.onnx_state_dict``: MobileFaceNet, the
+architecture; the modules come from ``bfm_deploy.models.get_model``. A bundle without that file (the shipped
+demo) is rebuilt from its ONNX initialisers (``bfm_deploy.models.pretrained.onnx_state_dict``: MobileFaceNet, the
 classifier and the IResNets, whose exported graphs fold each BatchNorm into the convolution before it); every rebuilt network
 is checked against the graph on a probe batch before it is used. torch is imported only when this backend is
 created.
@@ -93,8 +93,8 @@ def torch_modules(bundle: Bundle, networks: tuple[Network, ...] = NETWORKS) -> t
     """The bundle's ``networks`` as torch modules on the CPU (FP32, eval), and where their weights came from:
     ``weights.safetensors`` when the bundle has it, else its ONNX graphs. Shared by this backend and the GPU check."""
     try:
-        from bfm_train.models import get_model
-        from bfm_train.models.pretrained import load_state_dict_checked
+        from bfm_deploy.models import get_model
+        from bfm_deploy.models.pretrained import load_state_dict_checked
     except ImportError as exc:
         raise BfmError(f"torch backend needs the training extras (pip install 'bfm[train]'): {exc}") from None
     bundle.verify_weights()
@@ -127,7 +127,7 @@ def _rebuild_from_onnx(model: Any, onnx_path: Any, load_checked: Any) -> None:
     import onnxruntime as ort
     import torch
 
-    from bfm_train.models.pretrained import onnx_state_dict
+    from bfm_deploy.models.pretrained import onnx_state_dict
 
     load_checked(model, onnx_state_dict(onnx_path, model), onnx_path.name)
     model.eval()

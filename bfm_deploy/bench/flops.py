@@ -1,6 +1,6 @@
 """``bfm-bench --flops``: parameters, MACs and FLOPs of C, E_F and E_P, counted two independent ways.
 
-1. PyTorch's FLOP counter on the module (``bfm_train.models.count_macs``: FlopCounterMode, MACs = FLOPs / 2);
+1. PyTorch's FLOP counter on the module (``bfm_deploy.models.count_macs``: FlopCounterMode, MACs = FLOPs / 2);
 2. our own walk over the exported ONNX graph (``onnx_macs.count_onnx_macs``).
 
 FLOPs are reported as 2 x MACs (one multiply and one add per MAC, conv and linear layers only), the
@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..bundle import MIN_OPSET
 from ..errors import BfmError
 from .onnx_macs import COUNTED_OPS, count_onnx_macs
 
@@ -47,31 +48,21 @@ class NetworkCost:
 
 def _torch_models() -> Any:
     try:
-        from bfm_train import models
+        from bfm_deploy import models
+        from bfm_deploy.models import onnx_export
     except ImportError as exc:
-        raise BfmError(f"--flops needs the training extras (pip install -e .[train]): {exc}") from None
-    return models
-
-
-def _export_onnx(model: Any, path: Path, output_name: str) -> None:
-    """Export with the project's exporter (same exporter, opset and settings as bfm-export), so we count
-    the graph the runtime actually runs."""
-    try:
-        from bfm_train.export.exporter import export_onnx
-        from bfm_train.export.options import MIN_OPSET
-    except ImportError as exc:
-        raise BfmError(f"--flops needs bfm_train.export to write the ONNX graph it counts: {exc}") from None
-    export_onnx(model, path, output_name, MIN_OPSET)
+        raise BfmError(f"--flops needs torch and onnx (pip install -e .[train]): {exc}") from None
+    return models, onnx_export
 
 
 def count_network(architecture: str, workdir: Path) -> NetworkCost:
     """Both counts for one registry architecture, on a freshly built (randomly initialised) instance."""
-    models = _torch_models()
+    models, onnx_export = _torch_models()
     info = models.model_info(architecture)  # validates the name with a one-line error
     model = models.get_model(architecture).eval()
     macs = models.count_macs(model, (1, *info.input_size))
     onnx_path = workdir / f"{architecture}.onnx"
-    _export_onnx(model, onnx_path, info.output_name)
+    onnx_export.export_onnx(model, onnx_path, info.output_name, MIN_OPSET)  # the exporter bfm-export uses
     onnx_count = count_onnx_macs(onnx_path, batch=1)
     return NetworkCost(
         architecture=architecture,
@@ -122,7 +113,7 @@ def flops_report(backbone: str = "r50", progress: bool = True) -> dict[str, Any]
     """
     from ..progress import progress as progress_bar
 
-    models = _torch_models()
+    models, onnx_export = _torch_models()
     if backbone not in models.list_models() or models.model_info(backbone).kind != "extractor":
         extractors = [n for n in models.list_models() if models.model_info(n).kind == "extractor"]
         raise BfmError(f"unknown backbone {backbone!r}; choose one of {', '.join(extractors)}")
@@ -170,7 +161,7 @@ def flops_report(backbone: str = "r50", progress: bool = True) -> dict[str, Any]
         "backbone": backbone,
         "input": [1, 3, 112, 112],
         "counting": {
-            "macs": "torch.utils.flop_counter.FlopCounterMode on the module (bfm_train.models.count_macs), FLOPs / 2",
+            "macs": "torch.utils.flop_counter.FlopCounterMode on the module (bfm_deploy.models.count_macs), FLOPs / 2",
             "flops": "2 x macs (conv and linear layers; bias, BatchNorm, activations and additions not counted)",
             "macs_onnx": f"own walk over the exported ONNX graph with onnx shape inference; counted ops: "
             f"{', '.join(COUNTED_OPS)}",

@@ -93,18 +93,6 @@ class _TooSlow(Exception):
         self.seconds = seconds
 
 
-@dataclass(frozen=True)
-class SweepResult:
-    points: list[SweepPoint]
-    stopped: dict[str, str]  # "network/backend" -> why the sweep ended before the largest batch
-
-    def point(self, network: str, backend: str, batch: int) -> SweepPoint | None:
-        for p in self.points:
-            if (p.network, p.backend, p.batch) == (network, backend, batch):
-                return p
-        return None
-
-
 def sweep_network(
     backend: Backend,
     network: Network,

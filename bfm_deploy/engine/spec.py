@@ -44,10 +44,6 @@ class BatchProfile:
         """(min, opt, max) NCHW shapes for ``IOptimizationProfile.set_shape``."""
         return ((self.min, *chw), (self.opt, *chw), (self.max, *chw))
 
-    def check_batch(self, batch: int) -> None:
-        if not self.min <= batch <= self.max:
-            raise BfmError(f"batch of {batch} is outside the engine profile {self.min}..{self.max}")
-
 
 @dataclass(frozen=True)
 class GpuInfo:

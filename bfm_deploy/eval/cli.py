@@ -39,7 +39,7 @@ are percentages.
 \b
 Data sets (--data-dir holds lfw/ and mfr2/ as in the shared data):
   lfw         lfw/pairs.txt on the aligned lfw/aligned112 crops
-  masked-lfw  the same pairs masked by bfm_train.masking (fixed --seed, keyed
+  masked-lfw  the same pairs masked by bfm_deploy.masking (fixed --seed, keyed
               by image path, cached under --cache-dir), evaluated twice:
               masked-lfw/case3 (both sides masked) and masked-lfw/case2 (one
               side masked, left on even pair indices, right on odd)

@@ -1,6 +1,6 @@
 """Masked LFW: the LFW pair images masked by our own masker, deterministically, cached on disk.
 
-The paper's Masked LFW was made with MaskTheFace; ours comes from ``bfm_train.masking`` (the same
+The paper's Masked LFW was made with MaskTheFace; ours comes from ``bfm_deploy.masking`` (the same
 template-based approach) with a fixed seed and the image's path as the key, so every run and every
 machine gets the same masks. Masked crops are written as lossless PNGs, one atomic write per image, so an
 interrupted run leaves only complete files and a repeat run masks nothing twice. An image the masker
@@ -39,11 +39,11 @@ class MaskSettings:
 
 
 def default_mask_function(settings: MaskSettings) -> MaskFunction:
-    """``bfm_train.masking.Masker`` on aligned crops (dlib and the mask templates; no torch)."""
+    """``bfm_deploy.masking.Masker`` on aligned crops (dlib and the mask templates; no torch)."""
     try:
-        from bfm_train.masking import MaskConfig, Masker
+        from bfm_deploy.masking import MaskConfig, Masker
     except ImportError as exc:
-        raise BfmError(f"masked-lfw needs bfm_train.masking (pip install -e .[train]): {exc}") from None
+        raise BfmError(f"masked-lfw needs bfm_deploy.masking (pip install -e .[train]): {exc}") from None
     masker = Masker(MaskConfig(seed=settings.seed, template_dir=settings.template_dir))
 
     def mask(bgr: np.ndarray, key: str) -> np.ndarray:
@@ -59,7 +59,7 @@ class MaskedImageCache:
     root: Path
     source_root: Path
     settings: MaskSettings
-    mask_function: MaskFunction | None = None  # None: bfm_train.masking with ``settings``, created when needed
+    mask_function: MaskFunction | None = None  # None: bfm_deploy.masking with ``settings``, created when needed
     failures: dict[Path, str] = field(default_factory=dict)
 
     def target(self, image: Path) -> Path:

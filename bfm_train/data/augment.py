@@ -53,13 +53,13 @@ class Augmenter:
         noisy = ARCFACE_TEMPLATE + rng.normal(0.0, self.config.landmark_noise, ARCFACE_TEMPLATE.shape)
         return similarity_transform(noisy, ARCFACE_TEMPLATE)
 
-    def apply(self, rgb: np.ndarray, warp: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
-        """``rgb`` (HxWx3 uint8) warped by ``warp`` and given the photometric effects; a new array."""
+    def apply(self, bgr: np.ndarray, warp: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+        """``bgr`` (HxWx3 uint8) warped by ``warp`` and given the photometric effects; a new array."""
         c = self.config
-        out = rgb
+        out = bgr
         if warp is not None:
-            size = (rgb.shape[1], rgb.shape[0])
-            out = cv2.warpAffine(rgb, warp, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+            size = (bgr.shape[1], bgr.shape[0])
+            out = cv2.warpAffine(bgr, warp, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
         # Each probability is drawn whatever the outcome, so one effect's setting never shifts another's draws.
         draws = rng.random(4)
         if draws[0] < c.light:
@@ -71,12 +71,12 @@ class Augmenter:
         if draws[2] < c.noise:
             sigma = float(rng.uniform(2.0, 8.0))
             out = np.clip(out + rng.normal(0.0, sigma, out.shape), 0, 255).astype(np.uint8)
-        if draws[3] < c.jpeg:  # libjpeg's colour transform expects BGR
+        if draws[3] < c.jpeg:  # BGR, as libjpeg's colour transform expects
             quality = [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 91))]
-            ok, data = cv2.imencode(".jpg", np.ascontiguousarray(out[..., ::-1]), quality)
+            ok, data = cv2.imencode(".jpg", np.ascontiguousarray(out), quality)
             decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
             if decoded is not None:
-                out = decoded[..., ::-1]
+                out = decoded
         return np.ascontiguousarray(out)
 
 

@@ -1,43 +1,39 @@
-"""Decoding aligned face crops into tensors that follow the tensor contract (ARCHITECTURE.md)."""
+"""Aligned face crops into tensors that follow the tensor contract (ARCHITECTURE.md), by the runtime's own
+decoder (``bfm_deploy.images``) and preprocessing (``bfm_deploy.tensor.preprocess``): what a network sees in
+training is, bit for bit, what it sees in the runtime (tests/test_data.py checks it on real faces)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
+from bfm_deploy.alignment import CROP_SIZE
 from bfm_deploy.errors import BfmError
+from bfm_deploy.images import decode_image, load_image
+from bfm_deploy.tensor import preprocess
 
-FACE_SIZE = 112
+
+def _checked(image: np.ndarray, source: str) -> np.ndarray:
+    if image.shape[:2] != (CROP_SIZE, CROP_SIZE):
+        # Resizing would silently break the alignment template, so insist on aligned crops.
+        raise BfmError(f"{source}: expected a {CROP_SIZE}x{CROP_SIZE} aligned crop, got {image.shape[1]}x{image.shape[0]}")
+    return image
 
 
 def decode_face(data: bytes, source: str) -> np.ndarray:
-    """Encoded image bytes -> RGB uint8 HxWx3, checked to be a 112x112 aligned crop."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise BfmError(f"{source}: cannot decode image")
-    if image.shape[:2] != (FACE_SIZE, FACE_SIZE):
-        # Resizing would silently break the alignment template, so insist on aligned crops.
-        raise BfmError(
-            f"{source}: expected a {FACE_SIZE}x{FACE_SIZE} aligned crop, got {image.shape[1]}x{image.shape[0]}"
-        )
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """Encoded image bytes (a record file's payload) -> BGR uint8 112x112x3, checked to be an aligned crop."""
+    return _checked(decode_image(data, source), source)
 
 
 def load_face(path: Path) -> np.ndarray:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise BfmError(f"{path}: cannot read ({exc.strerror})") from None
-    return decode_face(data, str(path))
+    """An aligned crop file -> BGR uint8 112x112x3."""
+    return _checked(load_image(path), str(path))
 
 
-def to_tensor(rgb: np.ndarray, flip: bool = False) -> torch.Tensor:
-    """RGB uint8 HxWx3 -> float32 3xHxW in [-1, 1] ((x - 127.5) / 127.5), optionally mirrored left-right."""
+def to_tensor(bgr: np.ndarray, flip: bool = False) -> torch.Tensor:
+    """BGR uint8 HxWx3 -> float32 3xHxW, the runtime's preprocessing, optionally mirrored left-right."""
     if flip:
-        rgb = rgb[:, ::-1]
-    # numpy, not torch ops: DataLoader workers should not wake torch's intra-op thread pool per image
-    chw = (rgb.transpose(2, 0, 1).astype(np.float32) - np.float32(127.5)) / np.float32(127.5)
-    return torch.from_numpy(np.ascontiguousarray(chw))
+        bgr = bgr[:, ::-1]
+    return torch.from_numpy(preprocess([bgr])[0])

@@ -21,7 +21,8 @@ from bfm_deploy.eval.metrics import best_threshold
 from bfm_deploy.images import load_image
 from bfm_deploy.progress import progress
 from bfm_deploy.routing import DEFAULT_MASK_THRESHOLD, is_masked, mask_probability
-from bfm_deploy.verifier import l2_normalise, preprocess
+from bfm_deploy.tensor import preprocess
+from bfm_deploy.verifier import l2_normalise
 
 MIN_PER_KIND = 10  # same and different pairs a route needs to be calibrated on its own pairs
 BATCH = 64

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ from bfm_deploy.datasets import default_data_dir
 from bfm_deploy.detect.install import install_detector
 from bfm_deploy.errors import BfmError
 from bfm_deploy.progress import progress
-from bfm_train.models import count_macs, count_params
+from bfm_deploy.models import count_macs, count_params
+from bfm_deploy.models.onnx_export import INPUT_NAME, export_onnx
 
 from .calibrate import calibrate
 from .options import ExportOptions
@@ -32,7 +32,6 @@ from .source import ExportSource, load_source
 NETWORKS = ("classifier", "full", "partial")
 OUTPUT_NAMES = {"classifier": "logits", "full": "embedding", "partial": "embedding"}
 OUTPUT_SIZES = {"classifier": 2, "full": 512, "partial": 512}
-INPUT_NAME = "input"
 WEIGHTS_FILE = "weights.safetensors"
 EMBEDDING_SIZE = OUTPUT_SIZES["full"]
 
@@ -81,24 +80,6 @@ def _make_readable(folder: Path) -> None:
     folder.chmod(0o755)
     for file in folder.iterdir():
         file.chmod(0o644)
-
-
-def export_onnx(module: nn.Module, path: Path, output_name: str, opset: int) -> None:
-    """Single-file ONNX with a dynamic batch axis named ``batch``.
-
-    The TorchScript exporter (dynamo=False) handles these plain CNNs reliably and deterministically;
-    its deprecation warnings are not actionable for users of bfm-export.
-    """
-    module = module.eval()
-    dummy = torch.zeros(2, 3, CROP_SIZE, CROP_SIZE)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module, (dummy,), str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
-            input_names=[INPUT_NAME], output_names=[output_name],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}},
-        )
-    onnx.checker.check_model(str(path))
 
 
 def write_weights(path: Path, source: ExportSource) -> None:

@@ -7,10 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bfm_deploy.bundle import ROUTES
+from bfm_deploy.bundle import MIN_OPSET, ROUTES
 from bfm_deploy.errors import BfmError
 
-MIN_OPSET = 17
 RANDOM_CLASSIFIER = "random"
 
 

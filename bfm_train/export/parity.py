@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from bfm_deploy.errors import BfmError
-from bfm_deploy.verifier import preprocess
+from bfm_deploy.tensor import preprocess
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from torch import nn
 
 from bfm_deploy.bundle import sha256_file
 from bfm_deploy.errors import BfmError
-from bfm_train.models import get_model
-from bfm_train.models.pretrained import W600K_MBF, w600k_mbf_path
-from bfm_train.models.system import BFMSystem
+from bfm_deploy.models import get_model
+from bfm_deploy.models.pretrained import W600K_MBF, w600k_mbf_path
+from bfm_train.system import BFMSystem
 
 from .options import RANDOM_CLASSIFIER, ExportOptions
 

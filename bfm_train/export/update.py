@@ -23,8 +23,8 @@ from bfm_deploy.detect.install import DETECTOR_FILE, install_detector
 from bfm_deploy.errors import BfmError
 from bfm_deploy.images import load_image
 from bfm_deploy.routing import calibrate_mask_threshold, mask_probability
-from bfm_deploy.verifier import preprocess
-from bfm_train.models import BFMSystem
+from bfm_deploy.tensor import preprocess
+from bfm_train.system import BFMSystem
 
 from .parity import parity_batch
 

@@ -29,7 +29,7 @@ def _factory(name: str) -> Callable[[], nn.Module]:
             return cast(Callable[[], nn.Module], getattr(importlib.import_module(module_name), attr))
         except (ImportError, AttributeError) as exc:
             raise BfmError(f"cannot import network factory {name!r}: {exc}") from None
-    from bfm_train.models import get_model
+    from bfm_deploy.models import get_model
 
     return lambda: get_model(name)
 
@@ -42,7 +42,7 @@ def build_net(arch: str) -> nn.Module:
 
 
 def initialise(module: nn.Module, source: str) -> None:
-    from bfm_train.models import W600K_MBF, load_pretrained
+    from bfm_deploy.models import W600K_MBF, load_pretrained
 
     load_pretrained(module, source if source == W600K_MBF else resolve_path(source))
 

@@ -11,7 +11,7 @@ Structure (arcface_torch ``get_mbf``: blocks (1, 4, 6, 2), width scale 2), 112x1
 
 The head is what ``w600k_mbf.onnx`` contains (a 64-channel 1x1 reduction, a biased linear layer over the
 7x7x64 map and a BatchNorm1d), not the global depthwise (GDC) head of later arcface_torch versions; we follow
-the ONNX so that its weights import exactly (``bfm_train.models.pretrained``). 49 convolutions, each followed
+the ONNX so that its weights import exactly (``bfm_deploy.models.pretrained``). 49 convolutions, each followed
 by a BatchNorm; 34 of them by a PReLU.
 """
 

@@ -19,9 +19,9 @@ from torch import nn
 
 from bfm_deploy.errors import BfmError
 
-from .classifier import MASKED
-from .pretrained import load_pretrained, load_state_dict_checked
-from .registry import get_model, list_models
+from bfm_deploy.models.classifier import MASKED
+from bfm_deploy.models.pretrained import load_pretrained, load_state_dict_checked
+from bfm_deploy.models.registry import get_model, list_models
 
 CHECKPOINT_FORMAT = "bfm-checkpoint/1"
 PARTS = ("classifier", "full", "partial")
