@@ -255,3 +255,19 @@ def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str) 
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.output
     assert not (tmp_path / "b").exists()
+
+
+def test_classifier_taken_from_a_bundle(mbf_bundle: Path) -> None:
+    """--classifier BUNDLE: the bundle's classifier, rebuilt from its ONNX, classifies as the bundle does."""
+    import onnxruntime as ort
+
+    from bfm_train.export import ExportOptions, load_source
+
+    source = load_source(None, ExportOptions(from_pretrained="w600k_mbf", classifier=str(mbf_bundle)))
+    assert source.source["classifier"].startswith("from bundle mbf (classifier.onnx sha256 ")
+    probe = np.random.default_rng(3).uniform(-1, 1, (6, 3, 112, 112)).astype(np.float32)
+    session = ort.InferenceSession(str(mbf_bundle / "classifier.onnx"), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {session.get_inputs()[0].name: probe})[0]
+    with torch.no_grad():
+        got = source.networks["classifier"](torch.from_numpy(probe)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)

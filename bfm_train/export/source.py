@@ -99,6 +99,14 @@ def _classifier(from_source: nn.Module | None, options: ExportOptions) -> tuple[
             torch.random.set_rng_state(generator_state)
         return model, f"random initialisation (seed {options.seed}), untrained: routing is arbitrary"
     path = Path(choice)
+    if path.is_dir():  # a bundle: its classifier, rebuilt from classifier.onnx (checked against the graph)
+        from bfm_deploy.backends.torch_backend import torch_modules
+        from bfm_deploy.bundle import Bundle
+
+        bundle = Bundle.load(path)
+        modules, _ = torch_modules(bundle, ("classifier",))
+        origin = f"from bundle {bundle.name} (classifier.onnx sha256 {bundle.models['classifier'].sha256})"
+        return modules["classifier"], origin
     other = BFMSystem.from_checkpoint(path)
     if other.classifier is None:
         raise BfmError(f"{path.name} has no classifier.* tensors")
