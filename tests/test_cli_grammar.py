@@ -80,3 +80,26 @@ def test_json_alone_on_stdout_with_a_path_to_the_file(mbf_bundle: Path, data_dir
     before = faces[0].read_bytes()
     swallowed = CliRunner().invoke(main, ["--json", str(faces[0]), str(faces[1]), "--bundle", str(mbf_bundle)])
     assert swallowed.exit_code == 2 and "ending in .json" in swallowed.stderr and faces[0].read_bytes() == before
+
+
+BLOCK_TRAINING_EXTRAS = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "onnx", "safetensors"):
+            raise ImportError(f"No module named {name!r}")
+sys.meta_path.insert(0, Block())
+sys.argv = [sys.argv[1], "--help"]
+from bfm_train import entry
+getattr(entry, sys.argv[0].split("-")[1])()
+"""
+
+
+@pytest.mark.parametrize("tool", ["bfm-train", "bfm-export"])
+def test_training_tools_without_their_extras_say_so_in_one_line(tool: str) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", BLOCK_TRAINING_EXTRAS, tool], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    assert result.stderr.count("\n") == 1 and "pip install 'bfm[train]'" in result.stderr and "Traceback" not in result.stderr

@@ -376,3 +376,22 @@ def test_random_prints_are_seeded_seamless_and_drawn_on_the_mask(aligned) -> Non
         assert np.array_equal(printed.image[y, x], aligned[rel][y, x])
     with pytest.raises(BfmError, match="print share must be in 0..1"):
         MaskConfig(print_share=-0.1)
+
+
+def test_cli_exits_2_when_images_could_not_be_masked(data_dir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Raw photos without dlib: every image fails, and the run says so (exit 2), never a quiet exit 0."""
+    import bfm_deploy.masking.landmarks as landmarks
+
+    def no_dlib(*_args: object, **_kwargs: object) -> None:
+        raise BfmError("dlib is not installed: pip install dlib-bin")
+
+    monkeypatch.setattr(landmarks.LandmarkDetector, "__init__", no_dlib)
+    src = tmp_path / "src" / "Abel_Pacheco"
+    src.mkdir(parents=True)
+    for photo in sorted((data_dir / "lfw" / "raw-fold1" / "Abel_Pacheco").glob("*.jpg"))[:2]:
+        shutil.copy(photo, src / photo.name)
+    result = CliRunner().invoke(main, [str(tmp_path / "src"), str(tmp_path / "dst"), "--raw", "--workers", "1", "--quiet"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith("error: 2 of 2 images could not be masked") and "dlib" in result.stderr
+    assert json.loads((tmp_path / "dst" / "mask_report.json").read_text())["complete"] is False

@@ -28,6 +28,8 @@ def tools() -> dict[str, click.Command]:
     for line in parser["options.entry_points"]["console_scripts"].strip().splitlines():
         name, target = (part.strip() for part in line.split("="))
         module, attr = target.split(":")
+        if module == "bfm_train.entry":  # a launcher that checks the training extras first
+            module, attr = importlib.import_module(module).MODULES[name], "main"
         commands[name] = getattr(importlib.import_module(module), attr)
     return commands
 

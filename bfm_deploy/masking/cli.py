@@ -96,3 +96,7 @@ def main(
         shown = write_preview(src, dst, list_images(src), report["images"], preview, preview_count)
         summary["preview"] = {"path": str(preview), "pairs": shown}
     click.echo(json.dumps(summary))
+    if report["errors"]:  # a run that masked less than it was given must not look like a success
+        first = report["errors"][0]
+        raise BfmError(f"{len(report['errors'])} of {report['total_images']} images could not be masked (first: "
+                       f"{first['path']}: {first['error']}); the others are done, see {dst / REPORT_NAME}")
