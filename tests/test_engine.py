@@ -253,9 +253,10 @@ def _no_tensorrt_env(tmp_path: Path) -> dict[str, str]:
 
 def test_build_engine_without_tensorrt_says_so_in_one_line(tmp_path: Path) -> None:
     bundle = _bundle(tmp_path)
+    env = _no_tensorrt_env(tmp_path)
     result = subprocess.run(
         [sys.executable, "-c", "from bfm_deploy.engine.cli import main; main()", str(bundle)],
-        env=_no_tensorrt_env(tmp_path),
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -265,6 +266,10 @@ def test_build_engine_without_tensorrt_says_so_in_one_line(tmp_path: Path) -> No
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: TensorRT is not available (libnvinfer.so.10")
     assert not list(bundle.glob("trt-*"))
+    # a wrong bundle path is reported first, TensorRT or not
+    missing = subprocess.run([sys.executable, "-c", "from bfm_deploy.engine.cli import main; main()", str(tmp_path / "nope")],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and missing.stderr.startswith(f"error: bundle {tmp_path / 'nope'} not found")
 
 
 def test_build_engine_rejects_a_bad_profile_before_anything_else(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..bundle import Bundle
 from ..cli_options import bfm_command, quiet_option
 from ..cli_support import one_line_errors
 from .availability import require_tensorrt
@@ -48,6 +49,7 @@ def main(
     version, GPU, precision, batch profile, sha256 of each source ONNX and engine), written atomically;
     prints that folder and manifest as JSON. Needs TensorRT >= 10 and a CUDA GPU.
     """
+    Bundle.load(bundle)  # a wrong path or a broken bundle is the first thing to hear about, GPU or not
     require_tensorrt()
     options = BuildOptions(
         profile=BatchProfile(min_batch, opt_batch, max_batch),
