@@ -11,6 +11,7 @@ The file is written atomically, so a kill at any moment leaves either the old or
 from __future__ import annotations
 
 import base64
+import re
 import json
 import os
 import random
@@ -209,3 +210,16 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
         states = [_unb64(s) for s in state["cuda"]]
         if len(states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(states)
+
+
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.safetensors$")
+
+
+def find_latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint of the highest step in ``run_dir/checkpoints``, or None."""
+    folder = run_dir / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_NAME.match(p.name))]
+    return max(found)[1] if found else None

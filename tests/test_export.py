@@ -221,6 +221,16 @@ def test_checkpoint_source_and_baseline(tmp_path: Path) -> None:
     x = torch.zeros(1, 3, 112, 112)
     with torch.inference_mode():
         assert torch.equal(source.networks["partial"](x), source.networks["full"](x))
+    # a run directory means its latest checkpoint, and names the bundle after the run
+    run = tmp_path / "my_run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(path, run / "checkpoints" / "step-00000002.safetensors")
+    (run / "checkpoints" / "step-00000010.safetensors").write_bytes(path.read_bytes())
+    (run / "checkpoints" / ".step-00000011.safetensors.123.abc.tmp").write_bytes(b"half")
+    from_run = load_source(run, ExportOptions(thresholds=0.3, classifier="random"))
+    assert from_run.default_name == "my_run" and from_run.source["checkpoint"] == "step-00000010.safetensors"
+    with pytest.raises(BfmError, match="holds no checkpoints"):
+        load_source(run / "checkpoints", ExportOptions(thresholds=0.3))  # a folder, but not a run directory
 
 
 def test_cli_flags_build_the_same_options_as_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -395,3 +395,15 @@ def test_cli_exits_2_when_images_could_not_be_masked(data_dir: Path, tmp_path: P
     assert result.exit_code == 2
     assert result.stderr.strip().startswith("error: 2 of 2 images could not be masked") and "dlib" in result.stderr
     assert json.loads((tmp_path / "dst" / "mask_report.json").read_text())["complete"] is False
+
+
+def test_cli_limit_masks_the_first_images_and_a_rerun_goes_on(data_dir: Path, tmp_path: Path) -> None:
+    src = _tiny_dataset(data_dir, tmp_path)
+    dst = tmp_path / "dst"
+    code, summary, _ = _run(str(src), str(dst), "--limit", "3", "--workers", "1")
+    everything = sorted(str(p.relative_to(src)) for p in src.glob("*/*") if p.is_file())
+    assert code == 0 and summary["total_images"] == 3
+    written = sorted(str(p.relative_to(dst)) for p in dst.glob("*/*"))
+    assert set(written) == set(everything[:3]) - set(summary["no_face"])  # the first three, less a faceless one
+    code, summary, _ = _run(str(src), str(dst), "--workers", "1")
+    assert summary["this_run"]["skipped_done"] == 3 and summary["total_images"] == len(everything)  # faceless: done too

@@ -53,6 +53,8 @@ def _types(value: str) -> tuple[str, ...]:
               help="Share of drawn cloth masks (not printed with --fabrics) given a randomly generated print.")
 @click.option("--low-share", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
               help="Share of drawn masks worn low, under the nose.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Mask only the first N images (sorted): a quick look at the settings; rerun without it to go on.")
 @click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a contact sheet (originals next to masked) to this .png/.jpg.")
 @click.option("--preview-count", type=click.IntRange(1, 400), default=16, show_default=True,
@@ -73,6 +75,7 @@ def main(
     fabric_share: float,
     print_share: float,
     low_share: float,
+    limit: int | None,
     preview: Path | None,
     preview_count: int,
 ) -> None:
@@ -88,7 +91,7 @@ def main(
     mask = MaskConfig(types=_types(types), seed=seed, template_dir=templates, template_share=template_share,
                       straps=straps, fabric_dir=fabrics, fabric_share=fabric_share, print_share=print_share,
                       low_share=low_share)
-    cfg = RunConfig(src=src, dst=dst, mask=mask, aligned=aligned, workers=workers, progress=not quiet())
+    cfg = RunConfig(src=src, dst=dst, mask=mask, aligned=aligned, workers=workers, limit=limit, progress=not quiet())
     report = run(cfg)
     summary = {k: v for k, v in report.items() if k != "images"}
     summary["report"] = str(dst / REPORT_NAME)

@@ -42,6 +42,7 @@ class RunConfig:
     mask: MaskConfig
     aligned: bool | None = None  # None: decide per image (a 112x112 image is an aligned crop)
     workers: int = 1
+    limit: int | None = None  # only the first N images (sorted): a quick look at the settings; a rerun without it goes on
     report_every_s: float = 5.0
     progress: bool = True
 
@@ -133,7 +134,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     src, dst = Path(cfg.src), Path(cfg.dst)
     if src.resolve() == dst.resolve() or src.resolve() in dst.resolve().parents:
         raise BfmError(f"destination {dst} must not be the source folder or inside it")
-    rels = list_images(src)
+    rels = list_images(src)[: cfg.limit]
     settings = settings_of(cfg)
     previous = _read_previous_report(dst / REPORT_NAME, settings)
     Masker(cfg.mask)  # check the configuration (types, templates) here, not in every worker

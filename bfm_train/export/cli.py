@@ -48,7 +48,7 @@ def main(checkpoint: Path | None, name: str | None, out: Path | None, opset: int
          calibrate: Path | None, overwrite: bool, from_pretrained: str | None, backbone: str,
          classifier: str | None, seed: int, no_torch_weights: bool, licence: str | None, detector: str | None,
          detector_size: int, mask_calibration: Path | None, update: Path | None) -> None:
-    """Export CHECKPOINT (a bfm-train safetensors file) to a model bundle: classifier.onnx, full.onnx,
+    """Export CHECKPOINT (a bfm-train safetensors file, or a run directory: its latest one) to a model bundle: classifier.onnx, full.onnx,
     partial.onnx, the detector's detector.onnx and manifest.json, each network checked against the torch
     model on real faces."""
     if update is not None:

@@ -43,7 +43,17 @@ def load_source(checkpoint: str | Path | None, options: ExportOptions) -> Export
         raise BfmError("give either a checkpoint or --from-pretrained NAME (exactly one)")
     if options.from_pretrained is not None:
         return _from_pretrained(options)
-    return _from_checkpoint(Path(checkpoint), options)  # type: ignore[arg-type]
+    path = Path(checkpoint)  # type: ignore[arg-type]
+    if path.is_dir():  # a bfm-train run directory: its latest checkpoint
+        from bfm_train.checkpoint import find_latest_checkpoint
+
+        latest = find_latest_checkpoint(path)
+        if latest is None:
+            raise BfmError(f"{path} holds no checkpoints/step-*.safetensors (not a bfm-train run directory?)")
+        source = _from_checkpoint(latest, options)
+        source.default_name = path.name  # the run's name, not "step-..."
+        return source
+    return _from_checkpoint(path, options)
 
 
 def _from_pretrained(options: ExportOptions) -> ExportSource:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ from bfm_deploy.atomic import atomic_write_text, remove_stale_temporaries_in
 from bfm_deploy.errors import BfmError
 from bfm_deploy.progress import progress
 
-from ..checkpoint import Checkpoint, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from ..checkpoint import (CHECKPOINT_DIR, CHECKPOINT_NAME, Checkpoint, capture_rng_state, find_latest_checkpoint,
+                          load_checkpoint, restore_rng_state, save_checkpoint)
 from ..data import ResumableSampler
 from . import distributed
 from .config import TrainConfig, resolve_path
@@ -38,24 +38,12 @@ from .recipes import RecipeLoss
 from .report import write_report
 from .validation import load_val_pairs, validate
 
-CHECKPOINT_DIR = "checkpoints"
-_CKPT_NAME = re.compile(r"^step-(\d+)\.safetensors$")
-
-
 def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """The paper's step schedule: lr * gamma^(milestones passed), milestones in epochs, evaluated per step."""
     passed = sum(step >= m * steps_per_epoch for m in config.optim.milestones)
     warmup = config.optim.warmup_steps
     scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
     return config.optim.lr * config.optim.gamma**passed * scale
-
-
-def find_latest_checkpoint(run_dir: Path) -> Path | None:
-    folder = run_dir / CHECKPOINT_DIR
-    if not folder.is_dir():
-        return None
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CKPT_NAME.match(p.name))]
-    return max(found)[1] if found else None
 
 
 @dataclass
@@ -220,7 +208,7 @@ class Trainer:
             },
         )
         old = sorted(
-            (int(m.group(1)), p) for p in folder.iterdir() if (m := _CKPT_NAME.match(p.name))
+            (int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_NAME.match(p.name))
         )[: -cfg.keep_checkpoints]
         for _, p in old:
             p.unlink(missing_ok=True)
