@@ -1,0 +1,114 @@
+"""Every command in README.md and examples/README.md runs as written, so the README cannot drift.
+
+Each command is run in order, in a scratch copy of the repository layout (its examples, configs, tools and the
+demo bundle; ../shared beside it), with at most a few appended options that make a long command short while
+still exercising it (``QUICK``). A command that cannot run here names its reason in ``NOT_RUN``; a command of the
+README that neither table knows fails the test, and so does an entry that the README no longer has.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [REPO / "README.md", REPO / "examples" / "README.md"]
+
+NOT_RUN = {
+    'pip install torch==2.13.0 && pip install -e ".[train,dev]"': "the setup itself: .ci/run runs it",
+    "python -m pytest -q": "this test suite",
+    "pip install . ./packaging/bfm-demo-bundle": "tests/test_install.py installs both into a new environment",
+    "cd /tmp && bfm-verify photo1.jpg photo2.jpg": "placeholders; tests/test_install.py runs bfm-verify from outside the repo",
+    "torchrun --nproc_per_node 4 -m bfm_train.train.cli --config configs/paper_r50_casia.yaml":
+        "CASIA-WebFace is not here; tests/test_trainer.py runs torchrun with two ranks",
+    "bfm-build-engine engines/demo --opt-batch 32 --max-batch 256 --timing-cache ~/.cache/bfm/timing.cache":
+        "needs TensorRT and a GPU (benchmarks/gpu_check/run.sh)",
+}
+# Appended to every command of a tool: the smallest run that still goes through the whole command.
+QUICK = {
+    "bfm-mask": ["--limit", "150", "--quiet"],
+    "bfm-train": ["--max-steps", "1", "--set", "batch_size=8", "--set", "data.workers=0", "--set", "val.pairs=null"],
+    "bfm-eval": ["--pairs-per-fold", "4"],
+    "bfm-bench --latency": ["--runs", "1", "--batches", "1", "--pair-count", "2", "--raw-pair-count", "1"],
+}
+DECISION_TOOLS = ("bfm-verify",)  # exit 1 is an answer ("different people"), not a failure
+
+
+def readme_commands() -> list[str]:
+    """The shell commands of the docs' indented code blocks, continuation lines joined, comments dropped."""
+    commands = []
+    for doc in DOCS:
+        lines = doc.read_text().splitlines()
+        i = 0
+        while i < len(lines):
+            line = lines[i]
+            if line.startswith("    ") and not line.startswith("     "):
+                text = line[4:]
+                while text.rstrip().endswith("\\") and i + 1 < len(lines):
+                    i += 1
+                    text = text.rstrip()[:-1].rstrip() + " " + lines[i].strip()
+                text = re.sub(r"\s+#.*$", "", text).strip()  # a trailing comment (none of ours holds a quoted #)
+                if re.match(r"(bfm-|python |pip |torchrun |cd |bash )", text):
+                    commands.append(text)
+            i += 1
+    return commands
+
+
+def readme_python() -> list[str]:
+    """The docs' ```python blocks."""
+    return [m.group(1) for doc in DOCS for m in re.finditer(r"```python\n(.*?)```", doc.read_text(), re.S)]
+
+
+def _quick(command: str) -> list[str]:
+    for prefix in sorted(QUICK, key=len, reverse=True):
+        if command.startswith(prefix):
+            return QUICK[prefix]
+    return []
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """The repository's layout without its work_dirs: what the README's commands read, linked; what they write, fresh."""
+    root = tmp_path_factory.mktemp("readme")
+    repo = root / "repo"
+    (repo / "engines").mkdir(parents=True)
+    for name in ("examples", "configs", "tools"):
+        (repo / name).symlink_to(REPO / name)
+    (repo / "engines" / "demo").symlink_to(REPO / "engines" / "demo")
+    (root / "shared").mkdir()
+    (root / "shared" / "data").symlink_to(data_dir)
+    return repo
+
+
+def test_every_command_is_run_or_says_why_not() -> None:
+    commands = readme_commands()
+    assert len(commands) >= 15
+    unknown_not_run = set(NOT_RUN) - set(commands)
+    assert not unknown_not_run, f"NOT_RUN lists commands the docs no longer have: {unknown_not_run}"
+    assert all(c.split()[0] in ("bfm-mask", "bfm-train", "bfm-export", "bfm-verify", "bfm-eval", "bfm-bench")
+               for c in commands if c not in NOT_RUN), "a new kind of command: run it below or say why not"
+
+
+@pytest.mark.slow
+def test_readme_commands_run_as_written(sandbox: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("BFM_BUNDLE", "BFM_DATA")}
+    for command in readme_commands():
+        if command in NOT_RUN:
+            continue
+        line = command + "".join(" " + shlex.quote(a) for a in _quick(command))
+        result = subprocess.run(["bash", "-c", line], cwd=sandbox, env=env, capture_output=True, text=True, timeout=600)
+        allowed = (0, 1) if command.split()[0] in DECISION_TOOLS else (0,)
+        assert result.returncode in allowed, f"{line}\n-> exit {result.returncode}\n{result.stderr[-1500:]}"
+
+
+def test_readme_python_runs_as_written(sandbox: Path) -> None:
+    blocks = readme_python()
+    assert blocks
+    for code in blocks:
+        result = subprocess.run(["python", "-c", code], cwd=sandbox, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{code}\n-> {result.stderr[-1500:]}"
