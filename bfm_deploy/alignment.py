@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .contract import CROP_SIZE as CROP_SIZE  # re-exported: the crop size of the template below
+
 # Left eye, right eye, nose tip, left mouth corner, right mouth corner in the 112x112 crop (insightface).
 ARCFACE_TEMPLATE = np.array(
     [
@@ -16,7 +18,6 @@ ARCFACE_TEMPLATE = np.array(
     ],
     dtype=np.float64,
 )
-CROP_SIZE = 112
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

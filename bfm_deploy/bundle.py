@@ -16,8 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .backends.base import NETWORKS, Network
 from .atomic import recover
+# re-exported as part of the bundle API (one definition, in contract)
+from .contract import MIN_OPSET as MIN_OPSET
+from .contract import NETWORKS as NETWORKS
+from .contract import ROUTES as ROUTES
+from .contract import Network as Network
+from .contract import sha256_file as sha256_file
 from .detect.spec import DetectorSpec
 from .errors import BfmError
 from .onnx_graph import FLOAT, GraphInfo, TensorInfo, read_graph_info
@@ -26,9 +31,7 @@ from .routing import DEFAULT_MASK_THRESHOLD
 MANIFEST = "manifest.json"
 FORMAT = "bfm-bundle"
 FORMAT_VERSION = 1
-ROUTES: tuple[str, ...] = ("full", "partial")
 DEFAULT_BUNDLE = "engines/demo"
-MIN_OPSET = 17  # of the three networks; the detector keeps the opset it was published with
 
 
 DEMO_BUNDLE_PACKAGE = "bfm_demo_bundle"  # the demo bundle as a package of its own: packaging/bfm-demo-bundle
@@ -50,14 +53,6 @@ def default_bundle() -> str:
         if (installed / MANIFEST).is_file():
             return str(installed)
     return DEFAULT_BUNDLE
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -95,3 +95,53 @@ def read_mfr2_labels(labels_file: Path, image_root: Path) -> dict[Path, str]:
         name, index, label = fields
         labels[image_root / name / f"{name}_{int(index):04d}.png"] = label
     return labels
+
+
+# ---- the one pairs-file grammar (bfm-verify --pairs, bfm-export --calibrate, bfm-eval --dataset pairs) --------
+
+TRUE_WORDS = frozenset({"1", "true", "same", "yes"})
+FALSE_WORDS = frozenset({"0", "false", "different", "no"})
+PAIRS_GRAMMAR = "'img1 img2 [same [masked1 masked2]]' (same: 1/0 or same/different; masked: 1/0)"
+
+
+@dataclass(frozen=True)
+class PairLine:
+    left: Path
+    right: Path
+    same: bool | None  # None: the line gives no label
+    masked: tuple[bool, bool] | None  # per image, where the line says
+    line: int
+
+
+def _flag(word: str, allowed: frozenset[str] = TRUE_WORDS | FALSE_WORDS) -> bool | None:
+    word = word.lower()
+    return None if word not in allowed else word in TRUE_WORDS
+
+
+def read_pairs_file(path: Path, need_labels: bool = False) -> list[PairLine]:
+    """Every pair of a pairs file: ``img1 img2 [same [masked1 masked2]]`` per line, tab-separated when the line
+    has a tab (so paths may hold spaces), else split on whitespace; blank lines and ``#`` comments skipped;
+    relative paths relative to the file's folder. ``need_labels``: every line must say same or different."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BfmError(f"pairs file not found: {path}") from None
+    except IsADirectoryError:
+        raise BfmError(f"pairs file {path} is a directory") from None
+    except UnicodeDecodeError:
+        raise BfmError(f"pairs file {path} is not UTF-8 text") from None
+    pairs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = [f.strip() for f in line.split("\t")] if "\t" in line else line.split()
+        same = _flag(fields[2]) if len(fields) >= 3 else None
+        masked = tuple(_flag(f, frozenset({"0", "1"})) for f in fields[3:5]) if len(fields) == 5 else None
+        if (len(fields) not in (2, 3, 5) or not all(fields) or (len(fields) >= 3 and same is None)
+                or (masked is not None and None in masked) or (need_labels and same is None)):
+            raise BfmError(f"{path}:{number}: expected {PAIRS_GRAMMAR}, got {len(fields)} field(s)")
+        left, right = (Path(f) if Path(f).is_absolute() else path.parent / f for f in fields[:2])
+        pairs.append(PairLine(left, right, same, masked, number))  # type: ignore[arg-type]
+    if not pairs:
+        raise BfmError(f"pairs file {path} lists no pairs")
+    return pairs

@@ -10,3 +10,8 @@ class BfmError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
+
+
+class NoFaceError(BfmError):
+    """No face was found in an image (a detector's answer, or the masker's on a raw photo; an aligned crop is a
+    face by definition)."""

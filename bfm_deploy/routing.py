@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-MASKED = 1  # classifier logit index of "masked" (0 = unmasked), ARCHITECTURE.md
+from .contract import MASKED
+
 DEFAULT_MASK_THRESHOLD = 0.5  # argmax of the two logits: bundles without a calibrated threshold
 
 

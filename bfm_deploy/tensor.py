@@ -6,9 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# The tensor contract of the classifier and both extractors (ARCHITECTURE.md): RGB, (x - 127.5) / 127.5.
-FACE_MEAN = 127.5
-FACE_STD = 127.5
+from .contract import FACE_MEAN, FACE_STD
 
 
 def to_nchw(images: Sequence[np.ndarray], mean: float, std: float, reverse_channels: bool) -> np.ndarray:

@@ -17,6 +17,7 @@ import click
 from .atomic import atomic_write_text
 from .cli_options import STDOUT, backend_option, bfm_command, bundle_option, detector_option, emit_json, json_option, quiet_option
 from .cli_support import fail, one_line_errors
+from .datasets import read_pairs_file
 from .errors import BfmError
 from .progress import progress
 from .verifier import CASE_NAMES, PairError, Verifier, VerifyResult
@@ -25,28 +26,8 @@ EXIT_SAME, EXIT_DIFFERENT = 0, 1
 
 
 def read_pairs(path: Path) -> list[tuple[Path, Path]]:
-    """``img1 img2`` per line (tab-separated when the line has a tab, so paths may hold spaces); blank lines
-    and ``#`` comments are skipped; relative paths are relative to the pairs file's folder."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BfmError(f"pairs file not found: {path}") from None
-    except IsADirectoryError:
-        raise BfmError(f"pairs file {path} is a directory") from None
-    except UnicodeDecodeError:
-        raise BfmError(f"pairs file {path} is not UTF-8 text") from None
-    pairs = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        fields = [f.strip() for f in line.split("\t")] if "\t" in line else line.split()
-        if len(fields) != 2 or not all(fields):
-            raise BfmError(f"{path}:{number}: expected two image paths, got {len(fields)} fields")
-        left, right = (Path(f) if Path(f).is_absolute() else path.parent / f for f in fields)
-        pairs.append((left, right))
-    if not pairs:
-        raise BfmError(f"pairs file {path} lists no pairs")
-    return pairs
+    """The image pairs of a pairs file (``bfm_deploy.datasets.read_pairs_file``; labels, if any, are ignored)."""
+    return [(p.left, p.right) for p in read_pairs_file(path)]
 
 
 def describe(result: VerifyResult) -> str:

@@ -1,3 +1,3 @@
 """bfm training side (needs PyTorch): the paper's networks, losses, synthetic masks and trainer."""
 
-__version__ = "0.1.0"
+from bfm_deploy import __version__  # noqa: F401  (one version for the one distribution)

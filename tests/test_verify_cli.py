@@ -229,7 +229,7 @@ def test_pairs_with_a_bad_image_report_it_and_exit_2(mbf_bundle: Path, faces: di
     first, second = (json.loads(line) for line in result.stdout.splitlines())
     assert first["same"] is True and "none.jpg" in second["error"]
     pairs.write_text("only-one-field\n")
-    assert_one_line_error(run("--pairs", pairs, "--bundle", mbf_bundle), "pairs.txt:1", "two image paths")
+    assert_one_line_error(run("--pairs", pairs, "--bundle", mbf_bundle), "pairs.txt:1", "expected 'img1 img2 [same", "got 1 field(s)")
 
 
 def test_an_unexpected_error_is_one_line_and_exit_2_not_1(mbf_bundle: Path, faces: dict[str, Path],

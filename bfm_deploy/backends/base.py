@@ -7,14 +7,12 @@ normalised as (x - 127.5) / 127.5. It knows nothing about images, detection or r
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Literal
 
 import numpy as np
 
 from ..errors import BfmError
 
-Network = Literal["classifier", "full", "partial"]
-NETWORKS: tuple[Network, ...] = ("classifier", "full", "partial")
+from ..contract import NETWORKS as NETWORKS, Network as Network  # re-exported: the backend API's names
 
 
 class Backend(ABC):

@@ -29,8 +29,8 @@ from ..engine.spec import (
     engine_dir,
     missing_engines_message,
     rebuild_command,
-    sha256_file,
 )
+from ..contract import sha256_file
 from ..errors import BfmError
 from .base import NETWORKS, Backend, Network
 

@@ -17,15 +17,11 @@ from typing import Protocol, Union
 import numpy as np
 
 from ..alignment import CROP_SIZE, align_face
-from ..errors import BfmError
+from ..errors import BfmError, NoFaceError
 from ..images import ImageLimits, load_image, shrink_to
 from .mtcnn import Face
 
 Image = Union[str, "os.PathLike[str]", np.ndarray]
-
-
-class NoFaceError(BfmError):
-    """The detector found no face in an image."""
 
 
 class Detector(Protocol):

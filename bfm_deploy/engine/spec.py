@@ -87,12 +87,6 @@ def default_timing_cache_path(facts: RuntimeFacts, cache_root: str | os.PathLike
     return Path(cache_root) / f"timing-{engine_dir_name(facts.tensorrt_version, facts.gpu)}.cache"
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sha256_bytes(data: bytes) -> str:

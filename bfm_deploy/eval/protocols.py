@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets import MASK_FREE_LABEL, Pair, read_lfw_pairs, read_mfr2_labels, read_mfr2_pairs
+from ..datasets import MASK_FREE_LABEL, Pair, read_lfw_pairs, read_mfr2_labels, read_mfr2_pairs, read_pairs_file
 from ..errors import BfmError
 from ..images import load_image
 from .metrics import DEFAULT_FOLDS, contiguous_folds
 
-CROP_SIZE = 112
+from ..contract import CROP_SIZE
 ImageLoader = Callable[[Path], np.ndarray]
 
 
@@ -134,28 +134,16 @@ def mfr2(data_dir: Path, load: ImageLoader) -> EvalSet:
 
 
 def read_generic_pairs(pairs_file: Path) -> tuple[list[Pair], dict[Path, bool]]:
-    """A generic pairs file: ``img1 img2 same [masked1 masked2]`` per line.
-
-    ``same`` and the optional mask labels are 0 or 1; image paths are relative to the file's folder (or
-    absolute). Fields are tab-separated when the line has a tab (so paths may hold spaces), else split on
-    whitespace. Blank lines and lines starting with ``#`` are skipped.
-    """
+    """A pairs file with a label on every line (``bfm_deploy.datasets.read_pairs_file``) and, optionally, each
+    image's mask label (the ground truth of Table III)."""
     pairs: list[Pair] = []
     masked: dict[Path, bool] = {}
-    root = pairs_file.parent
-    for number, line in enumerate(pairs_file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        fields = [f.strip() for f in line.split("\t")] if "\t" in line else line.split()
-        if len(fields) not in (3, 5) or any(f not in ("0", "1") for f in fields[2:]):
-            raise BfmError(f"{pairs_file}:{number}: expected 'img1 img2 same(0/1) [masked1 masked2 (0/1)]'")
-        left, right = (root / fields[0]), (root / fields[1])
-        pairs.append(Pair(left, right, fields[2] == "1", -1))
-        if len(fields) == 5:
-            for image, flag in ((left, fields[3]), (right, fields[4])):
-                if masked.get(image, flag == "1") != (flag == "1"):
-                    raise BfmError(f"{pairs_file}:{number}: {image} is labelled both masked and unmasked")
-                masked[image] = flag == "1"
+    for line in read_pairs_file(pairs_file, need_labels=True):
+        pairs.append(Pair(line.left, line.right, bool(line.same), -1))
+        for image, flag in zip((line.left, line.right), line.masked or ()):
+            if masked.get(image, flag) != flag:
+                raise BfmError(f"{pairs_file}:{line.line}: {image} is labelled both masked and unmasked")
+            masked[image] = flag
     if len(pairs) < DEFAULT_FOLDS:
         raise BfmError(f"{pairs_file}: {len(pairs)} pairs, at least {DEFAULT_FOLDS} are needed for 10 folds")
     return pairs, masked

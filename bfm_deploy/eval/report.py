@@ -12,7 +12,7 @@ from ..atomic import atomic_path
 from .metrics import VerificationMetrics
 from .scoring import MethodScores
 
-ROUTES = ("full", "partial")
+from ..contract import ROUTES
 
 
 @dataclass(frozen=True)

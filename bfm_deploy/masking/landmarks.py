@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from bfm_deploy.alignment import CROP_SIZE
-from bfm_deploy.errors import BfmError
+from bfm_deploy.errors import BfmError, NoFaceError
 
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 
@@ -29,10 +29,6 @@ ARCFACE_FACE_BOX = (58.24, 71.72, 88.86)
 
 LEFT_EYE = slice(36, 42)
 RIGHT_EYE = slice(42, 48)
-
-
-class NoFaceError(BfmError):
-    """No face was found in the image (raw photos only: an aligned crop is a face by definition)."""
 
 
 def default_predictor_path() -> Path:

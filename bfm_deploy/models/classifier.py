@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-UNMASKED = 0
-MASKED = 1
+from bfm_deploy.contract import MASKED as MASKED  # re-exported with the network whose logits they index
+from bfm_deploy.contract import UNMASKED as UNMASKED
 
 
 class MaskClassifier(nn.Module):

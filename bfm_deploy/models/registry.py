@@ -17,7 +17,7 @@ from .macs import count_macs, count_params
 from .mobilefacenet import MobileFaceNet
 
 INPUT_SIZE = (3, 112, 112)
-EMBEDDING_SIZE = 512
+from bfm_deploy.contract import EMBEDDING_SIZE
 
 Kind = Literal["extractor", "classifier"]
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from bfm_deploy.bundle import ROUTES, sha256_file
-from bfm_deploy.datasets import read_lfw_pairs
+from bfm_deploy.datasets import read_lfw_pairs, read_pairs_file
 from bfm_deploy.errors import BfmError
 from bfm_deploy.eval.metrics import best_threshold
 from bfm_deploy.images import load_image
@@ -26,8 +26,6 @@ from bfm_deploy.verifier import l2_normalise
 
 MIN_PER_KIND = 10  # same and different pairs a route needs to be calibrated on its own pairs
 BATCH = 64
-TRUE_WORDS = {"1", "true", "same", "yes"}
-FALSE_WORDS = {"0", "false", "different", "no"}
 
 
 @dataclass(frozen=True)
@@ -46,23 +44,14 @@ class Calibration:
 
 
 def read_labelled_pairs(path: Path) -> list[LabelledPair]:
-    """An LFW-style ``pairs.txt`` (header ``folds per_fold``; images in ``aligned112/`` beside it) or lines
-    ``img1 img2 label`` (tab or space separated, label 1/0 or same/different, paths relative to the file)."""
+    """An LFW-style ``pairs.txt`` (header ``folds per_fold``; images in ``aligned112/`` beside it) or a pairs
+    file with a label on every line (``bfm_deploy.datasets.read_pairs_file``)."""
     if not path.is_file():
         raise BfmError(f"calibration pairs file not found: {path}")
     lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
     if lines and len(first := lines[0].split()) == 2 and all(f.isdigit() for f in first):
         return [LabelledPair(p.left, p.right, p.same) for p in read_lfw_pairs(path, path.parent / "aligned112")]
-    pairs = []
-    for number, line in enumerate(lines, start=1):
-        fields = line.split("\t") if "\t" in line else line.split()
-        if len(fields) != 3 or fields[2].strip().lower() not in TRUE_WORDS | FALSE_WORDS:
-            raise BfmError(f"{path}:{number}: expected 'img1 img2 label' (label 1/0 or same/different)")
-        left, right = (Path(f.strip()) if Path(f.strip()).is_absolute() else path.parent / f.strip() for f in fields[:2])
-        pairs.append(LabelledPair(left, right, fields[2].strip().lower() in TRUE_WORDS))
-    if not pairs:
-        raise BfmError(f"{path}: no pairs")
-    return pairs
+    return [LabelledPair(p.left, p.right, bool(p.same)) for p in read_pairs_file(path, need_labels=True)]
 
 
 class _Runner:
