@@ -17,6 +17,7 @@ import bfm_train
 from bfm_deploy.alignment import ARCFACE_TEMPLATE, CROP_SIZE
 from bfm_deploy.atomic import atomic_dir, atomic_write_text
 from bfm_deploy.bundle import FORMAT, FORMAT_VERSION, MANIFEST, ROUTES, sha256_file
+from bfm_deploy.cli_options import note as tool_note
 from bfm_deploy.datasets import default_data_dir
 from bfm_deploy.detect.install import install_detector
 from bfm_deploy.errors import BfmError
@@ -43,7 +44,7 @@ def export_bundle(checkpoint: str | Path | None, options: ExportOptions | None =
     return export_source(load_source(checkpoint, options), options)
 
 
-def export_source(source: ExportSource, options: ExportOptions, log: Any = print) -> Path:
+def export_source(source: ExportSource, options: ExportOptions, log: Any = tool_note) -> Path:
     """Export already-built networks (see ``source.load_source``): the step the tests drive directly."""
     name, out = options.resolve_out(source.default_name)
     if out.exists() and not options.overwrite:

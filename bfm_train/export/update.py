@@ -18,6 +18,7 @@ import numpy as np
 
 from bfm_deploy.atomic import atomic_dir, atomic_write_text
 from bfm_deploy.bundle import MANIFEST, Bundle, sha256_file
+from bfm_deploy.cli_options import note as tool_note
 from bfm_deploy.datasets import default_data_dir
 from bfm_deploy.detect.install import DETECTOR_FILE, install_detector
 from bfm_deploy.errors import BfmError
@@ -89,7 +90,7 @@ def calibrated_mask_threshold(classifier_onnx: Path, calibration: Path) -> dict[
     }
 
 
-def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[[str], Any] = print) -> Path:
+def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[[str], Any] = tool_note) -> Path:
     root = Path(bundle_dir)
     bundle = Bundle.load(root)
     if options.classifier is None and options.detector is None and options.mask_calibration is None:
