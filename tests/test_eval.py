@@ -390,6 +390,12 @@ def test_cli_on_a_tiny_pairs_file(data_dir: Path, mbf_bundle: Path, tmp_path: Pa
     assert (tmp_path / "r.png").read_bytes().startswith(b"\x89PNG")
     routes_row = next(line for line in result.output.splitlines() if "pairs full/partial" in line)
     assert routes_row.split()[-3:] == ["10/10", "20/0", "0/20"]  # routed, full only, partial only
+    # the Python API the CLI is a layer over: the same options, the same document
+    from bfm_deploy.eval import EvalOptions, run_eval
+
+    run = run_eval(EvalOptions(dataset="pairs", data_dir=tmp_path, bundle=str(mbf_bundle), backend="ort",
+                               compare=(f"full only={mbf_bundle}:full", f"partial only={mbf_bundle}:partial")))
+    assert run.to_json() == document and run.pairs == 20 and run.methods == 3
 
 
 def test_detecting_loader_aligns_once_and_falls_back_to_resizing(data_dir: Path, tmp_path: Path) -> None:
@@ -416,9 +422,9 @@ def test_detecting_loader_rejects_bad_detector_names_and_uses_named_ones(data_di
 
 @pytest.mark.parametrize("detector", ["mtcnn", "auto"])
 def test_cli_passes_the_detector_to_mfr2(data_dir: Path, detector: str) -> None:
-    from bfm_deploy.eval import cli
+    from bfm_deploy.eval import api
 
-    mfr2 = cli._base_set("mfr2", data_dir, None, False, DetectingLoader(detector), None, None)
+    mfr2 = api._base_set("mfr2", data_dir, None, False, DetectingLoader(detector), None, None)
     assert len(mfr2.pairs) == 848
     assert isinstance(mfr2.load, DetectingLoader) and mfr2.load.detector == detector
 

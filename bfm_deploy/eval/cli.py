@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
 
-from ..bundle import Bundle, default_bundle
 from ..cli_options import (BUNDLE_HELP, backend_option, bfm_command, data_dir_option, detector_option, emit_json,
                            json_option, note, plot_option, quiet_option)
 from ..cli_support import one_line_errors
 from ..errors import BfmError
-from . import protocols
-from .faces import DetectingLoader
-from .folds import parse_fold_spec
-from .methods import collect_methods, parse_spec
-from .report import table, to_json, write_plot
-from .run import ModelFactory, evaluate, load_bundles
-from .scoring import FaceModel
+from .api import DATASETS, DEFAULT_SEED, EvalOptions, run_eval, run_landmarks
+from .report import table, write_plot
 
-DATASETS = ("lfw", "masked-lfw", "mfr2", "pairs", "landmarks")
-DEFAULT_SEED = 0
 
 HELP = """Verification accuracy of bundles on LFW, masked LFW, MFR2 or a generic pairs file.
 
@@ -69,15 +60,6 @@ Example:
 """
 
 
-def _open_verifier(backend: str, batch_size: int) -> ModelFactory:
-    def open_model(bundle: Bundle) -> FaceModel:
-        from ..verifier import Verifier  # imports onnxruntime: only once there is something to run
-
-        return Verifier(bundle, backend=backend, batch_size=max(2, batch_size))
-
-    return open_model
-
-
 @bfm_command(help=HELP)
 @click.option("--dataset", "dataset", metavar="|".join(DATASETS), help="Which protocol to run.")
 @data_dir_option
@@ -109,106 +91,34 @@ def _open_verifier(backend: str, batch_size: int) -> ModelFactory:
 @quiet_option
 @click.argument("more_compare", nargs=-1, metavar="[NAME=SPEC]...")
 @one_line_errors
-def main(dataset: str | None, data_dir: Path | None, pairs_file: Path | None, detect: bool, bundle: str | None,
+def main(dataset: str | None, data_dir: Path, pairs_file: Path | None, detect: bool, bundle: str | None,
          compare: tuple[str, ...], more_compare: tuple[str, ...], folds: str | None, pairs_per_fold: int | None, backend: str, batch_size: int, detector: str,
          photos: Path | None, seed: int, mask_templates: bool, cache_dir: Path | None, json_out: str | None,
          plot_path: Path | None) -> None:
-    started = time.perf_counter()
-    if dataset not in DATASETS:
-        raise BfmError(f"unknown or missing --dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    if batch_size < 2:
-        raise BfmError(f"--batch-size must be at least 2, got {batch_size}")
-    if pairs_per_fold is not None and (pairs_per_fold < 2 or pairs_per_fold % 2):
-        raise BfmError(f"--pairs-per-fold must be an even number of at least 2, got {pairs_per_fold}")
-    if seed < 0:
-        raise BfmError(f"--seed must be >= 0, got {seed}")
     # click options take one value each; the paper-style '--compare A=x B=y C=z' leaves B and C as arguments.
     if more_compare and not compare:
         raise BfmError(f"unexpected argument {more_compare[0]!r} (methods to compare follow --compare)")
-    if bundle is None and not compare:
-        bundle = default_bundle()
-    if dataset == "landmarks":
-        _landmarks(bundle, detector, data_dir, photos, json_out)
-        return
-    methods = collect_methods(bundle, compare + more_compare)
-    if not data_dir.is_dir() and not (dataset == "pairs" and pairs_file is not None):
-        raise BfmError(f"data dir {data_dir} not found (pass --data-dir or set BFM_DATA)")
-    base = _base_set(dataset, data_dir, pairs_file, detect, DetectingLoader(detector), folds, pairs_per_fold)
-    # Bundles before detection and masking: a broken one should fail before minutes of work.
-    bundles = load_bundles(methods, _open_verifier(backend, batch_size), batch_size)
-    if isinstance(base.load, DetectingLoader):
-        # 'auto' and 'bundle' mean the detector of the first method's bundle: what its users get.
-        base.load.bundle = bundles[methods[0].bundle.resolve()].bundle
-        base.load.prefetch(base.images)
-    evalsets = [base] if dataset != "masked-lfw" else _masked_lfw(base, data_dir, seed, mask_templates, cache_dir)
-    results = evaluate(evalsets, methods, bundles)
-
-    pairs = len(evalsets[0].pairs)
+    options = EvalOptions(
+        dataset=dataset or "", bundle=bundle, compare=compare + more_compare, data_dir=data_dir, pairs_file=pairs_file,
+        detect=detect, folds=folds, pairs_per_fold=pairs_per_fold, backend=backend, batch_size=batch_size,
+        detector=detector, seed=seed, mask_templates=mask_templates, cache_dir=cache_dir, photos=photos,
+    )
+    options.check()
     to_stdout = json_out == "-"  # the JSON is the output then: the table and notes go to stderr
-    click.echo(table(results), err=to_stdout)
-    for line in _notes(evalsets, folds):
+    if options.dataset == "landmarks":
+        report = run_landmarks(options)
+        click.echo(f"detector {report['detector']} on {report['photos_dir']}: {report['found']} of {report['photos']} "
+                   f"photos with a face; landmark error median {report['median_px']:.2f} px, p90 {report['p90_px']:.2f} px, "
+                   f"median {report['median_inter_ocular']:.4f} of the inter-ocular distance; "
+                   f"{report['median_px_after_mean_offset']:.2f} px after removing the mean offset per point", err=to_stdout)
+        emit_json(json_out, report)
+        return
+    run = run_eval(options)
+    click.echo(table(run.results), err=to_stdout)
+    for line in run.notes:
         click.echo(f"note: {line}", err=to_stdout)
-    emit_json(json_out, to_json(dataset, pairs, results))
+    emit_json(json_out, run.to_json())
     if plot_path is not None:
-        write_plot(plot_path, results)
+        write_plot(plot_path, run.results)
         note(f"wrote {plot_path}")
-    note(f"{pairs} pairs per set, {len(methods)} method(s), {time.perf_counter() - started:.1f} s")
-
-
-def _landmarks(bundle: str | None, detector: str, data_dir: Path, photos: Path | None,
-               json_out: str | None) -> None:
-    from ..detect import open_detector
-    from .landmarks import LandmarkSet, landmark_errors, read_reference
-
-    loaded = Bundle.load(parse_spec("bundle", bundle).bundle) if bundle else None
-    opened = open_detector(detector, loaded)
-    photos = photos or data_dir / "lfw" / "raw-fold1"
-    report = landmark_errors(opened, LandmarkSet(photos, read_reference(data_dir / "lfw" / "landmarks5.txt")))
-    report = {"detector": opened.name, "choice": detector, "photos_dir": str(photos), **report}
-    summary = (f"detector {opened.name} on {photos}: {report['found']} of {report['photos']} photos with a face; "
-               f"landmark error median {report['median_px']:.2f} px, p90 {report['p90_px']:.2f} px, "
-               f"median {report['median_inter_ocular']:.4f} of the inter-ocular distance; "
-               f"{report['median_px_after_mean_offset']:.2f} px after removing the mean offset per point")
-    click.echo(summary, err=json_out == "-")  # with --json on stdout, the JSON alone is the output
-    emit_json(json_out, report)
-
-
-def _base_set(dataset: str, data_dir: Path, pairs_file: Path | None, detect: bool, detecting: DetectingLoader,
-              fold_spec: str | None, pairs_per_fold: int | None) -> protocols.EvalSet:
-    if dataset in ("lfw", "masked-lfw"):
-        base = protocols.lfw(data_dir)
-    elif dataset == "mfr2":
-        base = protocols.mfr2(data_dir, detecting)
-    else:
-        loader = detecting if detect else protocols.load_aligned
-        base = protocols.generic(pairs_file or data_dir / "pairs.txt", loader)
-    if fold_spec is not None:
-        base = protocols.select_folds(base, parse_fold_spec(fold_spec, protocols.fold_count(base.pairs)))
-    if pairs_per_fold is not None:
-        base = protocols.first_pairs_per_fold(base, pairs_per_fold // 2)
-    return base
-
-
-def _masked_lfw(base: protocols.EvalSet, data_dir: Path, seed: int, use_templates: bool,
-                cache_dir: Path | None) -> list[protocols.EvalSet]:
-    from .masked_lfw import MaskedImageCache, MaskSettings, masked_lfw_sets
-
-    root = cache_dir or Path("work_dirs") / "cache" / f"masked-lfw-seed{seed}"
-    templates = data_dir / "masktheface"  # masks.cfg beside templates/, MaskTheFace's layout
-    settings = MaskSettings(seed, templates if use_templates and (templates / "masks.cfg").is_file() else None)
-    return masked_lfw_sets(base, MaskedImageCache(root, data_dir / "lfw" / "aligned112", settings))
-
-
-def _notes(evalsets: list[protocols.EvalSet], fold_spec: str | None) -> list[str]:
-    notes = [note for evalset in evalsets for note in evalset.notes]
-    loader = evalsets[0].load
-    if isinstance(loader, DetectingLoader):
-        notes += loader.notes()
-    different = sum(not p.same for p in evalsets[0].pairs)
-    if 0 < different < 1000:
-        notes.append(f"{different} different pairs: TAR@FAR=1e-3 is the TAR at zero false accepts")
-    if fold_spec is not None:
-        notes.append(f"folds {fold_spec} only: each is scored with the threshold chosen on the others")
-    notes.append("accuracy: one cross-validated threshold per fold, chosen on the pooled scores of both routes "
-                 "(the paper's protocol), not the bundle's per-route thresholds")
-    return notes
+    note(f"{run.pairs} pairs per set, {run.methods} method(s), {run.seconds:.1f} s")
