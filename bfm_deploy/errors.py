@@ -5,6 +5,11 @@ message that fits on one line; command-line tools print it and exit 2 (see ``bfm
 """
 
 
+# How to get what an optional feature needs: every "missing extra" message names one of these.
+TRAIN_EXTRA = "pip install 'bfm[train]' (from a checkout: pip install -e '.[train]')"
+GPU_EXTRA = "pip install 'bfm[gpu]'"
+
+
 class BfmError(Exception):
     """An expected failure with a one-line, user-facing message."""
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ..errors import BfmError
+from ..errors import TRAIN_EXTRA, BfmError
 from .base import NETWORKS, Backend, Network
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class TorchBackend(Backend):
         try:
             import torch
         except ImportError as exc:
-            raise BfmError(f"torch backend needs the training extras (pip install 'bfm[train]'): {exc}") from None
+            raise BfmError(f"torch backend needs the training extras: {TRAIN_EXTRA} ({exc})") from None
         if device not in ("auto", "cpu", "cuda"):
             raise BfmError(f"torch backend: unknown device {device!r} (auto, cpu or cuda)")
         if device == "cuda" and not torch.cuda.is_available():
@@ -96,7 +96,7 @@ def torch_modules(bundle: Bundle, networks: tuple[Network, ...] = NETWORKS) -> t
         from bfm_deploy.models import get_model
         from bfm_deploy.models.pretrained import load_state_dict_checked
     except ImportError as exc:
-        raise BfmError(f"torch backend needs the training extras (pip install 'bfm[train]'): {exc}") from None
+        raise BfmError(f"torch backend needs the training extras: {TRAIN_EXTRA} ({exc})") from None
     bundle.verify_weights()
     state: dict[str, Any] | None = None
     if bundle.weights is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bundle import MIN_OPSET
-from ..errors import BfmError
+from ..errors import TRAIN_EXTRA, BfmError
 from .onnx_macs import COUNTED_OPS, count_onnx_macs
 
 #: Section IV-B of the paper: "only 70.7M FLOPs, whereas ... 6.3G FLOPs regardless of which of the four
@@ -51,7 +51,7 @@ def _torch_models() -> Any:
         from bfm_deploy import models
         from bfm_deploy.models import onnx_export
     except ImportError as exc:
-        raise BfmError(f"--flops needs torch and onnx (pip install -e .[train]): {exc}") from None
+        raise BfmError(f"--flops needs torch and onnx: {TRAIN_EXTRA} ({exc})") from None
     return models, onnx_export
 
 

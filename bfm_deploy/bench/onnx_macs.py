@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BfmError
+from ..errors import TRAIN_EXTRA, BfmError
 
 if TYPE_CHECKING:
     import onnx
@@ -45,7 +45,7 @@ def _onnx() -> Any:
     try:
         import onnx
     except ImportError:
-        raise BfmError("counting MACs over ONNX needs the 'onnx' package (pip install onnx)") from None
+        raise BfmError(f"counting MACs over ONNX needs the onnx package: {TRAIN_EXTRA}") from None
     return onnx
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import BfmError
+from ..errors import GPU_EXTRA, BfmError
 
 
 def require_tensorrt() -> str:
@@ -16,7 +16,7 @@ def require_tensorrt() -> str:
         # ImportError), and the module is absent entirely without the 'gpu' extra.
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise BfmError(
-            f"TensorRT is not available ({reason}); install the gpu extra (pip install 'bfm[gpu]') "
+            f"TensorRT is not available ({reason}); install the gpu extra ({GPU_EXTRA}) "
             "on a machine with an NVIDIA GPU"
         ) from None
     version = getattr(module, "__version__", None)

@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import __version__
 from ..atomic import atomic_dir
 from ..cuda_runtime import CudaRuntime
-from ..errors import BfmError
+from ..errors import GPU_EXTRA, BfmError
 from ..progress import progress
 from .loaders import (
     CreateConfig,
@@ -99,6 +99,6 @@ def _fp16_graph(onnx_path: Path, scratch: Path) -> Path:
     except ImportError:
         raise BfmError(
             "TensorRT >= 11 builds FP16 engines only from FP16 graphs, which bfm-build-engine makes with the "
-            "onnx package: pip install 'onnx>=1.16'"
+            f"onnx package: {GPU_EXTRA}"
         ) from None
     return convert_to_fp16(onnx_path, scratch / onnx_path.name)

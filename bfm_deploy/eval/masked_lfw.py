@@ -40,10 +40,7 @@ class MaskSettings:
 
 def default_mask_function(settings: MaskSettings) -> MaskFunction:
     """``bfm_deploy.masking.Masker`` on aligned crops (dlib and the mask templates; no torch)."""
-    try:
-        from bfm_deploy.masking import MaskConfig, Masker
-    except ImportError as exc:
-        raise BfmError(f"masked-lfw needs bfm_deploy.masking (pip install -e .[train]): {exc}") from None
+    from bfm_deploy.masking import MaskConfig, Masker
     masker = Masker(MaskConfig(seed=settings.seed, template_dir=settings.template_dir))
 
     def mask(bgr: np.ndarray, key: str) -> np.ndarray:
