@@ -270,6 +270,10 @@ def test_build_engine_without_tensorrt_says_so_in_one_line(tmp_path: Path) -> No
     missing = subprocess.run([sys.executable, "-c", "from bfm_deploy.engine.cli import main; main()", str(tmp_path / "nope")],
                              env=env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and missing.stderr.startswith(f"error: bundle {tmp_path / 'nope'} not found")
+    # no BUNDLE: the default bundle, as --bundle everywhere ($BFM_BUNDLE first)
+    default = subprocess.run([sys.executable, "-c", "from bfm_deploy.engine.cli import main; main()"],
+                             env={**env, "BFM_BUNDLE": str(tmp_path / "elsewhere")}, capture_output=True, text=True, timeout=60)
+    assert default.returncode == 2 and default.stderr.startswith(f"error: bundle {tmp_path / 'elsewhere'} not found")
 
 
 def test_build_engine_rejects_a_bad_profile_before_anything_else(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..bundle import Bundle
+from ..bundle import Bundle, default_bundle
 from ..cli_options import bfm_command, quiet_option
 from ..cli_support import one_line_errors
 from .availability import require_tensorrt
@@ -15,7 +15,7 @@ from .spec import ENGINE_MANIFEST, BatchProfile, BuildOptions
 
 
 @bfm_command()
-@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("bundle", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--min-batch", default=1, show_default=True, help="Smallest batch the engines accept.")
 @click.option("--opt-batch", default=32, show_default=True, help="Batch TensorRT tunes the kernels for.")
 @click.option("--max-batch", default=256, show_default=True, help="Largest batch the engines accept.")
@@ -33,7 +33,7 @@ from .spec import ENGINE_MANIFEST, BatchProfile, BuildOptions
 @quiet_option
 @one_line_errors
 def main(
-    bundle: Path,
+    bundle: Path | None,
     min_batch: int,
     opt_batch: int,
     max_batch: int,
@@ -43,12 +43,14 @@ def main(
     overwrite: bool,
     verbose: bool,
 ) -> None:
-    """Build one FP16 TensorRT engine per network (classifier, full, partial) of BUNDLE.
+    """Build one FP16 TensorRT engine per network (classifier, full, partial) of BUNDLE (default: $BFM_BUNDLE,
+    else the demo bundle, as --bundle everywhere).
 
     Engines go to BUNDLE/trt-<TensorRT version>-sm<compute capability>/ with engine_manifest.json (TensorRT
     version, GPU, precision, batch profile, sha256 of each source ONNX and engine), written atomically;
     prints that folder and manifest as JSON. Needs TensorRT >= 10 and a CUDA GPU.
     """
+    bundle = bundle if bundle is not None else Path(default_bundle())  # as --bundle defaults everywhere
     Bundle.load(bundle)  # a wrong path or a broken bundle is the first thing to hear about, GPU or not
     require_tensorrt()
     options = BuildOptions(
