@@ -50,6 +50,21 @@ class VerifyResult:
 
 
 @dataclass(frozen=True)
+class EmbedResult:
+    route: Route  # the extractor this face's mask state calls for
+    mask_probability: float
+    embedding: np.ndarray  # L2-normalised float32
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"route": self.route, "mask_probability": self.mask_probability,
+                                "embedding": [round(float(v), 7) for v in self.embedding]}
+        if self.note is not None:
+            data["note"] = self.note
+        return data
+
+
+@dataclass(frozen=True)
 class PairError:
     """Stands in for the result of a pair that could not be verified (``verify_many(errors="collect")``)."""
 
@@ -246,8 +261,15 @@ class Verifier:
             else:
                 prepared.append((a, b))
         good = [p for p in prepared if not isinstance(p, PairError)]
+        scored = iter(self.score_pairs(good))
+        return [item if isinstance(item, PairError) else next(scored) for item in prepared]
+
+    def score_pairs(self, good: Sequence[tuple[Face, Face]]) -> list[VerifyResult]:
+        """Verify pairs of aligned faces in one batch: every face through the classifier in one call, then each
+        pair's route through its extractor, E_F and E_P concurrently (``Backend.infer_concurrent``). The
+        service batches the pairs of concurrent requests through here."""
         if not good:
-            return list(prepared)  # type: ignore[arg-type]
+            return []
         # One tensor for every face: the classifier sees all of it, each extractor its route's rows.
         tensor = self._tensor([face.crop for pair in good for face in pair])
         probs = mask_probability(self.backend.infer("classifier", tensor)).reshape(-1, 2)
@@ -268,23 +290,36 @@ class Verifier:
             if idx:
                 emb = l2_normalise(outputs[route]).reshape(len(idx), 2, -1)
                 scores[idx] = np.einsum("nd,nd->n", emb[:, 0], emb[:, 1])
-        results: list[VerifyResult | PairError] = []
-        k = 0
-        for item in prepared:
-            if isinstance(item, PairError):
-                results.append(item)
-                continue
+        results: list[VerifyResult] = []
+        for k, pair in enumerate(good):
             route = routes[k]
             threshold = self.bundle.threshold(route)
             score = float(scores[k])
-            notes = [face.note for face in item if face.note]
+            notes = [face.note for face in pair if face.note]
             results.append(VerifyResult(
                 same=score >= threshold, score=score, threshold=threshold, route=route, case=cases[k],
                 mask_probability=(float(probs[k, 0]), float(probs[k, 1])),
                 note="; ".join(notes) or None,
             ))
-            k += 1
         return results
+
+    def embed_faces(self, faces: Sequence[Face]) -> list[EmbedResult]:
+        """Each aligned face's embedding from the extractor its own mask state needs (E_P when masked), with its
+        mask probability: what a gallery stores and what a balanced 1:N match compares."""
+        if not faces:
+            return []
+        tensor = self._tensor([face.crop for face in faces])
+        probs = mask_probability(self.backend.infer("classifier", tensor))
+        masked = is_masked(probs, self.mask_threshold)
+        members = {route: [i for i, m in enumerate(masked) if (route == "partial") == bool(m)] for route in ("full", "partial")}
+        outputs = self.backend.infer_concurrent({route: tensor[idx] for route, idx in members.items() if idx})
+        embeddings: dict[int, np.ndarray] = {}
+        for route, idx in members.items():
+            if idx:
+                for i, row in zip(idx, l2_normalise(outputs[route])):
+                    embeddings[i] = row
+        return [EmbedResult(route="partial" if masked[i] else "full", mask_probability=float(probs[i]),
+                            embedding=embeddings[i], note=face.note) for i, face in enumerate(faces)]
 
     def close(self) -> None:
         if self._aligner is not None:

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", REPO / "examples" / "README.md"]
 
 NOT_RUN = {
-    'pip install torch==2.13.0 && pip install -e ".[train,dev]"': "the setup itself: .ci/run runs it",
+    'pip install torch==2.13.0 && pip install -e ".[train,dev,serve]"': "the setup itself: .ci/run runs it",
     "python -m pytest -q": "this test suite",
     "pip install . ./packaging/bfm-demo-bundle": "tests/test_install.py installs both into a new environment",
     "cd /tmp && bfm-verify photo1.jpg photo2.jpg": "placeholders; tests/test_install.py runs bfm-verify from outside the repo",
@@ -28,6 +28,9 @@ NOT_RUN = {
         "CASIA-WebFace is not here; tests/test_trainer.py runs torchrun with two ranks",
     "bfm-build-engine engines/demo --opt-batch 32 --max-batch 256 --timing-cache ~/.cache/bfm/timing.cache":
         "needs TensorRT and a GPU (benchmarks/gpu_check/run.sh)",
+    "bfm-serve --port 8000": "a server that runs until stopped: tests/test_serve.py starts it on a free port",
+    "curl -F a=@examples/zakayev_1.jpg -F b=@examples/zakayev_3_masked.jpg http://127.0.0.1:8000/v1/verify":
+        "talks to that server: tests/test_serve.py sends the same multipart request",
 }
 # Appended to every command of a tool: the smallest run that still goes through the whole command.
 QUICK = {
@@ -53,7 +56,7 @@ def readme_commands() -> list[str]:
                     i += 1
                     text = text.rstrip()[:-1].rstrip() + " " + lines[i].strip()
                 text = re.sub(r"\s+#.*$", "", text).strip()  # a trailing comment (none of ours holds a quoted #)
-                if re.match(r"(bfm-|python |pip |torchrun |cd |bash )", text):
+                if re.match(r"(bfm-|python |pip |torchrun |cd |bash |curl )", text):
                     commands.append(text)
             i += 1
     return commands

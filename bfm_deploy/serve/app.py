@@ -1,0 +1,322 @@
+"""The HTTP service: mask-routed verification and embedding with cross-request batching (FastAPI on uvicorn).
+
+    POST /v1/verify        two images (multipart fields a, b; or JSON {"a": base64, "b": base64}) -> what
+                           bfm-verify --json prints
+    POST /v1/verify/batch  JSON {"pairs": [{"a": ..., "b": ...}, ...]} -> {"results": [...]}, an error per pair
+    POST /v1/embed         images (multipart field images, repeated; or JSON {"images": [...]}) -> each face's
+                           embedding from the extractor its mask state needs, with its mask probability
+    GET  /healthz /readyz /metrics /docs
+
+Clients send bytes, never paths on the server. Every failure is a JSON ``{"error": "one line"}``: 401 without a
+valid key, 413 for a body or image over the limits, 422 for an image that is not one or holds no face, 503 with
+Retry-After when the batch queue is full, 504 past the request timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from ..bundle import default_bundle
+from ..errors import BfmError
+from ..images import ImageLimits, decode_image
+from ..verifier import Face, Verifier
+from .auth import key_accepted, read_key_file
+from .batcher import Batcher, QueueFull
+from .metrics import Metrics
+
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
+
+
+@dataclass
+class ServeOptions:
+    bundle: Path | str | None = None  # default: the default bundle
+    backend: str = "auto"
+    detector: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch: int = 64  # faces per batch, across requests
+    max_wait_ms: float = 5.0  # how long a batch waits for more requests after its first
+    queue_size: int = 256  # jobs waiting for a batch; beyond it: 503
+    timeout_s: float = 30.0  # per request
+    max_body_mb: float = 32.0
+    max_pairs: int = 64  # per /v1/verify/batch request, images per /v1/embed request
+    workers: int = 2  # decoding and detection threads
+    api_key_file: Path | None = None
+
+    def check(self) -> None:
+        if self.api_key_file is None and self.host not in ("127.0.0.1", "localhost", "::1"):
+            raise BfmError(f"refusing to serve on {self.host} without --api-key-file (without keys bfm-serve "
+                           "listens on 127.0.0.1 only)")
+        for name in ("max_batch", "queue_size", "max_pairs", "workers"):
+            if getattr(self, name) < 1:
+                raise BfmError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.max_wait_ms < 0 or self.timeout_s <= 0 or self.max_body_mb <= 0:
+            raise BfmError("--max-wait-ms must be >= 0, --timeout-s and --max-body-mb > 0")
+
+
+class _Failure(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": " ".join(str(message).split())}, status_code=status, headers=headers)
+
+
+class _BodyLimit:
+    """ASGI middleware: a body over the limit is a 413 before it is parsed (declared length or bytes read)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        message = f"request body over the {self.limit / 2**20:g} MiB limit (--max-body-mb)"
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await _error(413, message)(scope, receive, send)
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            event = await receive()
+            if event["type"] == "http.request":
+                seen += len(event.get("body", b""))
+                if seen > self.limit:
+                    raise _Failure(413, message)
+            return event
+
+        try:
+            await self.app(scope, limited, send)
+        except _Failure as exc:
+            await _error(exc.status, str(exc))(scope, receive, send)
+
+
+def create_app(options: ServeOptions) -> FastAPI:
+    options.check()
+    digests = read_key_file(options.api_key_file) if options.api_key_file is not None else ()
+    metrics = Metrics()
+    limits = ImageLimits()
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        verifier = Verifier(options.bundle or default_bundle(), backend=options.backend, detector=options.detector,
+                            batch_size=max(2, options.max_batch))
+        pool = ThreadPoolExecutor(options.workers, thread_name_prefix="bfm-decode")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(pool, _warm_up, verifier)  # the first request should not pay for loading
+        batcher = Batcher(verifier, options.max_batch, options.max_wait_ms / 1000, options.queue_size, metrics)
+        await batcher.start()
+        state.update(verifier=verifier, pool=pool, batcher=batcher, ready=True)
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            await batcher.stop()  # uvicorn has let the requests in flight finish; what they queued finishes too
+            pool.shutdown(wait=True)
+            verifier.close()
+
+    app = FastAPI(title="bfm", description="Masked-face verification by balanced feature matching", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        started = time.perf_counter()
+        path = request.url.path
+        if path.startswith("/v1/") and digests:
+            presented = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization"))
+            if not key_accepted(presented, digests):
+                metrics.error("unauthorized")
+                response = _error(401, "missing or wrong API key (X-API-Key or Authorization: Bearer)")
+                metrics.request(path, 401, time.perf_counter() - started)
+                return response
+        response = await call_next(request)
+        if path.startswith("/v1/"):
+            metrics.request(path, response.status_code, time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(_Failure)
+    async def failure(_request: Request, exc: _Failure) -> JSONResponse:
+        metrics.error(f"http_{exc.status}")
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        return _error(exc.status, str(exc), headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        return _error(422, f"invalid request: {'.'.join(str(p) for p in first.get('loc', ()))} {first.get('msg', '')}")
+
+    @app.exception_handler(Exception)
+    async def bug(_request: Request, exc: Exception) -> JSONResponse:
+        metrics.error("internal")
+        return _error(500, f"internal error ({type(exc).__name__}); this is a bug in bfm-serve")
+
+    async def faces_of(blobs: list[tuple[str, bytes]], aligned: bool) -> list[Face | BfmError]:
+        """Decode and align on the worker pool, off the event loop; an image's failure stays its own."""
+        def work() -> list[Face | BfmError]:
+            images: list[np.ndarray | BfmError] = []
+            for name, data in blobs:
+                try:
+                    images.append(decode_image(data, name, limits))
+                except BfmError as exc:
+                    images.append(exc)
+            good = [image for image in images if not isinstance(image, BfmError)]
+            prepared = iter(state["verifier"].prepare_many(good, aligned=aligned))
+            faces = [image if isinstance(image, BfmError) else next(prepared) for image in images]
+            # the runtime saw arrays: say which upload an error is about
+            return [BfmError(f"{name}: {face}") if isinstance(face, BfmError) and not str(face).startswith(name)
+                    else face for (name, _), face in zip(blobs, faces)]
+
+        return await asyncio.get_running_loop().run_in_executor(state["pool"], work)
+
+    async def batched(call: Awaitable[list[Any]]) -> list[Any]:
+        try:
+            return await asyncio.wait_for(call, options.timeout_s)
+        except QueueFull:
+            raise _Failure(503, "busy: the batch queue is full, retry shortly") from None
+        except asyncio.TimeoutError:
+            raise _Failure(504, f"no answer within {options.timeout_s:g} s (--timeout-s)") from None
+
+    @app.post("/v1/verify")
+    async def verify(request: Request) -> dict[str, Any]:
+        fields, aligned = await _read_images(request, ("a", "b"))
+        a, b = await faces_of([fields["a"], fields["b"]], aligned)
+        for face in (a, b):
+            if isinstance(face, BfmError):
+                raise _Failure(422, str(face))
+        (result,) = await batched(state["batcher"].verify([(a, b)]))
+        return result.to_dict()  # type: ignore[no-any-return]
+
+    @app.post("/v1/verify/batch")
+    async def verify_batch(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        pairs = body.get("pairs")
+        if not isinstance(pairs, list) or not pairs or not all(isinstance(p, dict) for p in pairs):
+            raise _Failure(422, 'expected {"pairs": [{"a": base64, "b": base64}, ...]}')
+        if len(pairs) > options.max_pairs:
+            raise _Failure(413, f"{len(pairs)} pairs in one request; at most {options.max_pairs} (--max-pairs)")
+        blobs = [(f"pairs[{i}].{side}", _b64(p.get(side), f"pairs[{i}].{side}")) for i, p in enumerate(pairs)
+                 for side in ("a", "b")]
+        faces = await faces_of(blobs, bool(body.get("aligned", False)))
+        good = [(faces[2 * i], faces[2 * i + 1]) for i in range(len(pairs))
+                if not isinstance(faces[2 * i], BfmError) and not isinstance(faces[2 * i + 1], BfmError)]
+        scored = iter(await batched(state["batcher"].verify(good)) if good else [])
+        results = []
+        for i in range(len(pairs)):
+            error = next((f for f in faces[2 * i: 2 * i + 2] if isinstance(f, BfmError)), None)
+            results.append({"error": str(error)} if error is not None else next(scored).to_dict())
+        return {"results": results}
+
+    @app.post("/v1/embed")
+    async def embed(request: Request) -> dict[str, Any]:
+        blobs, aligned = await _read_image_list(request, options.max_pairs)
+        faces = await faces_of(blobs, aligned)
+        good = [f for f in faces if not isinstance(f, BfmError)]
+        embedded = iter(await batched(state["batcher"].embed(good)) if good else [])
+        return {"faces": [{"error": str(f)} if isinstance(f, BfmError) else next(embedded).to_dict() for f in faces]}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        if not state.get("ready"):
+            return _error(503, "not ready: loading the bundle")
+        verifier: Verifier = state["verifier"]
+        return JSONResponse({"status": "ready", "bundle": verifier.bundle.name, "backend": verifier.backend.name,
+                             "detector": verifier.detector_name})
+
+    @app.get("/metrics")
+    async def metrics_text() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return _BodyLimit(app, int(options.max_body_mb * 2**20))  # type: ignore[return-value]
+
+
+def _warm_up(verifier: Verifier) -> None:
+    crop = np.zeros((112, 112, 3), np.uint8)
+    verifier.score_pairs([(Face(crop), Face(crop))])
+    verifier.prepare_many([np.zeros((160, 160, 3), np.uint8)])  # loads the detector; no face is the answer
+
+
+def _bearer(header: str | None) -> str | None:
+    if header and header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return None
+
+
+def _b64(value: Any, name: str) -> bytes:
+    if not isinstance(value, str):
+        raise _Failure(422, f"{name}: expected a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _Failure(422, f"{name}: not valid base64") from None
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise _Failure(422, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _Failure(422, "expected a JSON object")
+    return body
+
+
+async def _read_images(request: Request, names: tuple[str, ...]) -> tuple[dict[str, tuple[str, bytes]], bool]:
+    """Named images from a multipart form (file fields) or a JSON object (base64 strings), and ``aligned``."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        found = {}
+        for name in names:
+            upload = form.get(name)
+            if not isinstance(upload, UploadFile):
+                raise _Failure(422, f"missing file field {name!r}")
+            found[name] = (upload.filename or name, await upload.read())
+        return found, str(form.get("aligned", "false")).lower() in ("1", "true", "yes")
+    body = await _json(request)
+    return {name: (name, _b64(body.get(name), name)) for name in names}, bool(body.get("aligned", False))
+
+
+async def _read_image_list(request: Request, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        uploads = [u for u in form.getlist("images") if isinstance(u, UploadFile)]
+        blobs = [(u.filename or f"images[{i}]", await u.read()) for i, u in enumerate(uploads)]
+        aligned = str(form.get("aligned", "false")).lower() in ("1", "true", "yes")
+    else:
+        body = await _json(request)
+        images = body.get("images")
+        if not isinstance(images, list):
+            raise _Failure(422, 'expected {"images": [base64, ...]}')
+        blobs = [(f"images[{i}]", _b64(v, f"images[{i}]")) for i, v in enumerate(images)]
+        aligned = bool(body.get("aligned", False))
+    if not blobs:
+        raise _Failure(422, "no images")
+    if len(blobs) > limit:
+        raise _Failure(413, f"{len(blobs)} images in one request; at most {limit} (--max-pairs)")
+    return blobs, aligned

@@ -1,0 +1,56 @@
+"""``bfm-serve``: the verification service (``bfm_deploy.serve``), on uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..cli_options import backend_option, bfm_command, bundle_option, detector_option, note, quiet_option
+from ..cli_support import one_line_errors
+from ..errors import BfmError
+
+
+@bfm_command()
+@bundle_option
+@backend_option()
+@detector_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (other than loopback: needs --api-key-file).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Keys, one a line (or sha256:<hex> of a key); requests to /v1/ then need X-API-Key or a Bearer token.")
+@click.option("--max-batch", type=click.IntRange(1, 1024), default=64, show_default=True, help="Faces per batch, across requests.")
+@click.option("--max-wait-ms", type=click.FloatRange(0, 1000), default=5.0, show_default=True,
+              help="How long a batch waits for more requests after its first.")
+@click.option("--queue-size", type=click.IntRange(1), default=256, show_default=True, help="Jobs waiting for a batch; beyond: 503.")
+@click.option("--timeout-s", type=click.FloatRange(0.1), default=30.0, show_default=True, help="Per request.")
+@click.option("--max-body-mb", type=click.FloatRange(0.01), default=32.0, show_default=True, help="Largest request body.")
+@click.option("--max-pairs", type=click.IntRange(1), default=64, show_default=True, help="Pairs per /v1/verify/batch, images per /v1/embed.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="Decoding and detection threads.")
+@quiet_option
+@one_line_errors
+def main(bundle: Path, backend: str, detector: str, host: str, port: int, api_key_file: Path | None, max_batch: int,
+         max_wait_ms: float, queue_size: int, timeout_s: float, max_body_mb: float, max_pairs: int, workers: int) -> None:
+    """Serve mask-routed face verification over HTTP (OpenAPI docs at /docs) with cross-request batching.
+
+    \b
+    bfm-serve --port 8000
+    curl -F a=@examples/zakayev_1.jpg -F b=@examples/zakayev_3.jpg http://127.0.0.1:8000/v1/verify
+    """
+    try:
+        import uvicorn
+
+        from .app import ServeOptions, create_app
+    except ImportError as exc:
+        raise BfmError(f"bfm-serve needs the serve extra: pip install 'bfm[serve]' ({exc})") from None
+    options = ServeOptions(bundle=bundle, backend=backend, detector=detector, host=host, port=port,
+                           max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size, timeout_s=timeout_s,
+                           max_body_mb=max_body_mb, max_pairs=max_pairs, workers=workers, api_key_file=api_key_file)
+    app = create_app(options)
+    note(f"bfm-serve on http://{host}:{port} (bundle {bundle}, docs at /docs)")
+    # uvicorn stops accepting on SIGTERM/SIGINT and lets the requests in flight finish before the app shuts down.
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=60)
+
+
+if __name__ == "__main__":
+    main()

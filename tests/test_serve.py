@@ -1,0 +1,212 @@
+"""bfm-serve as a client meets it: the real server in a subprocess on a loopback port, spoken to over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from bfm_deploy.datasets import read_lfw_pairs, read_mfr2_pairs  # noqa: E402
+from bfm_deploy.serve import Client  # noqa: E402
+from bfm_deploy.serve.client import ServiceError  # noqa: E402
+from bfm_deploy.verifier import Verifier  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "engines" / "demo"
+KEY = "test-key-7f3a"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, tmp: Path, *args: str) -> None:
+        keys = tmp / "keys.txt"
+        keys.write_text(f"# one key in clear, one as its digest\n{KEY}\nsha256:{'0' * 64}\n")
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"serve-{self.port}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bfm_deploy.serve.cli", "--bundle", str(DEMO), "--backend", "ort",
+             "--port", str(self.port), "--api-key-file", str(keys), *args],
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120
+        with Client(self.url) as client:
+            while True:
+                assert self.proc.poll() is None, self.log.read_text()
+                try:
+                    if client.ready()["status"] == "ready":
+                        break
+                except Exception:  # noqa: BLE001 - not listening yet
+                    pass
+                assert time.monotonic() < deadline, "server not ready in 120 s"
+                time.sleep(0.2)
+
+    def client(self, key: str | None = KEY) -> Client:
+        return Client(self.url, api_key=key)
+
+    def stop(self) -> bool:
+        """SIGTERM, then whether it shut down cleanly: no traceback, and uvicorn's exit by the signal it got
+        after a graceful shutdown (as systemd expects of a service) or 0."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=90)
+        return code in (0, -signal.SIGTERM) and "Traceback" not in self.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = Server(tmp_path_factory.mktemp("serve"), "--max-wait-ms", "30")
+    yield running
+    assert running.stop(), running.log.read_text()
+
+
+def _pairs(data_dir: Path) -> list[tuple[Path, Path]]:
+    lfw = read_lfw_pairs(data_dir / "lfw" / "pairs.txt", data_dir / "lfw" / "raw-fold1")
+    lfw = [p for p in lfw if p.left.is_file() and p.right.is_file()][:4]
+    mfr2 = read_mfr2_pairs(data_dir / "mfr2" / "pairs.txt", data_dir / "mfr2")[::106][:6]  # both kinds, masks
+    return [(p.left, p.right) for p in lfw + mfr2]
+
+
+def test_decisions_match_the_verifier_on_real_photos(server: Server, data_dir: Path) -> None:
+    pairs = _pairs(data_dir)
+    with Verifier(DEMO, backend="ort") as verifier:
+        expected = [r.to_dict() for r in verifier.verify_many(pairs)]
+    with server.client() as client:
+        one_by_one = [client.verify(a, b) for a, b in pairs]
+        batch = client.verify_batch(pairs)
+    assert {r["route"] for r in expected} == {"full", "partial"}  # both routes are exercised
+    for want, got, got_batch in zip(expected, one_by_one, batch):
+        for result in (got, got_batch):
+            assert (result["same"], result["route"], result["case"]) == (want["same"], want["route"], want["case"])
+            assert result["score"] == pytest.approx(want["score"], abs=1e-5)
+            assert result["threshold"] == want["threshold"]
+            assert result["mask_probability"] == pytest.approx(want["mask_probability"], abs=1e-5)
+
+
+def test_embed_routes_each_face_and_the_service_endpoints(server: Server, data_dir: Path) -> None:
+    photo = REPO / "examples" / "zakayev_1.jpg"
+    masked = REPO / "examples" / "zakayev_3_masked.jpg"
+    with Verifier(DEMO, backend="ort") as verifier:
+        want = verifier.embed([masked], route="partial")[0]
+    with server.client() as client:
+        faces = client.embed([photo, masked])
+        assert [f["route"] for f in faces] == ["full", "partial"]
+        assert np.dot(np.array(faces[1]["embedding"]), want) == pytest.approx(1.0, abs=1e-5)
+        assert faces[1]["mask_probability"] > 0.5 > faces[0]["mask_probability"]
+        assert client.ready()["bundle"] == "demo"
+        text = client.metrics()
+    assert 'bfm_requests_total{endpoint="/v1/embed",status="200"}' in text and "bfm_batch_faces_count" in text
+    import httpx
+
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "alive"}
+    assert httpx.get(f"{server.url}/docs").status_code == 200
+    assert "/v1/verify" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+
+
+def test_keys_limits_and_bad_images_are_one_line_errors(server: Server, tmp_path: Path) -> None:
+    good = REPO / "examples" / "zakayev_1.jpg"
+    with server.client(key=None) as anonymous, pytest.raises(ServiceError) as err:
+        anonymous.verify(good, good)
+    assert err.value.status == 401
+    with server.client(key="wrong") as wrong, pytest.raises(ServiceError) as err:
+        wrong.verify(good, good)
+    assert err.value.status == 401
+    blank = cv2.imencode(".png", np.full((200, 200, 3), 120, np.uint8))[1].tobytes()
+    cases = {
+        b"": "is empty (0 bytes)",
+        good.read_bytes()[:3000]: "truncated JPEG",
+        b"hello, I am text\n": "not an image format bfm decodes",
+        blank: "no face found",
+    }
+    with server.client() as client:
+        for data, message in cases.items():
+            with pytest.raises(ServiceError) as err:
+                client.verify(data, good)
+            assert err.value.status == 422 and message in str(err.value) and "\n" not in str(err.value)
+        with pytest.raises(ServiceError) as err:
+            client.verify(b"\xff" * (33 * 2**20), good)  # over the 32 MiB body limit
+        assert err.value.status == 413
+        results = client.verify_batch([(good, good), (blank, good)])
+        assert results[0]["same"] is True and "no face found" in results[1]["error"]
+
+
+def test_batches_form_across_concurrent_requests(server: Server) -> None:
+    before = _batch_count(server)
+    pairs = [(REPO / "examples" / "zakayev_1.jpg", REPO / "examples" / "zakayev_3.jpg")] * 16
+    answers: list[dict] = []
+
+    def one(a: Path, b: Path) -> None:
+        with server.client() as client:
+            answers.append(client.verify(a, b))
+
+    threads = [threading.Thread(target=one, args=pair) for pair in pairs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answers) == 16 and all(a["same"] for a in answers)
+    batches = _batch_count(server) - before
+    assert batches < 16, f"{batches} batches for 16 concurrent requests: no cross-request batching"
+
+
+def _batch_count(server: Server) -> int:
+    with server.client() as client:
+        line = next(l for l in client.metrics().splitlines() if l.startswith("bfm_batch_faces_count"))
+    return int(line.split()[-1])
+
+
+def test_a_full_queue_is_503_and_shutdown_finishes_requests_in_flight(tmp_path: Path, data_dir: Path) -> None:
+    crop = sorted((data_dir / "lfw" / "aligned112").glob("A*/*.jpg"))[0].read_bytes()  # aligned: no detection
+    busy = Server(tmp_path, "--queue-size", "1", "--max-batch", "2", "--max-wait-ms", "0", "--max-pairs", "64")
+    try:
+        statuses: list[int] = []
+
+        def one() -> None:
+            with busy.client() as client:
+                try:
+                    client.verify_batch([(crop, crop)] * 32, aligned=True)
+                    statuses.append(200)
+                except ServiceError as exc:
+                    statuses.append(exc.status)
+
+        threads = [threading.Thread(target=one) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert 503 in statuses and 200 in statuses, statuses
+        # A long request in flight when SIGTERM comes is answered, then the server exits cleanly.
+        done: list[int] = []
+
+        def long_one() -> None:
+            with busy.client() as client:
+                done.append(len(client.verify_batch([(crop, crop)] * 64, aligned=True)))
+
+        worker = threading.Thread(target=long_one)
+        worker.start()
+        time.sleep(0.3)
+        busy.proc.send_signal(signal.SIGTERM)
+        worker.join(timeout=90)
+        assert done == [64]
+        assert busy.stop(), busy.log.read_text()
+    finally:
+        if busy.proc.poll() is None:
+            os.kill(busy.proc.pid, signal.SIGKILL)
