@@ -278,3 +278,20 @@ def test_flops_json_schema_and_counts_agree(tmp_path):
     assert report["paper"]["classifier_flops"] == 70.7e6
     assert report["paper"]["classifier"]["claimed_over_macs"] == pytest.approx(10.06, abs=0.01)
     assert "tenth" in report["paper"]["classifier"]["finding"]
+
+
+def test_serve_load_runs_both_servers_and_the_offline_reference(data_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    demo = Path(__file__).resolve().parents[1] / "engines" / "demo"
+    out = tmp_path / "serve.json"
+    result = _run(["--serve", "--bundle", str(demo), "--data-dir", str(data_dir), "--concurrency", "1,3",
+                   "--requests", "9", "--json", str(out), "--plot", str(tmp_path / "serve.png"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert set(report["servers"]) == {"batched", "batch-1"} and report["offline_verify_many_pairs_per_s"] > 0
+    for levels in report["servers"].values():
+        assert [row["clients"] for row in levels] == [1, 3]
+        assert all(row["completed"] == 9 and row["errors"] == 0 and row["p99_ms"] >= row["p50_ms"] > 0 for row in levels)
+    assert set(report["ratios"]) == {f"batched_vs_{ref}_at_{c}" for ref in ("offline", "batch1") for c in (1, 3)}
+    assert (tmp_path / "serve.png").read_bytes().startswith(b"\x89PNG")
+    assert _run(["--serve", "--concurrency", "1,x"]).exit_code == 2

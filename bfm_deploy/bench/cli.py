@@ -19,6 +19,10 @@ from .sweep import QUICK, TimingConfig
 @bfm_command()
 @click.option("--flops", is_flag=True, help="Parameters, MACs and FLOPs of C, E_F, E_P vs the paper.")
 @click.option("--latency", "latency_mode", is_flag=True, help="Latency and throughput of a bundle.")
+@click.option("--serve", "serve_mode", is_flag=True, help="bfm-serve under load, batched and batch-1, beside offline verify_many.")
+@click.option("--concurrency", default=None, help="--serve: client counts, e.g. 1,4,16,64 (the default; --quick: 1,4).")
+@click.option("--requests", type=click.IntRange(8, 100000), default=None,
+              help="--serve: requests per level and server (default 192, --quick 32), each level at most 60 s.")
 @click.option("--backbone", default="r50", show_default=True, help="--flops: extractor architecture (r18, r34, r50, r100, mbf).")
 @bundle_option
 @backend_option(extra=("all",), help="--latency: backends to time (auto: trt and ort where a GPU is, else ort; all: every one).")
@@ -40,7 +44,7 @@ from .sweep import QUICK, TimingConfig
 @detector_option
 @quiet_option
 @one_line_errors
-def main(flops: bool, latency_mode: bool, backbone: str, bundle: Path, backend: str, batches: str | None, runs: int | None,
+def main(flops: bool, latency_mode: bool, serve_mode: bool, concurrency: str | None, requests: int | None, backbone: str, bundle: Path, backend: str, batches: str | None, runs: int | None,
          pairs: int | None, raw_pairs: int | None, masked_dir: Path | None, data_dir: Path, threads: int,
          quick: bool, json_out: str | None, plot_path: Path | None, detector: str) -> None:
     """Measure the cost claim of the paper (--flops) or the latency of a bundle (--latency).
@@ -48,9 +52,13 @@ def main(flops: bool, latency_mode: bool, backbone: str, bundle: Path, backend: 
     \b
     bfm-bench --flops --backbone r50 --json flops_r50.json
     bfm-bench --latency --bundle engines/demo --quick --json latency.json --plot latency.png
+    bfm-bench --serve --json serve.json --plot serve.png
     """
-    if flops == latency_mode:
-        raise BfmError("choose what to measure: --flops or --latency (one of them)")
+    if flops + latency_mode + serve_mode != 1:
+        raise BfmError("choose what to measure: --flops, --latency or --serve (one of them)")
+    if serve_mode:
+        _serve(bundle, data_dir, backend, concurrency, requests, quick, json_out, plot_path)
+        return
     if flops:
         if plot_path is not None:
             raise BfmError("--plot applies to --latency only")
@@ -91,4 +99,25 @@ def main(flops: bool, latency_mode: bool, backbone: str, bundle: Path, backend: 
         plot_sweep(report["sweep"], plot_path,
                    f"bundle {report['bundle']['name']} on {m['cpu_model']} ({m['logical_cpus']} CPUs), "
                    f"onnxruntime {m['onnxruntime']}, load {m['load_average_start']}")
+        note(f"wrote {plot_path}")
+
+
+def _serve(bundle: Path, data_dir: Path, backend: str, concurrency: str | None, requests: int | None, quick: bool,
+           json_out: str | None, plot_path: Path | None) -> None:
+    from .serve_load import LEVELS, ServeLoadOptions, format_serve_table, plot_serve, run_serve_load
+
+    try:
+        levels = tuple(int(v) for v in concurrency.split(",")) if concurrency else ((1, 4) if quick else LEVELS)
+    except ValueError:
+        raise BfmError(f"--concurrency must be comma-separated counts, got {concurrency!r}") from None
+    if not levels or min(levels) < 1 or max(levels) > 256:
+        raise BfmError("--concurrency counts must be in 1..256")
+    options = ServeLoadOptions(bundle=bundle, data_dir=data_dir, backend="ort" if backend == "auto" else backend,
+                               levels=levels, requests=requests or (32 if quick else 192),
+                               seconds=20.0 if quick else 60.0)
+    report = run_serve_load(options)
+    click.echo(format_serve_table(report), err=json_out == "-")
+    emit_json(json_out, report)
+    if plot_path is not None:
+        plot_serve(report, plot_path)
         note(f"wrote {plot_path}")
