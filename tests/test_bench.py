@@ -241,8 +241,8 @@ def test_quick_latency_writes_json_and_png(tiny_bundle, data_dir, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        ([], "--flops or --latency"),
-        (["--flops", "--latency"], "--flops or --latency"),
+        ([], "--flops, --latency or --serve"),
+        (["--flops", "--latency"], "--flops, --latency or --serve"),
         (["--latency", "--backend", "tensorflow"], "Invalid value for '--backend'"),
         (["--latency", "--batches", "1,x"], "--batches"),
         (["--latency", "--batches", "0,4"], "--batches"),
