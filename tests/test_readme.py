@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", REPO / "examples" / "README.md"]
 
 NOT_RUN = {
-    'pip install torch==2.13.0 && pip install -e ".[train,dev,serve]"': "the setup itself: .ci/run runs it",
+    'pip install torch==2.13.0 && pip install -e ".[train,dev,serve,ray]"': "the setup itself: .ci/run runs it",
     "python -m pytest -q": "this test suite",
     "pip install . ./packaging/bfm-demo-bundle": "tests/test_install.py installs both into a new environment",
     "cd /tmp && bfm-verify photo1.jpg photo2.jpg": "placeholders; tests/test_install.py runs bfm-verify from outside the repo",
@@ -31,6 +31,9 @@ NOT_RUN = {
     "bfm-serve --port 8000": "a server that runs until stopped: tests/test_serve.py starts it on a free port",
     "curl -F a=@examples/zakayev_1.jpg -F b=@examples/zakayev_3_masked.jpg http://127.0.0.1:8000/v1/verify":
         "talks to that server: tests/test_serve.py sends the same multipart request",
+    "bfm-serve --ray --replicas 2 --port 8000": "runs until stopped: tests/test_serve.py starts it with two replicas",
+    "serve run bfm_deploy.serve.ray_app:build_app replicas=2 bundle=engines/demo":
+        "Ray's CLI for the same application as bfm-serve --ray, which tests/test_serve.py runs",
 }
 # Appended to every command of a tool: the smallest run that still goes through the whole command.
 QUICK = {
@@ -56,7 +59,7 @@ def readme_commands() -> list[str]:
                     i += 1
                     text = text.rstrip()[:-1].rstrip() + " " + lines[i].strip()
                 text = re.sub(r"\s+#.*$", "", text).strip()  # a trailing comment (none of ours holds a quoted #)
-                if re.match(r"(bfm-|python |pip |torchrun |cd |bash |curl )", text):
+                if re.match(r"(bfm-|python |pip |torchrun |cd |bash |curl |serve )", text):
                     commands.append(text)
             i += 1
     return commands

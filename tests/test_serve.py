@@ -210,3 +210,39 @@ def test_a_full_queue_is_503_and_shutdown_finishes_requests_in_flight(tmp_path: 
     finally:
         if busy.proc.poll() is None:
             os.kill(busy.proc.pid, signal.SIGKILL)
+
+
+def test_ray_serve_two_replicas_answer_as_the_verifier(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    ray_server = Server(tmp_path, "--ray", "--replicas", "2")
+    try:
+        replicas: set[int] = set()
+        deadline = time.monotonic() + 60  # the second replica may still be loading its bundle
+
+        def ask() -> None:
+            with ray_server.client() as c:
+                replicas.add(c.ready()["pid"])
+
+        while len(replicas) < 2 and time.monotonic() < deadline:
+            threads = [threading.Thread(target=ask) for _ in range(8)]  # concurrent calls spread over replicas
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        with ray_server.client() as client:
+            pairs = [(REPO / "examples" / "zakayev_1.jpg", REPO / "examples" / name)
+                     for name in ("zakayev_3.jpg", "zakayev_3_masked.jpg", "pacheco_1.jpg")]
+            got = [client.verify(a, b) for a, b in pairs]
+        with Verifier(DEMO, backend="ort") as verifier:
+            want = [r.to_dict() for r in verifier.verify_many(pairs)]
+        assert len(replicas) == 2, replicas  # Ray spread the calls over both replicas
+        for g, w in zip(got, want):
+            assert (g["same"], g["route"], g["case"]) == (w["same"], w["route"], w["case"])
+            assert g["score"] == pytest.approx(w["score"], abs=1e-5)
+        with ray_server.client(key=None) as anonymous, pytest.raises(ServiceError) as err:
+            anonymous.verify(*pairs[0])
+        assert err.value.status == 401
+    finally:
+        ray_server.proc.send_signal(signal.SIGTERM)
+        code = ray_server.proc.wait(timeout=120)
+    assert code in (0, 15, -signal.SIGTERM), ray_server.log.read_text()[-2000:]

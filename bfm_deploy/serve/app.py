@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -247,13 +248,14 @@ def create_app(options: ServeOptions) -> FastAPI:
             return _error(503, "not ready: loading the bundle")
         verifier: Verifier = state["verifier"]
         return JSONResponse({"status": "ready", "bundle": verifier.bundle.name, "backend": verifier.backend.name,
-                             "detector": verifier.detector_name})
+                             "detector": verifier.detector_name, "pid": os.getpid()})  # pid: which replica
 
     @app.get("/metrics")
     async def metrics_text() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    return _BodyLimit(app, int(options.max_body_mb * 2**20))  # type: ignore[return-value]
+    app.add_middleware(_BodyLimit, limit=int(options.max_body_mb * 2**20))  # outermost: before any parsing
+    return app
 
 
 def _warm_up(verifier: Verifier) -> None:

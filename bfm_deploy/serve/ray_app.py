@@ -1,0 +1,69 @@
+"""bfm-serve on Ray Serve: the same FastAPI application, one ``Verifier`` and ``Batcher`` per replica.
+
+Each replica batches the requests it receives across callers (the role ``@serve.batch`` plays in a plain Ray
+Serve deployment; here it is the service's own batcher, so both ways of running batch alike). Ray spreads
+requests over the replicas, on one machine or on a cluster.
+
+    bfm-serve --ray --replicas 2 --port 8000                                   # a local Ray instance
+    serve run bfm_deploy.serve.ray_app:build_app replicas=2 bundle=engines/demo  # Ray's own CLI
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .app import ServeOptions, create_app
+
+
+def deployment(options: ServeOptions, replicas: int) -> Any:
+    """The bound Ray Serve application (``serve.run`` it)."""
+    from ray import serve
+
+    @serve.deployment(name="bfm", num_replicas=replicas, ray_actor_options={"num_cpus": 0})
+    @serve.ingress(create_app(options))
+    class BfmReplica:
+        """A replica: the app's lifespan loads the bundle and starts its batcher."""
+
+    return BfmReplica.bind()
+
+
+def build_app(args: dict[str, str]) -> Any:
+    """Application builder for ``serve run bfm_deploy.serve.ray_app:build_app key=value ...``: the keys are
+    ServeOptions fields (bundle, backend, detector, max_batch, max_wait_ms, ..., api_key_file) and replicas."""
+    fields = list(ServeOptions.__dataclass_fields__)
+    values: dict[str, Any] = {}
+    for key, text in args.items():
+        if key == "replicas":
+            continue
+        if key not in fields:
+            raise ValueError(f"unknown option {key!r}; one of replicas, {', '.join(fields)}")
+        default = getattr(ServeOptions(), key)
+        # numbers and names by their default's type; the two paths (bundle, api_key_file) as paths
+        values[key] = type(default)(text) if isinstance(default, (int, float, str)) else Path(text)
+    return deployment(ServeOptions(**values), int(args.get("replicas", "1")))
+
+
+def run(options: ServeOptions, replicas: int) -> None:
+    """``bfm-serve --ray``: join the Ray cluster of ``$RAY_ADDRESS`` or start a local one, serve until SIGTERM or
+    Ctrl-C, then shut the application down (its replicas finish what they hold)."""
+    import os
+    import signal
+    import threading
+
+    import ray
+    from ray import serve
+
+    ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    serve.start(http_options={"host": options.host, "port": options.port})
+    serve.run(deployment(options, replicas), name="bfm", route_prefix="/")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # after ray.init, which installs handlers of its own
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):  # a timed wait, so that a handler runs promptly in this thread
+            pass
+    finally:  # Ray's own SIGTERM handler may end the wait with SystemExit: shut down all the same
+        serve.shutdown()
+        ray.shutdown()
