@@ -311,15 +311,15 @@ class Verifier:
         tensor = self._tensor([face.crop for face in faces])
         probs = mask_probability(self.backend.infer("classifier", tensor))
         masked = is_masked(probs, self.mask_threshold)
-        members = {route: [i for i, m in enumerate(masked) if (route == "partial") == bool(m)] for route in ("full", "partial")}
+        routes: list[Route] = ["partial" if m else "full" for m in masked]
+        members = {route: [i for i, r in enumerate(routes) if r == route] for route in ("full", "partial")}
         outputs = self.backend.infer_concurrent({route: tensor[idx] for route, idx in members.items() if idx})
         embeddings: dict[int, np.ndarray] = {}
         for route, idx in members.items():
             if idx:
-                for i, row in zip(idx, l2_normalise(outputs[route])):
-                    embeddings[i] = row
-        return [EmbedResult(route="partial" if masked[i] else "full", mask_probability=float(probs[i]),
-                            embedding=embeddings[i], note=face.note) for i, face in enumerate(faces)]
+                embeddings.update(zip(idx, l2_normalise(outputs[route])))
+        return [EmbedResult(route=routes[i], mask_probability=float(probs[i]), embedding=embeddings[i], note=face.note)
+                for i, face in enumerate(faces)]
 
     def close(self) -> None:
         if self._aligner is not None:

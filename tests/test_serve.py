@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +19,7 @@ pytest.importorskip("httpx")
 from bfm_deploy.datasets import read_lfw_pairs, read_mfr2_pairs  # noqa: E402
 from bfm_deploy.serve import Client  # noqa: E402
 from bfm_deploy.serve.client import ServiceError  # noqa: E402
+from bfm_deploy.serve.process import ServerProcess  # noqa: E402
 from bfm_deploy.verifier import Verifier  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,53 +27,30 @@ DEMO = REPO / "engines" / "demo"
 KEY = "test-key-7f3a"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Server(ServerProcess):
+    """The demo bundle on ort behind an API-key file (one key in clear, one as its digest), logged to a file."""
 
-
-class Server:
     def __init__(self, tmp: Path, *args: str) -> None:
         keys = tmp / "keys.txt"
         keys.write_text(f"# one key in clear, one as its digest\n{KEY}\nsha256:{'0' * 64}\n")
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp / f"serve-{self.port}.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bfm_deploy.serve.cli", "--bundle", str(DEMO), "--backend", "ort",
-             "--port", str(self.port), "--api-key-file", str(keys), *args],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 120
-        with Client(self.url) as client:
-            while True:
-                assert self.proc.poll() is None, self.log.read_text()
-                try:
-                    if client.ready()["status"] == "ready":
-                        break
-                except Exception:  # noqa: BLE001 - not listening yet
-                    pass
-                assert time.monotonic() < deadline, "server not ready in 120 s"
-                time.sleep(0.2)
+        self.log_file = tmp / "serve.log"
+        super().__init__(DEMO, "ort", ("--api-key-file", str(keys), *args), log=self.log_file)
 
-    def client(self, key: str | None = KEY) -> Client:
+    def client(self, key: str | None = KEY) -> Client:  # type: ignore[override]
         return Client(self.url, api_key=key)
 
-    def stop(self) -> bool:
-        """SIGTERM, then whether it shut down cleanly: no traceback, and uvicorn's exit by the signal it got
-        after a graceful shutdown (as systemd expects of a service) or 0."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=90)
-        return code in (0, -signal.SIGTERM) and "Traceback" not in self.log.read_text()
+    def stopped_cleanly(self) -> bool:
+        """After SIGTERM: no traceback, and uvicorn's exit by the signal it got after a graceful shutdown (as
+        systemd expects of a service) or 0."""
+        code = self.stop()
+        return code in (0, -signal.SIGTERM) and "Traceback" not in self.log_file.read_text()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running = Server(tmp_path_factory.mktemp("serve"), "--max-wait-ms", "30")
     yield running
-    assert running.stop(), running.log.read_text()
+    assert running.stopped_cleanly(), running.log_file.read_text()
 
 
 def _pairs(data_dir: Path) -> list[tuple[Path, Path]]:
@@ -206,7 +181,7 @@ def test_a_full_queue_is_503_and_shutdown_finishes_requests_in_flight(tmp_path: 
         busy.proc.send_signal(signal.SIGTERM)
         worker.join(timeout=90)
         assert done == [64]
-        assert busy.stop(), busy.log.read_text()
+        assert busy.stopped_cleanly(), busy.log_file.read_text()
     finally:
         if busy.proc.poll() is None:
             os.kill(busy.proc.pid, signal.SIGKILL)
@@ -243,6 +218,5 @@ def test_ray_serve_two_replicas_answer_as_the_verifier(tmp_path: Path) -> None:
             anonymous.verify(*pairs[0])
         assert err.value.status == 401
     finally:
-        ray_server.proc.send_signal(signal.SIGTERM)
-        code = ray_server.proc.wait(timeout=120)
-    assert code in (0, 15, -signal.SIGTERM), ray_server.log.read_text()[-2000:]
+        code = ray_server.stop(timeout_s=120)
+    assert code in (0, 15, -signal.SIGTERM), ray_server.log_file.read_text()[-2000:]

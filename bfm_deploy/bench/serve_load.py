@@ -10,10 +10,7 @@ only and every loop is bounded in count and time.
 
 from __future__ import annotations
 
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -40,41 +37,6 @@ class ServeLoadOptions:
     seconds: float = 60.0  # per level and server, at most
     pairs: int = 64  # distinct LFW pairs the requests cycle through
     offline_runs: int = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Server:
-    def __init__(self, options: ServeLoadOptions, extra: tuple[str, ...]) -> None:
-        from ..serve.client import Client
-
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bfm_deploy.serve.cli", "--bundle", str(options.bundle), "--backend",
-             options.backend, "--port", str(self.port), "--queue-size", "1024", "--quiet", *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        deadline = time.monotonic() + 120
-        with Client(self.url) as client:
-            while True:
-                if self.proc.poll() is not None:
-                    raise BfmError(f"bfm-serve did not start: {self.proc.stderr.read().strip()[-300:] if self.proc.stderr else ''}")
-                try:
-                    client.ready()
-                    return
-                except Exception:  # noqa: BLE001 - not listening yet
-                    if time.monotonic() > deadline:
-                        raise BfmError("bfm-serve was not ready within 120 s") from None
-                    time.sleep(0.2)
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=60)
 
 
 def _load(url: str, pairs: list[tuple[bytes, bytes]], clients: int, requests: int, seconds: float) -> dict[str, Any]:
@@ -118,6 +80,7 @@ def _load(url: str, pairs: list[tuple[bytes, bytes]], clients: int, requests: in
 
 
 def run_serve_load(options: ServeLoadOptions) -> dict[str, Any]:
+    from ..serve.process import ServerProcess
     from ..verifier import Verifier
 
     lfw = read_lfw_pairs(options.data_dir / "lfw" / "pairs.txt", options.data_dir / "lfw" / "aligned112")
@@ -137,12 +100,12 @@ def run_serve_load(options: ServeLoadOptions) -> dict[str, Any]:
     offline = round(statistics.median(rates), 2)
     servers: dict[str, list[dict[str, Any]]] = {}
     for name, extra in SERVERS.items():
-        server = _Server(options, extra)
+        server = ServerProcess(options.bundle, options.backend, ("--queue-size", "1024", "--quiet", *extra))
         try:
             _load(server.url, pairs, 1, 8, options.seconds)  # warm-up
             servers[name] = [_load(server.url, pairs, level, options.requests, options.seconds) for level in options.levels]
         finally:
-            server.close()
+            server.stop()
     batched = {row["clients"]: row for row in servers["batched"]}
     single = {row["clients"]: row for row in servers["batch-1"]}
     ratios = {

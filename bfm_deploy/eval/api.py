@@ -98,6 +98,7 @@ def run_landmarks(options: EvalOptions) -> dict[str, Any]:
     from ..detect import open_detector
     from .landmarks import LandmarkSet, landmark_errors, read_reference
 
+    options.check()
     bundle = options.bundle if options.bundle is not None or options.compare else default_bundle()
     loaded = Bundle.load(parse_spec("bundle", bundle).bundle) if bundle else None
     opened = open_detector(options.detector, loaded)

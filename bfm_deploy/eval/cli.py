@@ -103,7 +103,6 @@ def main(dataset: str | None, data_dir: Path, pairs_file: Path | None, detect: b
         detect=detect, folds=folds, pairs_per_fold=pairs_per_fold, backend=backend, batch_size=batch_size,
         detector=detector, seed=seed, mask_templates=mask_templates, cache_dir=cache_dir, photos=photos,
     )
-    options.check()
     to_stdout = json_out == "-"  # the JSON is the output then: the table and notes go to stderr
     if options.dataset == "landmarks":
         report = run_landmarks(options)

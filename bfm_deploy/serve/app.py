@@ -180,15 +180,15 @@ def create_app(options: ServeOptions) -> FastAPI:
             images: list[np.ndarray | BfmError] = []
             for name, data in blobs:
                 try:
-                    images.append(decode_image(data, name, limits))
+                    images.append(decode_image(data, name, limits))  # its errors name the upload already
                 except BfmError as exc:
                     images.append(exc)
-            good = [image for image in images if not isinstance(image, BfmError)]
-            prepared = iter(state["verifier"].prepare_many(good, aligned=aligned))
-            faces = [image if isinstance(image, BfmError) else next(prepared) for image in images]
-            # the runtime saw arrays: say which upload an error is about
-            return [BfmError(f"{name}: {face}") if isinstance(face, BfmError) and not str(face).startswith(name)
-                    else face for (name, _), face in zip(blobs, faces)]
+            good = [(name, image) for (name, _), image in zip(blobs, images) if not isinstance(image, BfmError)]
+            # the aligner sees arrays, so its errors ("no face found") get the upload's name here
+            aligned_faces = state["verifier"].prepare_many([image for _, image in good], aligned=aligned)
+            prepared = iter(BfmError(f"{name}: {face}") if isinstance(face, BfmError) else face
+                            for (name, _), face in zip(good, aligned_faces))
+            return [image if isinstance(image, BfmError) else next(prepared) for image in images]
 
         return await asyncio.get_running_loop().run_in_executor(state["pool"], work)
 
