@@ -85,10 +85,31 @@ class OneLineCommand(click.Command):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
-        try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.ClickException as exc:
-            fail(exc.format_message())
-        except click.Abort:
-            fail("aborted")
-        sys.exit(code if isinstance(code, int) else 0)
+        _run_one_line(super().main, args, prog_name, complete_var, **extra)
+
+
+def _run_one_line(click_main: Callable[..., Any], *args: Any, **extra: Any) -> None:
+    try:
+        code = click_main(*args, standalone_mode=False, **extra)
+    except click.ClickException as exc:
+        fail(exc.format_message())
+    except click.Abort:
+        fail("aborted")
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+class OneLineGroup(click.Group):
+    """A tool of subcommands (``bfm-gallery enroll``) with ``OneLineCommand``'s one-line usage errors; its
+    subcommands are ``OneLineCommand`` too."""
+
+    command_class = OneLineCommand
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        _run_one_line(super().main, args, prog_name, complete_var, **extra)

@@ -32,6 +32,8 @@ JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 JPEG_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xDA)])
 JPEG_SOS = 0xDA
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what folder-walking tools (bfm-mask, bfm-gallery --folder) pick up
+
 
 @dataclass(frozen=True)
 class ImageLimits:

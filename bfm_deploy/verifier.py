@@ -65,6 +65,18 @@ class EmbedResult:
 
 
 @dataclass(frozen=True)
+class FaceFeatures:
+    """A face as a gallery keeps it: its mask state and both extractors' L2-normalised embeddings, so that
+    it can be matched on either route (``bfm_deploy.gallery``)."""
+
+    mask_probability: float
+    masked: bool
+    full: np.ndarray
+    partial: np.ndarray
+    note: str | None = None
+
+
+@dataclass(frozen=True)
 class PairError:
     """Stands in for the result of a pair that could not be verified (``verify_many(errors="collect")``)."""
 
@@ -320,6 +332,20 @@ class Verifier:
                 embeddings.update(zip(idx, l2_normalise(outputs[route])))
         return [EmbedResult(route=routes[i], mask_probability=float(probs[i]), embedding=embeddings[i], note=face.note)
                 for i, face in enumerate(faces)]
+
+    def features(self, faces: Sequence[Face]) -> list[FaceFeatures]:
+        """Each aligned face's mask probability and both embeddings (E_F and E_P), a batch at a time."""
+        result: list[FaceFeatures] = []
+        for start in range(0, len(faces), self.batch_size):
+            chunk = faces[start : start + self.batch_size]
+            tensor = self._tensor([face.crop for face in chunk])
+            probs = mask_probability(self.backend.infer("classifier", tensor))
+            masked = is_masked(probs, self.mask_threshold)
+            outputs = self.backend.infer_concurrent({"full": tensor, "partial": tensor})
+            full, partial = l2_normalise(outputs["full"]), l2_normalise(outputs["partial"])
+            result.extend(FaceFeatures(float(probs[i]), bool(masked[i]), full[i], partial[i], face.note)
+                          for i, face in enumerate(chunk))
+        return result
 
     def close(self) -> None:
         if self._aligner is not None:

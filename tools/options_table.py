@@ -21,7 +21,8 @@ BEGIN, END = "<!-- options:begin (tools/options_table.py --write) -->", "<!-- op
 
 
 def tools() -> dict[str, click.Command]:
-    """Every console script of setup.cfg, by name, in the order listed there."""
+    """Every console script of setup.cfg, by name, in the order listed there (a group's subcommands as
+    ``tool sub``)."""
     parser = configparser.ConfigParser()
     parser.read(REPO / "setup.cfg")
     commands: dict[str, click.Command] = {}
@@ -30,7 +31,11 @@ def tools() -> dict[str, click.Command]:
         module, attr = target.split(":")
         if module == "bfm_train.entry":  # a launcher that checks the training extras first
             module, attr = importlib.import_module(module).MODULES[name], "main"
-        commands[name] = getattr(importlib.import_module(module), attr)
+        command = getattr(importlib.import_module(module), attr)
+        if isinstance(command, click.Group):  # bfm-gallery: each subcommand is a tool of its own here
+            commands.update({f"{name} {sub}": cmd for sub, cmd in command.commands.items()})
+        else:
+            commands[name] = command
     return commands
 
 

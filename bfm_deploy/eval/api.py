@@ -19,7 +19,7 @@ from .report import to_json
 from .run import ModelFactory, evaluate, load_bundles
 from .scoring import FaceModel
 
-DATASETS = ("lfw", "masked-lfw", "mfr2", "pairs", "landmarks")
+DATASETS = ("lfw", "masked-lfw", "mfr2", "pairs", "landmarks", "lfw-identification")
 DEFAULT_SEED = 0
 
 
@@ -134,12 +134,35 @@ def _base_set(dataset: str, data_dir: Path, pairs_file: Path | None, detect: boo
 
 def _masked_lfw(base: protocols.EvalSet, data_dir: Path, seed: int, use_templates: bool,
                 cache_dir: Path | None) -> list[protocols.EvalSet]:
-    from .masked_lfw import MaskedImageCache, MaskSettings, masked_lfw_sets
+    from .masked_lfw import masked_lfw_sets
+
+    return masked_lfw_sets(base, _mask_cache(data_dir, seed, use_templates, cache_dir))
+
+
+def _mask_cache(data_dir: Path, seed: int, use_templates: bool, cache_dir: Path | None) -> Any:
+    from .masked_lfw import MaskedImageCache, MaskSettings
 
     root = cache_dir or Path("work_dirs") / "cache" / f"masked-lfw-seed{seed}"
     templates = data_dir / "masktheface"  # masks.cfg beside templates/, MaskTheFace's layout
     settings = MaskSettings(seed, templates if use_templates and (templates / "masks.cfg").is_file() else None)
-    return masked_lfw_sets(base, MaskedImageCache(root, data_dir / "lfw" / "aligned112", settings))
+    return MaskedImageCache(root, data_dir / "lfw" / "aligned112", settings)
+
+
+def run_identification(options: EvalOptions, max_probes_per_identity: int = 10) -> dict[str, Any]:
+    """Open-set identification on LFW (``dataset lfw-identification``; protocol in ``eval.identification``)."""
+    from ..verifier import Verifier
+    from .identification import evaluate_identification, lfw_identification
+
+    options.check()
+    if options.compare:
+        raise BfmError("lfw-identification compares its own methods (routed, E_F alone, E_P alone): drop --compare")
+    bundle = Bundle.load(parse_spec("bundle", options.bundle or default_bundle()).bundle)
+    folds = [f + 1 for f in parse_fold_spec(options.folds or "6-10", 10)]
+    protocol = lfw_identification(options.data_dir, folds, max_probes_per_identity)
+    images = sorted({p for _, p in protocol.gallery} | {p for _, p in protocol.mated} | set(protocol.non_mated))
+    masked = _mask_cache(options.data_dir, options.seed, options.mask_templates, options.cache_dir).ensure(images)
+    with Verifier(bundle, backend=options.backend, batch_size=max(2, options.batch_size)) as verifier:
+        return evaluate_identification(verifier, protocol, masked)
 
 
 def _notes(evalsets: list[protocols.EvalSet], fold_spec: str | None) -> list[str]:

@@ -10,7 +10,9 @@ from ..cli_options import (BUNDLE_HELP, backend_option, bfm_command, data_dir_op
                            json_option, note, plot_option, quiet_option)
 from ..cli_support import one_line_errors
 from ..errors import BfmError
-from .api import DATASETS, DEFAULT_SEED, EvalOptions, run_eval, run_landmarks
+from .api import DATASETS, DEFAULT_SEED, EvalOptions, run_eval, run_identification, run_landmarks
+from .identification import table as identification_table
+from .identification import write_det_plot
 from .report import table, write_plot
 
 
@@ -111,6 +113,14 @@ def main(dataset: str | None, data_dir: Path, pairs_file: Path | None, detect: b
                    f"median {report['median_inter_ocular']:.4f} of the inter-ocular distance; "
                    f"{report['median_px_after_mean_offset']:.2f} px after removing the mean offset per point", err=to_stdout)
         emit_json(json_out, report)
+        return
+    if options.dataset == "lfw-identification":
+        report = run_identification(options)
+        click.echo(identification_table(report), err=to_stdout)
+        emit_json(json_out, report)
+        if plot_path is not None:
+            write_det_plot(plot_path, report)
+            note(f"wrote {plot_path}")
         return
     run = run_eval(options)
     click.echo(table(run.results), err=to_stdout)

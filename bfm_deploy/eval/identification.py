@@ -1,0 +1,186 @@
+"""Open-set 1:N identification on LFW (``bfm-eval --dataset lfw-identification``), with balanced matching.
+
+Protocol (LFW folds 6-10 by default, the test folds; every identity there appears in no other fold):
+- **gallery**: of each identity of those folds with two or more images, its first image (by file name);
+- **mated probes**: that identity's other images, at most ``max_probes_per_identity`` (the first by name,
+  so George W Bush's 529 photos do not outweigh everyone else);
+- **non-mated probes**: the first image of each identity of those folds with exactly one image (never enrolled).
+
+Three conditions: unmasked gallery and probes; masked probes (each probe's synthetic masked twin, from the
+masked-LFW cache) against the unmasked gallery; a masked gallery (the enrolled images masked) with unmasked
+probes. Three methods on the same faces: routed (the mask classifier decides each face's state and the
+gallery matches the paper's way), E_F alone (Baseline 1: every face treated as unmasked) and E_P alone (every
+face treated as masked). Metrics on each probe's best candidate: rank-1 accuracy over the mated probes; FPIR
+(non-mated probes whose best margin reaches t) and FNIR (mated probes whose best candidate is wrong or below t)
+over every t, which give the DET curve and TPIR = 1 - FNIR at FPIR 1%; and FPIR/TPIR at margin 0, the
+operating point ``bfm-gallery identify`` uses by default.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..bundle import Bundle
+from ..datasets import lfw_identities_in_folds, read_lfw_pairs
+from ..errors import BfmError
+from ..gallery import Gallery
+from ..progress import progress
+from ..verifier import Face, FaceFeatures, Verifier
+from .protocols import load_aligned, require_file
+
+CONDITIONS = ("unmasked probes", "masked probes", "masked gallery")
+METHODS = ("routed", "E_F alone", "E_P alone")
+TARGET_FPIR = 0.01
+
+
+@dataclass(frozen=True)
+class IdentificationProtocol:
+    gallery: list[tuple[str, Path]]
+    mated: list[tuple[str, Path]]
+    non_mated: list[Path]
+    folds: list[int]  # 1-based
+
+
+def lfw_identification(data_dir: Path, folds: Sequence[int] = (6, 7, 8, 9, 10),
+                       max_probes_per_identity: int = 10) -> IdentificationProtocol:
+    root = data_dir / "lfw"
+    images = root / "aligned112"
+    pairs = read_lfw_pairs(require_file(root / "pairs.txt", "LFW pairs file"), images)
+    names = sorted(lfw_identities_in_folds(pairs, {f - 1 for f in folds}))
+    gallery, mated, non_mated = [], [], []
+    for name in names:
+        files = sorted((images / name).glob("*.jpg"))
+        if len(files) >= 2:
+            gallery.append((name, files[0]))
+            mated.extend((name, f) for f in files[1 : 1 + max_probes_per_identity])
+        elif files:
+            non_mated.append(files[0])
+    if not gallery or not non_mated:
+        raise BfmError(f"{root}: folds {list(folds)} give no gallery or no non-mated probes")
+    return IdentificationProtocol(gallery, mated, non_mated, list(folds))
+
+
+def det_curve(mated_margin: np.ndarray, mated_correct: np.ndarray, non_mated_margin: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds, FPIR, FNIR) at every distinct best-candidate margin."""
+    thresholds = np.unique(np.concatenate([mated_margin, non_mated_margin, [np.inf]]))
+    non_sorted = np.sort(non_mated_margin)
+    fpir = 1.0 - np.searchsorted(non_sorted, thresholds, side="left") / len(non_sorted)
+    hits = np.sort(mated_margin[mated_correct])
+    tpir = (len(hits) - np.searchsorted(hits, thresholds, side="left")) / len(mated_margin)
+    return thresholds, fpir, 1.0 - tpir
+
+
+def tpir_at_fpir(mated_margin: np.ndarray, mated_correct: np.ndarray, non_mated_margin: np.ndarray,
+                 target: float = TARGET_FPIR) -> tuple[float, float]:
+    """TPIR at the lowest threshold whose FPIR is at most ``target``, and that threshold."""
+    thresholds, fpir, fnir = det_curve(mated_margin, mated_correct, non_mated_margin)
+    ok = np.flatnonzero(fpir <= target)
+    i = ok[0]  # thresholds ascend, FPIR descends: the first within target is the lowest threshold
+    return float(1.0 - fnir[i]), float(thresholds[i])
+
+
+def _forced(features: list[FaceFeatures], masked: bool | None) -> list[FaceFeatures]:
+    return features if masked is None else [replace(f, masked=masked) for f in features]
+
+
+def _search(bundle: Bundle, gallery_names: list[str], gallery: list[FaceFeatures], probes: list[FaceFeatures]) -> tuple[list[str], np.ndarray]:
+    with tempfile.TemporaryDirectory(prefix="bfm-identification-") as tmp, Gallery.open(tmp, bundle, create=True) as g:
+        for name, face in zip(gallery_names, gallery):
+            g.add(name, [face])
+        best = [g.identify(p, top_k=1).candidates[0] for p in probes]
+    return [c.identity for c in best], np.array([c.margin for c in best], np.float32)
+
+
+def evaluate_identification(verifier: Verifier, protocol: IdentificationProtocol, masked_path: dict[Path, Path]) -> dict[str, Any]:
+    """Every condition x method on ``protocol``; ``masked_path`` maps an LFW image to its masked twin (images the
+    masker refused are left out of the conditions that need their twin)."""
+    needed = [p for _, p in protocol.gallery] + [p for _, p in protocol.mated] + protocol.non_mated
+    features: dict[Path, FaceFeatures] = {}
+    masked_features: dict[Path, FaceFeatures] = {}
+    for source, store in ((lambda p: p, features), (lambda p: masked_path.get(p), masked_features)):
+        todo = [p for p in needed if source(p) is not None]
+        for start in progress(range(0, len(todo), 256), desc="embedding faces", unit="batch"):
+            chunk = todo[start : start + 256]
+            faces = [Face(load_aligned(source(p))) for p in chunk]
+            store.update(zip(chunk, verifier.features(faces)))
+    results: dict[str, Any] = {}
+    for condition in CONDITIONS:
+        gallery_feats = masked_features if condition == "masked gallery" else features
+        probe_feats = masked_features if condition == "masked probes" else features
+        usable = lambda p, feats: p in feats  # noqa: E731
+        gallery = [(n, p) for n, p in protocol.gallery if usable(p, gallery_feats)]
+        names = {n for n, _ in gallery}
+        mated = [(n, p) for n, p in protocol.mated if usable(p, probe_feats) and n in names]
+        non_mated = [p for p in protocol.non_mated if usable(p, probe_feats)]
+        results[condition] = {"gallery": len(gallery), "mated_probes": len(mated), "non_mated_probes": len(non_mated),
+                              "methods": {}}
+        for method, force in zip(METHODS, (None, False, True)):
+            probes = _forced([probe_feats[p] for _, p in mated] + [probe_feats[p] for p in non_mated], force)
+            got, margin = _search(verifier.bundle, [n for n, _ in gallery],
+                                  _forced([gallery_feats[p] for _, p in gallery], force), probes)
+            correct = np.array([g == n for g, (n, _) in zip(got, mated)], bool)
+            mated_margin, non_margin = margin[: len(mated)], margin[len(mated):]
+            tpir, threshold = tpir_at_fpir(mated_margin, correct, non_margin)
+            _, fpir_curve, fnir_curve = det_curve(mated_margin, correct, non_margin)
+            results[condition]["methods"][method] = {
+                "rank1": float(correct.mean()),
+                "tpir_at_fpir_1pct": tpir, "margin_at_fpir_1pct": threshold,
+                "at_margin_0": {"fpir": float((non_margin >= 0).mean()),
+                                "tpir": float((correct & (mated_margin >= 0)).mean())},
+                "probes_masked": int(sum(p.masked for p in probes)) if force is None else None,
+                "det": _det_points(fpir_curve, fnir_curve),
+            }
+    return {"dataset": "lfw-identification", "folds": protocol.folds, "bundle": verifier.bundle.name,
+            "conditions": results}
+
+
+def _det_points(fpir: np.ndarray, fnir: np.ndarray, points: int = 200) -> dict[str, list[float]]:
+    """The DET curve at about ``points`` thresholds spread evenly in log FPIR (the JSON stays small)."""
+    keep = np.unique(np.searchsorted(-fpir, -np.geomspace(1.0, 1e-4, points)).clip(0, len(fpir) - 1))
+    return {"fpir": [round(float(v), 6) for v in fpir[keep]], "fnir": [round(float(v), 6) for v in fnir[keep]]}
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = ["| condition | method | rank-1 | TPIR @ FPIR 1% | FPIR / TPIR @ margin 0 |", "|---|---|---:|---:|---:|"]
+    for condition, result in report["conditions"].items():
+        for method, m in result["methods"].items():
+            lines.append(f"| {condition} | {method} | {100 * m['rank1']:.2f} | {100 * m['tpir_at_fpir_1pct']:.2f} | "
+                         f"{100 * m['at_margin_0']['fpir']:.2f} / {100 * m['at_margin_0']['tpir']:.2f} |")
+    return "\n".join(lines)
+
+
+def write_det_plot(path: Path, report: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..atomic import atomic_path
+
+    conditions = report["conditions"]
+    fig, axes = plt.subplots(1, len(conditions), figsize=(5 * len(conditions), 4.2), squeeze=False)
+    for axis, (condition, result) in zip(axes[0], conditions.items()):
+        for method, m in result["methods"].items():
+            fpir, fnir = np.array(m["det"]["fpir"]), np.array(m["det"]["fnir"])
+            keep = fpir > 0
+            axis.plot(fpir[keep], np.maximum(fnir[keep], 1e-4), label=f"{method} (TPIR {100 * m['tpir_at_fpir_1pct']:.1f}%)")
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.axvline(TARGET_FPIR, color="grey", lw=0.7, ls="--")
+        axis.set_xlabel("FPIR")
+        axis.set_ylabel("FNIR")
+        axis.set_title(f"{condition}: {result['gallery']} enrolled, {result['mated_probes']}+{result['non_mated_probes']} probes",
+                       fontsize=9)
+        axis.legend(fontsize=8)
+        axis.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"LFW open-set identification, folds {report['folds']}, bundle {report['bundle']}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,198 @@
+"""``bfm-gallery``: enrol people, identify faces among them (1:N, balanced matching), and manage the gallery.
+
+    bfm-gallery enroll people alice alice1.jpg alice2.jpg     # creates the gallery "people" if needed
+    bfm-gallery enroll people --folder lfw_subset/            # one identity per sub-folder
+    bfm-gallery identify people probe.jpg --top-k 3
+    bfm-gallery list people; bfm-gallery remove people alice
+    bfm-gallery export people people.npz; bfm-gallery import other people.npz
+
+``identify`` exits 0 when every probe was identified, 1 when any is unknown, 2 on an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..cli_options import backend_option, bundle_option, detector_option, emit_json, json_option, note, quiet_option
+from ..cli_support import OneLineGroup, one_line_errors
+from ..errors import BfmError
+from ..images import IMAGE_SUFFIXES
+from ..verifier import FaceFeatures, Verifier
+from .gallery import Gallery
+
+EXIT_ALL_IDENTIFIED, EXIT_SOME_UNKNOWN = 0, 1
+
+gallery_argument = click.argument("gallery", type=click.Path(file_okay=False, path_type=Path))
+
+
+def _features(verifier: Verifier, images: list[Path], aligned: bool) -> list[FaceFeatures]:
+    faces = []
+    for face in verifier.prepare_many(images, aligned):
+        if isinstance(face, BfmError):
+            raise face  # names the image: nothing of this enrolment is stored
+        faces.append(face)
+    return verifier.features(faces)
+
+
+def _folder_identities(folder: Path) -> list[tuple[str, list[Path]]]:
+    if not folder.is_dir():
+        raise BfmError(f"--folder {folder}: not a folder")
+    people = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        images = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if images:
+            people.append((sub.name, images))
+    if not people:
+        raise BfmError(f"--folder {folder}: no sub-folders with images (one sub-folder per identity)")
+    return people
+
+
+SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(cls=OneLineGroup, context_settings=SETTINGS)
+def main() -> None:
+    """Enrol faces and identify probes among them, a masked face always matched on E_P."""
+
+
+def command(name: str | None = None) -> Any:
+    return main.command(name=name, context_settings=SETTINGS)
+
+
+@command()
+@gallery_argument
+@click.argument("identity", required=False)
+@click.argument("images", nargs=-1, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--folder", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Enrol every sub-folder of FOLDER as an identity (its name) with its images.")
+@click.option("--extend", is_flag=True, help="Add faces to an identity that is already enrolled.")
+@click.option("--aligned", is_flag=True, help="The images are aligned 112x112 crops (no detection).")
+@bundle_option
+@backend_option()
+@detector_option
+@json_option
+@quiet_option
+@one_line_errors
+def enroll(gallery: Path, identity: str | None, images: tuple[Path, ...], folder: Path | None, extend: bool,
+           aligned: bool, bundle: Path, backend: str, detector: str, json_out: str | None) -> None:
+    """Enrol IDENTITY with its IMAGES (each face keeps both embeddings and its mask state)."""
+    if folder is not None:
+        if identity is not None or images:
+            raise BfmError("give either IDENTITY IMAGES... or --folder, not both")
+        people = _folder_identities(folder)
+    else:
+        if identity is None or not images:
+            raise BfmError("enroll needs IDENTITY and at least one image (or --folder DIR)")
+        people = [(identity, list(images))]
+    enrolled: list[dict[str, Any]] = []
+    with Verifier(bundle, backend=backend, detector=detector) as verifier, \
+            Gallery.open(gallery, verifier.bundle, create=True) as store:
+        for name, paths in people:
+            features = _features(verifier, paths, aligned)
+            ids = store.add(name, features, [p.name for p in paths], extend=extend)
+            masked = sum(f.masked for f in features)
+            enrolled.append({"identity": name, "face_ids": ids, "masked": masked})
+            note(f"enrolled {name}: {len(ids)} face(s), {masked} masked")
+        total = len(store)
+    emit_json(json_out, {"gallery": str(gallery), "enrolled": enrolled, "faces": total})
+
+
+@command()
+@gallery_argument
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Candidates per probe.")
+@click.option("--margin", type=float, default=0.0, show_default=True,
+              help="Open-set threshold on the margin over the matched route's threshold; below it: unknown.")
+@click.option("--aligned", is_flag=True, help="The images are aligned 112x112 crops (no detection).")
+@bundle_option
+@backend_option()
+@detector_option
+@json_option
+@quiet_option
+@one_line_errors
+def identify(gallery: Path, images: tuple[Path, ...], top_k: int, margin: float, aligned: bool, bundle: Path,
+             backend: str, detector: str, json_out: str | None) -> None:
+    """Who is in each of IMAGES? The best identity (or unknown) and the top-k candidates."""
+    with Verifier(bundle, backend=backend, detector=detector) as verifier, \
+            Gallery.open(gallery, verifier.bundle) as store:
+        probes = _features(verifier, list(images), aligned)
+        results = [store.identify(probe, top_k=top_k, margin=margin, note=probe.note) for probe in probes]
+    records = []
+    for path, result in zip(images, results):
+        records.append({"image": str(path), **result.to_dict()})
+        if json_out is None:
+            best = result.candidates[0] if result.candidates else None
+            said = result.identity if result.identity is not None else "unknown"
+            detail = f" (best {best.identity}: margin {best.margin:+.4f}, score {best.score:.4f} on {best.route})" if best else " (empty gallery)"
+            click.echo(f"{path}: {said}{detail}{', masked' if result.masked else ''}")
+    emit_json(json_out, {"gallery": str(gallery), "margin": margin, "probes": records})
+    raise SystemExit(EXIT_ALL_IDENTIFIED if all(r.identity is not None for r in results) else EXIT_SOME_UNKNOWN)
+
+
+@command()
+@gallery_argument
+@click.argument("identity")
+@bundle_option
+@quiet_option
+@one_line_errors
+def remove(gallery: Path, identity: str, bundle: Path) -> None:
+    """Remove every face of IDENTITY."""
+    from ..bundle import Bundle
+
+    with Gallery.open(gallery, Bundle.load(bundle)) as store:
+        removed = store.remove(identity)
+    note(f"removed {identity}: {removed} face(s)")
+
+
+@command("list")
+@gallery_argument
+@bundle_option
+@json_option
+@quiet_option
+@one_line_errors
+def list_(gallery: Path, bundle: Path, json_out: str | None) -> None:
+    """The enrolled identities, with their face and masked-face counts."""
+    from ..bundle import Bundle
+
+    with Gallery.open(gallery, Bundle.load(bundle)) as store:
+        people = store.identities()
+    if json_out is None:
+        for name, faces, masked in people:
+            click.echo(f"{name}\t{faces} face(s)\t{masked} masked")
+    emit_json(json_out, {"gallery": str(gallery), "identities": [
+        {"identity": name, "faces": faces, "masked": masked} for name, faces, masked in people]})
+
+
+@command()
+@gallery_argument
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@bundle_option
+@quiet_option
+@one_line_errors
+def export(gallery: Path, file: Path, bundle: Path) -> None:
+    """Write every face (embeddings, mask states, names) to FILE (.npz)."""
+    from ..bundle import Bundle
+
+    if file.suffix != ".npz":
+        raise BfmError(f"{file}: an export is a .npz file")
+    with Gallery.open(gallery, Bundle.load(bundle)) as store:
+        count = store.export(file)
+    note(f"wrote {file}: {count} face(s)")
+
+
+@command("import")
+@gallery_argument
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@bundle_option
+@quiet_option
+@one_line_errors
+def import_(gallery: Path, file: Path, bundle: Path) -> None:
+    """Add the faces of an exported FILE (.npz) to GALLERY (created if needed)."""
+    from ..bundle import Bundle
+
+    with Gallery.open(gallery, Bundle.load(bundle), create=True) as store:
+        count = store.import_(file)
+    note(f"imported {count} face(s) into {gallery}")
