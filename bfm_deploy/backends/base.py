@@ -10,7 +10,9 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from ..contract import FACE_MEAN, FACE_STD
 from ..errors import BfmError
+from ..tensor import preprocess, to_nchw
 
 from ..contract import NETWORKS as NETWORKS, Network as Network  # re-exported: the backend API's names
 
@@ -28,6 +30,23 @@ class Backend(ABC):
         """Run the bundle's detector (``detector.onnx``) on a letterboxed NCHW float32 batch; its outputs in
         the manifest's order."""
         raise BfmError(f"the {self.name} backend has no detector: the bundle has no detector.onnx")
+
+    def infer_crops(self, network: Network, crops: np.ndarray, mean: float = FACE_MEAN,
+                    std: float = FACE_STD) -> np.ndarray:
+        """``infer`` on aligned BGR uint8 crops (N x H x W x 3), normalised as ``bfm_deploy.tensor.preprocess``
+        does. Here on the host; the torch backend on CUDA uploads the uint8 bytes and normalises on the GPU."""
+        return self.infer(network, preprocess(list(crops), mean, std))
+
+    def infer_concurrent_crops(self, jobs: dict[Network, np.ndarray], mean: float = FACE_MEAN,
+                               std: float = FACE_STD) -> dict[Network, np.ndarray]:
+        """``infer_concurrent`` on aligned BGR uint8 crops (see ``infer_crops``)."""
+        return self.infer_concurrent({n: preprocess(list(c), mean, std) for n, c in jobs.items() if len(c)})
+
+    def detect_canvases(self, canvases: np.ndarray, mean: float, std: float,
+                        reverse_channels: bool) -> list[np.ndarray]:
+        """``detect`` on letterboxed uint8 canvases (N x S x S x 3, BGR), normalised as
+        ``bfm_deploy.tensor.to_nchw`` does (on the GPU by the torch backend on CUDA)."""
+        return self.detect(to_nchw(list(canvases), mean, std, reverse_channels))
 
     def infer_concurrent(self, jobs: dict[Network, np.ndarray]) -> dict[Network, np.ndarray]:
         """Run several networks on their own batches, overlapping them where the backend can.

@@ -83,7 +83,8 @@ def open_detector(choice: str, bundle: Bundle | None = None, backend: Backend | 
                                "or choose --detector scrfd|yunet|mtcnn")
             return MtcnnDetector()
         if backend is not None:
-            return NetworkDetector(spec, backend.detect, name=f"bundle:{spec.architecture}")
+            return NetworkDetector(spec, backend.detect, name=f"bundle:{spec.architecture}",
+                                   run_canvases=backend.detect_canvases)
         runner = OnnxRunner(spec.file, spec.input_name, spec.output_names, threads)
         return NetworkDetector(spec, runner, name=f"bundle:{spec.architecture}")
     if choice == "mtcnn":

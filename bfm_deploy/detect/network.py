@@ -23,6 +23,9 @@ from .scrfd import decode_scrfd
 from .spec import DetectorSpec
 
 Runner = Callable[[np.ndarray], list[np.ndarray]]
+# Runs the graph on uint8 canvases (N x S x S x 3, BGR), given the normalisation: (canvases, mean, std,
+# reverse_channels) -> outputs; a backend's detect_canvases, which may normalise on the GPU.
+CanvasRunner = Callable[[np.ndarray, float, float, bool], list[np.ndarray]]
 
 
 def letterbox(bgr: np.ndarray, size: int) -> tuple[np.ndarray, float]:
@@ -40,12 +43,14 @@ def letterbox(bgr: np.ndarray, size: int) -> tuple[np.ndarray, float]:
 class NetworkDetector:
     """Finds faces and five landmarks in BGR uint8 images, a batch of up to ``max_batch`` per graph call."""
 
-    def __init__(self, spec: DetectorSpec, run: Runner, max_batch: int = 32, name: str | None = None) -> None:
+    def __init__(self, spec: DetectorSpec, run: Runner, max_batch: int = 32, name: str | None = None,
+                 run_canvases: CanvasRunner | None = None) -> None:
         if max_batch < 1:
             raise BfmError(f"detector max_batch must be at least 1, got {max_batch}")
         self.spec = spec
         self.name = name or spec.architecture
         self._run = run
+        self._run_canvases = run_canvases
         self.max_batch = max_batch
 
     def detect(self, bgr: np.ndarray) -> list[Face]:
@@ -66,7 +71,11 @@ class NetworkDetector:
         for bgr in images:
             check_bgr(bgr)
         boxed = [letterbox(bgr, self.spec.input_size) for bgr in images]
-        outputs = self._run(self.blob([canvas for canvas, _ in boxed]))
+        if self._run_canvases is not None:
+            outputs = self._run_canvases(np.stack([canvas for canvas, _ in boxed]), self.spec.mean, self.spec.std,
+                                         self.spec.channel_order == "RGB")
+        else:
+            outputs = self._run(self.blob([canvas for canvas, _ in boxed]))
         if len(outputs) != len(self.spec.output_names):
             raise BfmError(f"detector returned {len(outputs)} outputs, its spec names {len(self.spec.output_names)}")
         return [self._faces([out[i] for out in outputs], scale) for i, (_, scale) in enumerate(boxed)]
