@@ -130,3 +130,20 @@ def detector_option(func: F) -> F:
 
     return click.option("--detector", default="auto", show_default=True, metavar="NAME|PATH", callback=check,
                         help=DETECTOR_HELP)(func)
+
+
+def fpir_option(func: F) -> F:
+    """``--fpir RATE``: the false positive identification rate an open-set threshold is set at (bfm-eval's
+    identification protocol, ``bfm-gallery calibrate``)."""
+    return click.option("--fpir", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
+                        show_default=True, metavar="RATE",
+                        help="Target false positive identification rate (non-enrolled probes called someone).")(func)
+
+
+def open_set_report_option(func: F) -> F:
+    """``--open-set REPORT.json``: per-route open-set thresholds from a ``bfm-eval --dataset lfw-identification``
+    report of training folds (``bfm_deploy.eval.identification.open_set_thresholds``)."""
+    return click.option("--open-set", "open_set_report", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                        default=None, metavar="REPORT.json",
+                        help="Open-set thresholds from a bfm-eval --dataset lfw-identification --folds 1-5 --json "
+                             "report (training identities; its target FPIR).")(func)

@@ -95,11 +95,14 @@ def test_kill_9_during_enrolment_loses_at_most_the_face_being_enrolled(tmp_path:
         import sys, numpy as np
         from bfm_deploy.bundle import Bundle
         from bfm_deploy.gallery import FaceFeatures, Gallery
-        g = Gallery.open({str(folder)!r}, Bundle.load({str(DEMO)!r}), create=True)
+        g = Gallery.open({str(folder)!r}, Bundle.load({str(DEMO)!r}), create=True, exact_limit=20)
         rng = np.random.default_rng(0)
         for i in range(100000):
             v = rng.standard_normal((2, 512)).astype(np.float32)
             g.add(f"p{{i}}", [FaceFeatures(0.2, False, v[0], v[1]), FaceFeatures(0.8, True, v[1], v[0])])
+            if i % 7 == 0:  # the IVF index (past 20 templates) is searched and saved as enrolment goes on
+                g.identify(FaceFeatures(0.2, False, v[0], v[1]))
+                g.save_index()
             print(i, flush=True)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -111,11 +114,17 @@ def test_kill_9_during_enrolment_loses_at_most_the_face_being_enrolled(tmp_path:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert done >= 30
-    with Gallery.open(folder, Bundle.load(DEMO)) as gallery:
+    done = max([done, *(int(line) for line in proc.stdout.read().split())])  # what it printed before dying
+    with Gallery.open(folder, Bundle.load(DEMO), exact_limit=20) as gallery:
         people = gallery.identities()
         # every enrolment that returned is there, at most the one in progress beyond it, and each is whole
         assert done + 1 <= len(people) <= done + 2
         assert all(faces == 2 and masked == 1 for _, faces, masked in people)
+        assert gallery.index_kinds()["full_unmasked"] == "ivf"
+        rng = np.random.default_rng(0)
+        for i in range(len(people)):  # the index (saved some enrolments back, caught up) finds every face
+            v = rng.standard_normal((2, 512)).astype(np.float32)
+            assert gallery.identify(FaceFeatures(0.2, False, v[0], v[1]), margin=0.5).identity == f"p{i}"
 
 
 def test_bad_input_gets_one_line_errors_and_loses_nothing(tmp_path: Path, demo: Bundle) -> None:
@@ -214,3 +223,116 @@ def test_lfw_identification_protocol_and_evaluation_on_a_few_identities(data_dir
     unmasked = results["unmasked probes"]["methods"]
     assert unmasked["E_F alone"]["rank1"] >= 0.8 and unmasked["routed"]["rank1"] >= 0.8
     assert results["masked probes"]["methods"]["E_F alone"] == unmasked["E_F alone"]
+
+
+def clustered(n_people: int, per_person: int, seed: int = 0, noise: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic embeddings with identity structure: unit vectors around one random centre per person."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_people, SIZE)).astype(np.float32)
+    faces = np.repeat(centres, per_person, axis=0) + noise * rng.standard_normal((n_people * per_person, SIZE)).astype(np.float32)
+    return centres, faces / np.linalg.norm(faces, axis=1, keepdims=True)
+
+
+def test_ivf_index_above_the_exact_limit_persists_catches_up_and_survives_corruption(tmp_path: Path, demo: Bundle) -> None:
+    centres, faces = clustered(400, 2)
+    folder = tmp_path / "g"
+    with Gallery.open(folder, demo, create=True, exact_limit=300) as gallery:
+        for i in range(400):  # 800 unmasked faces; E_P = E_F here, enough for the structure under test
+            gallery.add(f"p{i}", [face(faces[2 * i], faces[2 * i], False), face(faces[2 * i + 1], faces[2 * i + 1], False)])
+        assert gallery.index_kinds() == {"full_unmasked": "ivf", "partial_unmasked": "ivf", "partial_masked": "exact"}
+        probes = [face(c, c, False) for c in centres[:50]]
+        assert [gallery.identify(p).identity for p in probes] == [f"p{i}" for i in range(50)]
+    files = sorted(p.name for p in (folder / "index").iterdir())
+    assert "index.json" in files and len([f for f in files if f.endswith(".faiss")]) == 2
+    # another writer (no index loaded) removes and enrols; the saved index catches up on the next open
+    with Gallery.open(folder, demo) as writer:
+        writer.remove("p0")
+        writer.add("late", [face(centres[0], centres[0], False)])  # it never searched: its close saves no index
+    with Gallery.open(folder, demo, exact_limit=300) as gallery:
+        assert gallery.index_kinds()["full_unmasked"] == "ivf" and not gallery.notes
+        assert gallery.identify(probes[0]).identity == "late"
+        assert "p0" not in {c.identity for c in gallery.identify(probes[0], top_k=20).candidates}
+    # a damaged index file: rebuilt from the database, with a note, and no face lost
+    for index_file in (folder / "index").glob("*.faiss"):
+        index_file.write_bytes(b"\0garbage" * 50)
+    with Gallery.open(folder, demo, exact_limit=300) as gallery:
+        assert gallery.identify(probes[1]).identity == "p1"
+        assert len(gallery.notes) == 1 and "rebuilt from the database, nothing lost" in gallery.notes[0]
+        assert len(gallery) == 800 - 2 + 1
+    (folder / "index" / "index.json").write_text("{not json")
+    with Gallery.open(folder, demo, exact_limit=300) as gallery:
+        assert gallery.identify(probes[2]).identity == "p2" and gallery.notes
+
+
+def test_open_set_thresholds_per_route_decide_unknown_and_rank(tmp_path: Path, demo: Bundle) -> None:
+    from bfm_deploy.eval.identification import open_set_thresholds
+
+    methods = lambda ef, ep: {"E_F alone": {"margin_at_target": ef}, "E_P alone": {"margin_at_target": ep}}  # noqa: E731
+    report = {"folds": [1, 2, 3, 4, 5], "bundle": "demo", "target_fpir": 0.01, "open_set": None, "conditions": {
+        "unmasked probes": {"gallery": 900, "methods": methods(0.10, 0.5)},
+        "masked probes": {"gallery": 900, "methods": methods(0.3, 0.15)},
+        "masked gallery": {"gallery": 900, "methods": methods(0.3, 0.20)}}}
+    thresholds = open_set_thresholds(report)
+    assert (thresholds["full"], thresholds["partial"]) == (0.10, 0.20)  # E_F from unmasked; E_P the larger
+    with pytest.raises(BfmError, match="test folds"):
+        open_set_thresholds({**report, "folds": [5, 6]})
+    t_full, t_part = demo.threshold("full"), demo.threshold("partial")
+    with Gallery.open(tmp_path / "g", demo, create=True) as gallery:
+        gallery.add("bare", [face(axis(0), axis(1), masked=False)])
+        gallery.add("masked", [face(axis(2), axis(3), masked=True)])
+        # an unmasked probe with margin 0.15 on E_F (bare) and 0.17 on E_P (masked)
+        probe = FaceFeatures(0.1, False, axis(0) * (t_full + 0.15) + axis(9) * np.sqrt(1 - (t_full + 0.15) ** 2),
+                             axis(3) * (t_part + 0.17) + axis(8) * np.sqrt(1 - (t_part + 0.17) ** 2))
+        assert gallery.identify(probe).identity == "masked"  # uncalibrated: the larger margin wins
+        gallery.set_open_set(thresholds["full"], thresholds["partial"], 0.01, "test")
+        result = gallery.identify(probe)  # 0.15 - 0.10 over E_F's threshold beats 0.17 - 0.20 on E_P
+        assert result.identity == "bare" and result.candidates[0].over_open_set == pytest.approx(0.05, abs=1e-5)
+        assert result.candidates[1].over_open_set == pytest.approx(-0.03, abs=1e-5)
+        gallery.remove("bare")
+        assert gallery.identify(probe).identity is None  # masked's 0.17 is under E_P's 0.20
+        assert gallery.identify(probe, margin=0.1).identity == "masked"  # --margin: one threshold for both
+    with Gallery.open(tmp_path / "g", demo) as gallery:
+        assert gallery.open_set()["partial"] == 0.20
+
+
+@pytest.fixture(scope="module")
+def postgres() -> object:
+    from pg_server import CannotStart, postgres_with_pgvector
+
+    try:
+        with postgres_with_pgvector() as dsn:
+            yield dsn
+    except CannotStart as exc:
+        pytest.skip(f"no PostgreSQL server with pgvector could start here: {exc}")
+
+
+def test_pgvector_and_embedded_stores_return_the_same_top_k(tmp_path: Path, demo: Bundle, postgres: str) -> None:
+    centres, faces = clustered(150, 2, seed=1)
+    rng = np.random.default_rng(2)
+    masked = rng.random(len(faces)) < 0.3
+    partial = clustered(150, 2, seed=3)[1]
+    with Gallery.open(tmp_path / "g", demo, create=True) as embedded, Gallery.open(postgres, demo, create=True) as pg:
+        for gallery in (embedded, pg):
+            for i in range(150):
+                gallery.add(f"p{i}", [FaceFeatures(0.9 if masked[j] else 0.1, bool(masked[j]), faces[j], partial[j])
+                                      for j in (2 * i, 2 * i + 1)])
+            gallery.set_open_set(0.05, 0.1, 0.01, "test")
+        assert pg.index_kinds() == dict.fromkeys(pg.index_kinds(), "pgvector")
+        probes = [FaceFeatures(0.1, False, c, p) for c, p in zip(centres[:20], partial[:40:2])]
+        probes += [FaceFeatures(0.9, True, c, p) for c, p in zip(centres[20:40], partial[40:80:2])]
+        for probe in probes:
+            a, b = embedded.identify(probe, top_k=5), pg.identify(probe, top_k=5)
+            assert [(c.identity, c.route, c.face_id) for c in a.candidates] == \
+                   [(c.identity, c.route, c.face_id) for c in b.candidates]
+            assert [c.score for c in a.candidates] == pytest.approx([c.score for c in b.candidates], abs=1e-5)
+            assert a.identity == b.identity
+        # the shared gallery: a second connection (another replica) sees an enrolment and a removal at once
+        with Gallery.open(postgres, demo) as replica:
+            replica.remove("p0")
+            with pytest.raises(BfmError, match="already enrolled"):
+                replica.add("p1", [FaceFeatures(0.1, False, faces[0], partial[0])])
+        assert "p0" not in {c.identity for c in pg.identify(probes[0], top_k=10).candidates}
+        assert len(pg) == len(embedded) - 2 and pg.open_set()["partial"] == 0.1
+        with pytest.raises(BfmError, match="512 values"):
+            pg.add("q", [FaceFeatures(0.1, False, np.ones(128, np.float32), np.ones(512, np.float32))])
+        assert [n for n, _, _ in pg.identities()] == [n for n, _, _ in embedded.identities() if n != "p0"]

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", REPO / "examples" / "README.md"]
 
 NOT_RUN = {
-    'pip install torch==2.13.0 && pip install -e ".[train,dev,serve,ray]"': "the setup itself: .ci/run runs it",
+    'pip install torch==2.13.0 && pip install -e ".[train,dev,serve,ray,gallery]"': "the setup itself: .ci/run runs it",
     "python -m pytest -q": "this test suite",
     "pip install . ./packaging/bfm-demo-bundle": "tests/test_install.py installs both into a new environment",
     "cd /tmp && bfm-verify photo1.jpg photo2.jpg": "placeholders; tests/test_install.py runs bfm-verify from outside the repo",

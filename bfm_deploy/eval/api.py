@@ -148,8 +148,10 @@ def _mask_cache(data_dir: Path, seed: int, use_templates: bool, cache_dir: Path 
     return MaskedImageCache(root, data_dir / "lfw" / "aligned112", settings)
 
 
-def run_identification(options: EvalOptions, max_probes_per_identity: int = 10) -> dict[str, Any]:
-    """Open-set identification on LFW (``dataset lfw-identification``; protocol in ``eval.identification``)."""
+def run_identification(options: EvalOptions, max_probes_per_identity: int = 10, target_fpir: float = 0.01,
+                       open_set: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Open-set identification on LFW (``dataset lfw-identification``; protocol in ``eval.identification``);
+    ``open_set``: per-route thresholds calibrated on training folds (``open_set_thresholds``)."""
     from ..verifier import Verifier
     from .identification import evaluate_identification, lfw_identification
 
@@ -162,7 +164,7 @@ def run_identification(options: EvalOptions, max_probes_per_identity: int = 10) 
     images = sorted({p for _, p in protocol.gallery} | {p for _, p in protocol.mated} | set(protocol.non_mated))
     masked = _mask_cache(options.data_dir, options.seed, options.mask_templates, options.cache_dir).ensure(images)
     with Verifier(bundle, backend=options.backend, batch_size=max(2, options.batch_size)) as verifier:
-        return evaluate_identification(verifier, protocol, masked)
+        return evaluate_identification(verifier, protocol, masked, target_fpir, open_set)
 
 
 def _notes(evalsets: list[protocols.EvalSet], fold_spec: str | None) -> list[str]:

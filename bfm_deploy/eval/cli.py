@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..cli_options import (BUNDLE_HELP, backend_option, bfm_command, data_dir_option, detector_option, emit_json,
+from ..cli_options import (BUNDLE_HELP, backend_option, bfm_command, data_dir_option, fpir_option, open_set_report_option, detector_option, emit_json,
                            json_option, note, plot_option, quiet_option)
 from ..cli_support import one_line_errors
 from ..errors import BfmError
@@ -88,15 +88,17 @@ Example:
               help="masked-lfw: mix in MaskTheFace templates from DATA_DIR/masktheface when present.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="masked-lfw: where masked images are kept (default work_dirs/cache/masked-lfw-seed<SEED>).")
+@fpir_option
+@open_set_report_option
 @json_option
-@plot_option(help="ROC curves and per-route score histograms (PNG).")
+@plot_option(help="ROC curves and per-route score histograms (PNG); lfw-identification: DET curves.")
 @quiet_option
 @click.argument("more_compare", nargs=-1, metavar="[NAME=SPEC]...")
 @one_line_errors
 def main(dataset: str | None, data_dir: Path, pairs_file: Path | None, detect: bool, bundle: str | None,
          compare: tuple[str, ...], more_compare: tuple[str, ...], folds: str | None, pairs_per_fold: int | None, backend: str, batch_size: int, detector: str,
-         photos: Path | None, seed: int, mask_templates: bool, cache_dir: Path | None, json_out: str | None,
-         plot_path: Path | None) -> None:
+         photos: Path | None, seed: int, mask_templates: bool, cache_dir: Path | None, fpir: float,
+         open_set_report: Path | None, json_out: str | None, plot_path: Path | None) -> None:
     # click options take one value each; the paper-style '--compare A=x B=y C=z' leaves B and C as arguments.
     if more_compare and not compare:
         raise BfmError(f"unexpected argument {more_compare[0]!r} (methods to compare follow --compare)")
@@ -105,6 +107,8 @@ def main(dataset: str | None, data_dir: Path, pairs_file: Path | None, detect: b
         detect=detect, folds=folds, pairs_per_fold=pairs_per_fold, backend=backend, batch_size=batch_size,
         detector=detector, seed=seed, mask_templates=mask_templates, cache_dir=cache_dir, photos=photos,
     )
+    if open_set_report is not None and options.dataset != "lfw-identification":
+        raise BfmError("--open-set is for --dataset lfw-identification")
     to_stdout = json_out == "-"  # the JSON is the output then: the table and notes go to stderr
     if options.dataset == "landmarks":
         report = run_landmarks(options)
@@ -115,7 +119,10 @@ def main(dataset: str | None, data_dir: Path, pairs_file: Path | None, detect: b
         emit_json(json_out, report)
         return
     if options.dataset == "lfw-identification":
-        report = run_identification(options)
+        from .identification import open_set_thresholds, read_report
+
+        open_set = open_set_thresholds(read_report(open_set_report)) if open_set_report is not None else None
+        report = run_identification(options, target_fpir=fpir, open_set=open_set)
         click.echo(identification_table(report), err=to_stdout)
         emit_json(json_out, report)
         if plot_path is not None:

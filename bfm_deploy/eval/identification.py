@@ -37,6 +37,7 @@ from .protocols import load_aligned, require_file
 CONDITIONS = ("unmasked probes", "masked probes", "masked gallery")
 METHODS = ("routed", "E_F alone", "E_P alone")
 TARGET_FPIR = 0.01
+TEST_FOLDS = (6, 7, 8, 9, 10)  # LFW's folds held out of training: never calibrate on them
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,9 @@ def lfw_identification(data_dir: Path, folds: Sequence[int] = (6, 7, 8, 9, 10),
     images = root / "aligned112"
     pairs = read_lfw_pairs(require_file(root / "pairs.txt", "LFW pairs file"), images)
     names = sorted(lfw_identities_in_folds(pairs, {f - 1 for f in folds}))
-    gallery, mated, non_mated = [], [], []
+    gallery: list[tuple[str, Path]] = []
+    mated: list[tuple[str, Path]] = []
+    non_mated: list[Path] = []
     for name in names:
         files = sorted((images / name).glob("*.jpg"))
         if len(files) >= 2:
@@ -89,25 +92,73 @@ def _forced(features: list[FaceFeatures], masked: bool | None) -> list[FaceFeatu
     return features if masked is None else [replace(f, masked=masked) for f in features]
 
 
-def _search(bundle: Bundle, gallery_names: list[str], gallery: list[FaceFeatures], probes: list[FaceFeatures]) -> tuple[list[str], np.ndarray]:
+def _search(bundle: Bundle, gallery_names: list[str], gallery: list[FaceFeatures], probes: list[FaceFeatures],
+            open_set: dict[str, float] | None) -> tuple[list[str], np.ndarray]:
+    """Each probe's best identity and its margin over the open-set threshold of its route (the margin itself
+    without ``open_set``)."""
     with tempfile.TemporaryDirectory(prefix="bfm-identification-") as tmp, Gallery.open(tmp, bundle, create=True) as g:
+        if open_set is not None:
+            g.set_open_set(open_set["full"], open_set["partial"], open_set["fpir"], "evaluation")
         for name, face in zip(gallery_names, gallery):
             g.add(name, [face])
         best = [g.identify(p, top_k=1).candidates[0] for p in probes]
-    return [c.identity for c in best], np.array([c.margin for c in best], np.float32)
+    return [c.identity for c in best], np.array([c.over_open_set for c in best], np.float32)
 
 
-def evaluate_identification(verifier: Verifier, protocol: IdentificationProtocol, masked_path: dict[Path, Path]) -> dict[str, Any]:
+def open_set_thresholds(report: dict[str, Any]) -> dict[str, Any]:
+    """Per-route open-set thresholds on the margin from an uncalibrated report of training folds: E_F alone's
+    threshold at the target FPIR with unmasked probes; for E_P the larger of masked probes' and a masked
+    gallery's (so the target holds in both)."""
+    if report.get("open_set") is not None:
+        raise BfmError("calibrate from an evaluation without open-set thresholds")
+    test = sorted(set(report["folds"]) & set(TEST_FOLDS))
+    if test:
+        raise BfmError(f"folds {test} are LFW's test folds: calibrate on training identities (folds 1-5)")
+    conditions = report["conditions"]
+    full = conditions["unmasked probes"]["methods"]["E_F alone"]["margin_at_target"]
+    partial = max(conditions[c]["methods"]["E_P alone"]["margin_at_target"] for c in ("masked probes", "masked gallery"))
+    gallery = conditions["unmasked probes"]["gallery"]
+    return {"full": float(full), "partial": float(partial), "fpir": float(report["target_fpir"]),
+            "calibration": f"FPIR {report['target_fpir']:g} on LFW folds {_folds(report['folds'])} (bundle "
+                           f"{report['bundle']}, {gallery} enrolled identities): E_F alone on unmasked probes, "
+                           "E_P alone on masked probes and a masked gallery (the larger)"}
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """A ``bfm-eval --dataset lfw-identification --json`` report, checked enough to calibrate from."""
+    import json
+
+    try:
+        report = json.loads(Path(path).read_text())
+        if report.get("dataset") != "lfw-identification":
+            raise ValueError(f"dataset {report.get('dataset')!r}")
+        report["conditions"]["unmasked probes"]["methods"]["E_F alone"]["margin_at_target"]
+        float(report["target_fpir"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BfmError(f"{path}: not a bfm-eval lfw-identification report ({str(exc)[:120]})") from None
+    return report
+
+
+def _folds(folds: Sequence[int]) -> str:
+    return ",".join(str(f) for f in folds)
+
+
+def evaluate_identification(verifier: Verifier, protocol: IdentificationProtocol, masked_path: dict[Path, Path],
+                            target_fpir: float = TARGET_FPIR, open_set: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every condition x method on ``protocol``; ``masked_path`` maps an LFW image to its masked twin (images the
-    masker refused are left out of the conditions that need their twin)."""
+    masker refused are left out of the conditions that need their twin). With ``open_set`` (per-route
+    thresholds, from ``open_set_thresholds`` of training folds) the routed method is scored by its margin over
+    them and the report gives FPIR/TPIR at that operating point."""
+    if not 0 < target_fpir < 1:
+        raise BfmError(f"the target FPIR must be in (0, 1), got {target_fpir}")
     needed = [p for _, p in protocol.gallery] + [p for _, p in protocol.mated] + protocol.non_mated
     features: dict[Path, FaceFeatures] = {}
     masked_features: dict[Path, FaceFeatures] = {}
-    for source, store in ((lambda p: p, features), (lambda p: masked_path.get(p), masked_features)):
-        todo = [p for p in needed if source(p) is not None]
+    for sources, store in (({p: p for p in needed}, features), (masked_path, masked_features)):
+        todo = [p for p in needed if p in sources]
         for start in progress(range(0, len(todo), 256), desc="embedding faces", unit="batch"):
             chunk = todo[start : start + 256]
-            faces = [Face(load_aligned(source(p))) for p in chunk]
+            faces = [Face(load_aligned(sources[p])) for p in chunk]
             store.update(zip(chunk, verifier.features(faces)))
     results: dict[str, Any] = {}
     for condition in CONDITIONS:
@@ -122,22 +173,24 @@ def evaluate_identification(verifier: Verifier, protocol: IdentificationProtocol
                               "methods": {}}
         for method, force in zip(METHODS, (None, False, True)):
             probes = _forced([probe_feats[p] for _, p in mated] + [probe_feats[p] for p in non_mated], force)
+            calibrated = open_set if method == "routed" else None
             got, margin = _search(verifier.bundle, [n for n, _ in gallery],
-                                  _forced([gallery_feats[p] for _, p in gallery], force), probes)
+                                  _forced([gallery_feats[p] for _, p in gallery], force), probes, calibrated)
             correct = np.array([g == n for g, (n, _) in zip(got, mated)], bool)
             mated_margin, non_margin = margin[: len(mated)], margin[len(mated):]
-            tpir, threshold = tpir_at_fpir(mated_margin, correct, non_margin)
+            tpir, threshold = tpir_at_fpir(mated_margin, correct, non_margin, target_fpir)
             _, fpir_curve, fnir_curve = det_curve(mated_margin, correct, non_margin)
             results[condition]["methods"][method] = {
                 "rank1": float(correct.mean()),
-                "tpir_at_fpir_1pct": tpir, "margin_at_fpir_1pct": threshold,
+                "tpir_at_target": tpir, "margin_at_target": threshold,
+                # margin 0: the verification thresholds, or (routed, calibrated) the open-set thresholds
                 "at_margin_0": {"fpir": float((non_margin >= 0).mean()),
                                 "tpir": float((correct & (mated_margin >= 0)).mean())},
                 "probes_masked": int(sum(p.masked for p in probes)) if force is None else None,
                 "det": _det_points(fpir_curve, fnir_curve),
             }
     return {"dataset": "lfw-identification", "folds": protocol.folds, "bundle": verifier.bundle.name,
-            "conditions": results}
+            "target_fpir": target_fpir, "open_set": open_set, "conditions": results}
 
 
 def _det_points(fpir: np.ndarray, fnir: np.ndarray, points: int = 200) -> dict[str, list[float]]:
@@ -147,10 +200,12 @@ def _det_points(fpir: np.ndarray, fnir: np.ndarray, points: int = 200) -> dict[s
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = ["| condition | method | rank-1 | TPIR @ FPIR 1% | FPIR / TPIR @ margin 0 |", "|---|---|---:|---:|---:|"]
+    target = f"{100 * report['target_fpir']:g}%"
+    at = "open-set thresholds (routed) / verification thresholds" if report.get("open_set") else "verification thresholds"
+    lines = [f"| condition | method | rank-1 | TPIR @ FPIR {target} | FPIR / TPIR @ {at} |", "|---|---|---:|---:|---:|"]
     for condition, result in report["conditions"].items():
         for method, m in result["methods"].items():
-            lines.append(f"| {condition} | {method} | {100 * m['rank1']:.2f} | {100 * m['tpir_at_fpir_1pct']:.2f} | "
+            lines.append(f"| {condition} | {method} | {100 * m['rank1']:.2f} | {100 * m['tpir_at_target']:.2f} | "
                          f"{100 * m['at_margin_0']['fpir']:.2f} / {100 * m['at_margin_0']['tpir']:.2f} |")
     return "\n".join(lines)
 
@@ -169,10 +224,10 @@ def write_det_plot(path: Path, report: dict[str, Any]) -> None:
         for method, m in result["methods"].items():
             fpir, fnir = np.array(m["det"]["fpir"]), np.array(m["det"]["fnir"])
             keep = fpir > 0
-            axis.plot(fpir[keep], np.maximum(fnir[keep], 1e-4), label=f"{method} (TPIR {100 * m['tpir_at_fpir_1pct']:.1f}%)")
+            axis.plot(fpir[keep], np.maximum(fnir[keep], 1e-4), label=f"{method} (TPIR {100 * m['tpir_at_target']:.1f}%)")
         axis.set_xscale("log")
         axis.set_yscale("log")
-        axis.axvline(TARGET_FPIR, color="grey", lw=0.7, ls="--")
+        axis.axvline(report["target_fpir"], color="grey", lw=0.7, ls="--")
         axis.set_xlabel("FPIR")
         axis.set_ylabel("FNIR")
         axis.set_title(f"{condition}: {result['gallery']} enrolled, {result['mated_probes']}+{result['non_mated_probes']} probes",

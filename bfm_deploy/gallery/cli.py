@@ -5,6 +5,7 @@
     bfm-gallery identify people probe.jpg --top-k 3
     bfm-gallery list people; bfm-gallery remove people alice
     bfm-gallery export people people.npz; bfm-gallery import other people.npz
+    bfm-gallery calibrate people --fpir 0.01                 # open-set thresholds from LFW folds 1-5
 
 ``identify`` exits 0 when every probe was identified, 1 when any is unknown, 2 on an error.
 """
@@ -16,7 +17,8 @@ from typing import Any
 
 import click
 
-from ..cli_options import backend_option, bundle_option, detector_option, emit_json, json_option, note, quiet_option
+from ..cli_options import (backend_option, bundle_option, data_dir_option, detector_option, emit_json, fpir_option,
+                           json_option, note, open_set_report_option, quiet_option)
 from ..cli_support import OneLineGroup, one_line_errors
 from ..errors import BfmError
 from ..images import IMAGE_SUFFIXES
@@ -25,7 +27,8 @@ from .gallery import Gallery
 
 EXIT_ALL_IDENTIFIED, EXIT_SOME_UNKNOWN = 0, 1
 
-gallery_argument = click.argument("gallery", type=click.Path(file_okay=False, path_type=Path))
+# a folder (the embedded store: SQLite + FAISS) or a PostgreSQL connection string (postgresql://..., pgvector)
+gallery_argument = click.argument("gallery", metavar="GALLERY")
 
 
 def _features(verifier: Verifier, images: list[Path], aligned: bool) -> list[FaceFeatures]:
@@ -35,6 +38,11 @@ def _features(verifier: Verifier, images: list[Path], aligned: bool) -> list[Fac
             raise face  # names the image: nothing of this enrolment is stored
         faces.append(face)
     return verifier.features(faces)
+
+
+def _repairs(store: Gallery) -> None:
+    for line in store.notes:
+        note(f"note: {line}")
 
 
 def _folder_identities(folder: Path) -> list[tuple[str, list[Path]]]:
@@ -55,7 +63,10 @@ SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 @click.group(cls=OneLineGroup, context_settings=SETTINGS)
 def main() -> None:
-    """Enrol faces and identify probes among them, a masked face always matched on E_P."""
+    """Enrol faces and identify probes among them, a masked face always matched on E_P.
+
+    GALLERY is a folder (the embedded store: SQLite and, for large galleries, FAISS indexes) or a PostgreSQL
+    connection string (postgresql://USER@HOST/DB, pgvector) that many replicas share."""
 
 
 def command(name: str | None = None) -> Any:
@@ -76,7 +87,7 @@ def command(name: str | None = None) -> Any:
 @json_option
 @quiet_option
 @one_line_errors
-def enroll(gallery: Path, identity: str | None, images: tuple[Path, ...], folder: Path | None, extend: bool,
+def enroll(gallery: str, identity: str | None, images: tuple[Path, ...], folder: Path | None, extend: bool,
            aligned: bool, bundle: Path, backend: str, detector: str, json_out: str | None) -> None:
     """Enrol IDENTITY with its IMAGES (each face keeps both embeddings and its mask state)."""
     if folder is not None:
@@ -104,8 +115,9 @@ def enroll(gallery: Path, identity: str | None, images: tuple[Path, ...], folder
 @gallery_argument
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Candidates per probe.")
-@click.option("--margin", type=float, default=0.0, show_default=True,
-              help="Open-set threshold on the margin over the matched route's threshold; below it: unknown.")
+@click.option("--margin", type=float, default=None,
+              help="Open-set threshold on the margin over the matched route's verification threshold, for both "
+                   "routes; below it: unknown (default: the gallery's calibrated ones, else 0).")
 @click.option("--aligned", is_flag=True, help="The images are aligned 112x112 crops (no detection).")
 @bundle_option
 @backend_option()
@@ -113,13 +125,16 @@ def enroll(gallery: Path, identity: str | None, images: tuple[Path, ...], folder
 @json_option
 @quiet_option
 @one_line_errors
-def identify(gallery: Path, images: tuple[Path, ...], top_k: int, margin: float, aligned: bool, bundle: Path,
+def identify(gallery: str, images: tuple[Path, ...], top_k: int, margin: float | None, aligned: bool, bundle: Path,
              backend: str, detector: str, json_out: str | None) -> None:
     """Who is in each of IMAGES? The best identity (or unknown) and the top-k candidates."""
     with Verifier(bundle, backend=backend, detector=detector) as verifier, \
             Gallery.open(gallery, verifier.bundle) as store:
         probes = _features(verifier, list(images), aligned)
         results = [store.identify(probe, top_k=top_k, margin=margin, note=probe.note) for probe in probes]
+        open_set = store.open_set() if margin is None else {"full": margin, "partial": margin, "fpir": None,
+                                                             "calibration": "--margin"}
+        _repairs(store)
     records = []
     for path, result in zip(images, results):
         records.append({"image": str(path), **result.to_dict()})
@@ -128,7 +143,7 @@ def identify(gallery: Path, images: tuple[Path, ...], top_k: int, margin: float,
             said = result.identity if result.identity is not None else "unknown"
             detail = f" (best {best.identity}: margin {best.margin:+.4f}, score {best.score:.4f} on {best.route})" if best else " (empty gallery)"
             click.echo(f"{path}: {said}{detail}{', masked' if result.masked else ''}")
-    emit_json(json_out, {"gallery": str(gallery), "margin": margin, "probes": records})
+    emit_json(json_out, {"gallery": str(gallery), "open_set": open_set, "probes": records})
     raise SystemExit(EXIT_ALL_IDENTIFIED if all(r.identity is not None for r in results) else EXIT_SOME_UNKNOWN)
 
 
@@ -138,7 +153,7 @@ def identify(gallery: Path, images: tuple[Path, ...], top_k: int, margin: float,
 @bundle_option
 @quiet_option
 @one_line_errors
-def remove(gallery: Path, identity: str, bundle: Path) -> None:
+def remove(gallery: str, identity: str, bundle: Path) -> None:
     """Remove every face of IDENTITY."""
     from ..bundle import Bundle
 
@@ -153,16 +168,21 @@ def remove(gallery: Path, identity: str, bundle: Path) -> None:
 @json_option
 @quiet_option
 @one_line_errors
-def list_(gallery: Path, bundle: Path, json_out: str | None) -> None:
+def list_(gallery: str, bundle: Path, json_out: str | None) -> None:
     """The enrolled identities, with their face and masked-face counts."""
     from ..bundle import Bundle
 
     with Gallery.open(gallery, Bundle.load(bundle)) as store:
         people = store.identities()
+        open_set = store.open_set()
+        kinds = store.index_kinds()
+        _repairs(store)
     if json_out is None:
         for name, faces, masked in people:
             click.echo(f"{name}\t{faces} face(s)\t{masked} masked")
-    emit_json(json_out, {"gallery": str(gallery), "identities": [
+        note(f"open set: margin >= {open_set['full']:+.4f} (E_F), {open_set['partial']:+.4f} (E_P); "
+             f"{open_set['calibration']}; search: " + ", ".join(f"{k} {v}" for k, v in kinds.items()))
+    emit_json(json_out, {"gallery": str(gallery), "open_set": open_set, "search": kinds, "identities": [
         {"identity": name, "faces": faces, "masked": masked} for name, faces, masked in people]})
 
 
@@ -172,7 +192,7 @@ def list_(gallery: Path, bundle: Path, json_out: str | None) -> None:
 @bundle_option
 @quiet_option
 @one_line_errors
-def export(gallery: Path, file: Path, bundle: Path) -> None:
+def export(gallery: str, file: Path, bundle: Path) -> None:
     """Write every face (embeddings, mask states, names) to FILE (.npz)."""
     from ..bundle import Bundle
 
@@ -189,10 +209,46 @@ def export(gallery: Path, file: Path, bundle: Path) -> None:
 @bundle_option
 @quiet_option
 @one_line_errors
-def import_(gallery: Path, file: Path, bundle: Path) -> None:
+def import_(gallery: str, file: Path, bundle: Path) -> None:
     """Add the faces of an exported FILE (.npz) to GALLERY (created if needed)."""
     from ..bundle import Bundle
 
     with Gallery.open(gallery, Bundle.load(bundle), create=True) as store:
         count = store.import_(file)
     note(f"imported {count} face(s) into {gallery}")
+
+
+@command()
+@gallery_argument
+@open_set_report_option
+@fpir_option
+@click.option("--folds", metavar="SPEC", default="1-5", show_default=True,
+              help="LFW folds whose identities calibrate (training identities only: folds 6-10 are refused).")
+@data_dir_option
+@bundle_option
+@backend_option()
+@json_option
+@quiet_option
+@one_line_errors
+def calibrate(gallery: str, open_set_report: Path | None, fpir: float, folds: str, data_dir: Path, bundle: Path,
+              backend: str, json_out: str | None) -> None:
+    """Set GALLERY's open-set thresholds (one per route) at a target FPIR, measured on LFW training identities."""
+    from ..bundle import Bundle
+    from ..eval.identification import open_set_thresholds, read_report
+
+    loaded = Bundle.load(bundle)
+    if open_set_report is not None:
+        report = read_report(open_set_report)
+        if report["bundle"] != loaded.name:
+            raise BfmError(f"{open_set_report}: measured with bundle {report['bundle']!r}, not {loaded.name!r}")
+    else:
+        from ..eval.api import EvalOptions, run_identification
+
+        report = run_identification(EvalOptions(dataset="lfw-identification", bundle=str(bundle), data_dir=data_dir,
+                                                folds=folds, backend=backend), target_fpir=fpir)
+    thresholds = open_set_thresholds(report)
+    with Gallery.open(gallery, loaded) as store:
+        store.set_open_set(thresholds["full"], thresholds["partial"], thresholds["fpir"], thresholds["calibration"])
+    note(f"{gallery}: unknown below margin {thresholds['full']:+.4f} (E_F) / {thresholds['partial']:+.4f} (E_P); "
+         f"{thresholds['calibration']}")
+    emit_json(json_out, {"gallery": str(gallery), "open_set": thresholds})

@@ -3,14 +3,22 @@
 Every enrolled face keeps both embeddings, E_F and E_P, and its mask state. A probe is compared with each
 template the way a verified pair would be (``bfm_deploy.verifier``): both unmasked -> E_F scores, either
 masked -> E_P scores, so a masked face is always matched partial-to-partial. The two routes' cosine scores
-are not on one scale (each has its own calibrated threshold), so a template's score is reported as its
-**margin** over its route's threshold: 0 is the verification decision boundary in both routes, and margins
-of E_F and E_P matches can be ranked together. An identity's score is its best template's margin; the probe
-is "unknown" when the best identity's margin is below the open-set threshold (``margin``, default 0: the
-verification threshold of the route that matched).
+are not on one scale, so a template's score is reported as its **margin** over its route's verification
+threshold (the bundle's, calibrated per route on labelled pairs): 0 is the verification decision boundary in
+both routes.
 
-Search is exact (one matrix product per route over every template, in memory): the matrices are built from
-the database when the gallery opens.
+**Open set.** The probe is "unknown" when its best candidate's margin is below the open-set threshold of
+that candidate's route. ``bfm-gallery calibrate`` sets one per route at a target false positive
+identification rate, measured with identities of LFW folds 1-5 (never the test folds 6-10): on E_F alone
+for unmasked faces, on E_P alone for masked probes and a masked gallery (the larger of the two). Per route,
+because the margins are not exchangeable: at FPIR 1% on folds 1-5 the E_P margin sits ~0.05 above the E_F
+one. Candidates are ranked by their margin over their route's open-set threshold, so ranking and decision
+agree. Uncalibrated, the open-set threshold is 0 (the verification threshold of each route).
+
+**Search** (``index.py``): three structures, one per way a template is matched (E_F of unmasked faces, E_P
+of unmasked faces, E_P of masked faces): an unmasked probe searches the first and the third, a masked probe
+the last two. Each is exact up to ``EXACT_LIMIT`` templates and a FAISS IVF index above it, saved in
+``FOLDER/index/`` and brought up to date from the database (new faces, logged removals) before each search.
 """
 
 from __future__ import annotations
@@ -26,9 +34,15 @@ import numpy as np
 from ..bundle import Bundle
 from ..errors import BfmError
 from ..verifier import FaceFeatures
+from .index import EXACT_LIMIT, ExactIndex, IvfIndex
 from .store import SqliteStore
 
 UNKNOWN = None
+ROUTES = ("full", "partial")
+# structure name -> (route, mask state of its templates)
+STRUCTURES = {"full_unmasked": ("full", False), "partial_unmasked": ("partial", False), "partial_masked": ("partial", True)}
+INDEX_DIR, INDEX_STATE, INDEX_FORMAT = "index", "index.json", "bfm-gallery-index/1"
+OPEN_SET_KEYS = ("open_set_full", "open_set_partial", "open_set_fpir", "open_set_calibration")
 
 
 @dataclass(frozen=True)
@@ -38,10 +52,11 @@ class Candidate:
     score: float  # cosine similarity on the route
     route: str  # "full" or "partial"
     face_id: int
+    over_open_set: float = 0.0  # margin - the route's open-set threshold: >= 0 is a match; the ranking key
 
     def to_dict(self) -> dict[str, Any]:
         return {"identity": self.identity, "margin": round(self.margin, 6), "score": round(self.score, 6),
-                "route": self.route, "face_id": self.face_id}
+                "route": self.route, "face_id": self.face_id, "over_open_set": round(self.over_open_set, 6)}
 
 
 @dataclass(frozen=True)
@@ -75,15 +90,25 @@ class Gallery:
             result = gallery.identify(probe_features, top_k=5)
     """
 
-    def __init__(self, store: SqliteStore, thresholds: dict[str, float], embedding_size: int) -> None:
+    def __init__(self, store: Any, thresholds: dict[str, float], embedding_size: int,
+                 exact_limit: int = EXACT_LIMIT) -> None:
         self.store = store
         self.thresholds = thresholds
         self.embedding_size = embedding_size
-        self._stale = True  # the search matrices are rebuilt from the database on the next search
+        self.exact_limit = exact_limit
+        self.notes: list[str] = []  # what opening the gallery had to repair (an index rebuilt), for the caller
+        self._structures: dict[str, ExactIndex | IvfIndex] | None = None
+        self._covered = (0, 0)  # (last face id, last removal) the structures hold
+        self._saved: tuple[int, int] | None = None  # what the saved index files cover
 
     @classmethod
-    def open(cls, folder: str | os.PathLike[str], bundle: Bundle, create: bool = False) -> Gallery:
-        store = SqliteStore(folder, create=create)
+    def open(cls, folder: str | os.PathLike[str], bundle: Bundle, create: bool = False,
+             exact_limit: int = EXACT_LIMIT) -> Gallery:
+        """``folder``: the embedded store's folder, or a PostgreSQL connection string (``postgresql://...``)."""
+        from .pg import PgStore, is_dsn
+
+        store: Any = (PgStore(str(folder), bundle.embedding_size, create=create) if is_dsn(folder)
+                      else SqliteStore(folder, create=create))
         expected = bundle_fingerprint(bundle)
         meta = store.meta()
         if "sha256_full" not in meta:
@@ -92,24 +117,29 @@ class Gallery:
             differ = [key for key, value in expected.items() if key != "bundle_name" and meta.get(key) != value]
             if differ:
                 store.close()
-                raise BfmError(f"{Path(folder)}: enrolled with bundle {meta.get('bundle_name')!r}, whose "
+                raise BfmError(f"{store.location}: enrolled with bundle {meta.get('bundle_name')!r}, whose "
                                f"{differ[0].removeprefix('sha256_')} differs from {bundle.name!r}'s; its embeddings "
                                "cannot be compared (enrol again with this bundle, or pass --bundle of the gallery's)")
-        return cls(store, {route: bundle.threshold(route) for route in ("full", "partial")}, bundle.embedding_size)
+        return cls(store, {route: bundle.threshold(route) for route in ROUTES}, bundle.embedding_size, exact_limit)
+
+    # -- open-set thresholds -----------------------------------------------------------------------------
+
+    def open_set(self) -> dict[str, Any]:
+        """Per route, the open-set threshold on the margin (0 when uncalibrated), and how it was set."""
+        meta = self.store.meta()
+        if "open_set_full" not in meta:
+            return {"full": 0.0, "partial": 0.0, "fpir": None, "calibration": "none: the verification thresholds"}
+        return {"full": float(meta["open_set_full"]), "partial": float(meta["open_set_partial"]),
+                "fpir": float(meta["open_set_fpir"]), "calibration": meta["open_set_calibration"]}
+
+    def set_open_set(self, full: float, partial: float, fpir: float, calibration: str) -> None:
+        for name, value in (("full", full), ("partial", partial), ("fpir", fpir)):
+            if not np.isfinite(value):
+                raise BfmError(f"open-set {name} must be a finite number, got {value}")
+        self.store.set_meta({"open_set_full": repr(float(full)), "open_set_partial": repr(float(partial)),
+                             "open_set_fpir": repr(float(fpir)), "open_set_calibration": calibration})
 
     # -- contents ----------------------------------------------------------------------------------------
-
-    def _load(self) -> None:
-        if not self._stale:
-            return
-        self._stale = False
-        faces = list(self.store.faces())
-        size = self.embedding_size
-        self._ids = np.array([f.id for f in faces], np.int64)
-        self._names = [f.identity for f in faces]
-        self._masked = np.array([f.masked for f in faces], bool)
-        self._full = np.stack([f.full for f in faces]) if faces else np.zeros((0, size), np.float32)
-        self._partial = np.stack([f.partial for f in faces]) if faces else np.zeros((0, size), np.float32)
 
     def __len__(self) -> int:
         return self.store.count()
@@ -126,8 +156,6 @@ class Gallery:
             raise BfmError("an identity must be a non-empty name")
         if not faces:
             raise BfmError(f"{identity}: no faces to enrol")
-        if not extend and self.store.has_identity(identity):
-            raise BfmError(f"{identity} is already enrolled (add faces with --extend, or remove it first)")
         sources = list(sources) if sources is not None else [""] * len(faces)
         rows = []
         for face, source in zip(faces, sources):
@@ -138,51 +166,152 @@ class Gallery:
                 if not np.all(np.isfinite(vector)):
                     raise BfmError(f"{identity}: a {name} embedding holds NaN or infinity")
             rows.append((identity, source, face.mask_probability, face.masked, _unit(face.full), _unit(face.partial)))
-        ids = self.store.add(rows)
-        self._stale = True
-        return ids
+        return self.store.add(rows, refuse_enrolled=not extend)  # the search catches up before the next search
 
     def remove(self, identity: str) -> int:
         """Remove every face of ``identity``; returns how many."""
         removed = self.store.remove_identity(identity)
         if not removed:
             raise BfmError(f"{identity} is not enrolled")
-        self._stale = True
         return removed
+
+    # -- search structures -------------------------------------------------------------------------------
+
+    def _index_dir(self) -> Path:
+        return self.store.folder / INDEX_DIR
+
+    def _load_saved(self) -> dict[str, ExactIndex | IvfIndex] | None:
+        """The saved IVF indexes (and exact structures refilled to the same point), or None without any."""
+        import json
+
+        state_path = self._index_dir() / INDEX_STATE
+        if not state_path.is_file():
+            return None
+        try:
+            state = json.loads(state_path.read_text())
+            if state.get("format") != INDEX_FORMAT:
+                raise BfmError(f"format {state.get('format')!r}")
+            covered = (int(state["face_id"]), int(state["removed"]))
+            files = dict(state["files"])
+            structures: dict[str, ExactIndex | IvfIndex] = {}
+            for name in STRUCTURES:
+                if name in files:
+                    structures[name] = IvfIndex.read(self._index_dir() / files[name], self.embedding_size)
+        except (OSError, ValueError, KeyError, TypeError, BfmError) as exc:
+            self.notes.append(f"{state_path.parent}: index unreadable ({str(exc).splitlines()[0][:160]}); "
+                              "rebuilt from the database, nothing lost")
+            return None
+        if covered[0] > self.store.position()[0]:
+            self.notes.append(f"{state_path.parent}: index ahead of the database; rebuilt from it")
+            return None
+        for name, (route, masked) in STRUCTURES.items():
+            if name not in structures:  # exact: refilled from the database to the saved point
+                exact = structures[name] = ExactIndex(self.embedding_size)
+                for ids, vectors in self.store.vectors_after(0, covered[0], route, masked):
+                    exact.add(ids, vectors)
+                exact.remove(self.store.removed_after(0))
+        self._covered = self._saved = covered
+        return structures
+
+    def _sync(self) -> dict[str, ExactIndex | IvfIndex]:
+        """Bring the structures up to the database: faces enrolled and removed since they were built (by this
+        process or another), then an IVF index for a structure past ``exact_limit``."""
+        if self.store.searches_itself:
+            return self.store.structures(self.exact_limit)  # type: ignore[no-any-return]
+        if self._structures is None:
+            self._structures = self._load_saved() or {name: ExactIndex(self.embedding_size) for name in STRUCTURES}
+        position = self.store.position()
+        if position == self._covered:
+            return self._structures
+        last_id, last_removed = self._covered
+        for name, (route, masked) in STRUCTURES.items():
+            structure = self._structures[name]
+            for ids, vectors in self.store.vectors_after(last_id, position[0], route, masked):
+                structure.add(ids, vectors)
+            structure.remove(self.store.removed_after(last_removed))
+            if isinstance(structure, ExactIndex) and len(structure) > self.exact_limit:
+                self._structures[name] = IvfIndex.train(*structure.vectors())
+        self._covered = position
+        return self._structures
+
+    def index_kinds(self) -> dict[str, str]:
+        """Each structure's search: ``exact`` or ``ivf``."""
+        return {name: s.kind for name, s in self._sync().items()}
+
+    def save_index(self) -> None:
+        """Write the IVF indexes (new files, then ``index.json`` naming them: the rename is the commit) when
+        they hold more than the saved ones; exact structures need no file."""
+        import json
+        import secrets
+
+        from ..atomic import atomic_write_text
+
+        structures = self._sync()
+        ivf = {name: s for name, s in structures.items() if isinstance(s, IvfIndex)}
+        if not ivf or self._saved == self._covered:
+            return
+        folder = self._index_dir()
+        folder.mkdir(exist_ok=True)
+        tag = secrets.token_hex(4)
+        files = {name: f"{name}.{tag}.faiss" for name in ivf}
+        for name, index in ivf.items():
+            index.write(folder / files[name])
+        atomic_write_text(folder / INDEX_STATE, json.dumps(
+            {"format": INDEX_FORMAT, "face_id": self._covered[0], "removed": self._covered[1], "files": files}, indent=1))
+        for old in folder.glob("*.faiss"):
+            if old.name not in files.values():
+                old.unlink(missing_ok=True)
+        self._saved = self._covered
 
     # -- search ------------------------------------------------------------------------------------------
 
-    def margins(self, probe: FaceFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every template's (margin, cosine score, E_P-route flag) against ``probe``, balanced as in
-        verification: a template is compared on E_P when it or the probe is masked."""
-        self._load()
-        partial = self._masked | probe.masked
-        scores = np.where(partial, self._partial @ _unit(probe.partial), self._full @ _unit(probe.full))
-        thresholds = np.where(partial, self.thresholds["partial"], self.thresholds["full"])
-        return (scores - thresholds).astype(np.float32), scores.astype(np.float32), partial
+    def _searches(self, probe: FaceFeatures) -> list[tuple[str, str, np.ndarray]]:
+        """(structure, route, query) pairs for ``probe``: balanced as in verification."""
+        if probe.masked:
+            return [("partial_unmasked", "partial", _unit(probe.partial)), ("partial_masked", "partial", _unit(probe.partial))]
+        return [("full_unmasked", "full", _unit(probe.full)), ("partial_masked", "partial", _unit(probe.partial))]
 
-    def identify(self, probe: FaceFeatures, top_k: int = 5, margin: float = 0.0, note: str | None = None) -> Identification:
-        """The ``top_k`` best identities for ``probe`` (one candidate each, its best template), and the
-        decision: the best identity when its margin reaches ``margin``, else unknown."""
+    def identify(self, probe: FaceFeatures, top_k: int = 5, margin: float | None = None,
+                 note: str | None = None) -> Identification:
+        """The ``top_k`` best identities for ``probe`` (one candidate each, its best template) and the decision:
+        the best identity when its margin reaches the open-set threshold of its route (the calibrated ones;
+        ``margin`` sets one for both routes), else unknown."""
         if top_k < 1:
             raise BfmError(f"top_k must be at least 1, got {top_k}")
-        margins, scores, partial = self.margins(probe)
-        if not len(margins):
-            return Identification(UNKNOWN, [], probe.masked, probe.mask_probability, note)
-        order = np.argsort(-margins, kind="stable")
-        candidates: list[Candidate] = []
-        seen: set[str] = set()
-        for i in order:
-            name = self._names[i]
-            if name in seen:
-                continue
-            seen.add(name)
-            candidates.append(Candidate(name, float(margins[i]), float(scores[i]),
-                                        "partial" if partial[i] else "full", int(self._ids[i])))
-            if len(candidates) == top_k:
+        structures = self._sync()
+        if margin is None:
+            calibrated = self.open_set()
+            open_set = {route: calibrated[route] for route in ROUTES}
+        else:
+            open_set = {route: float(margin) for route in ROUTES}
+        total = sum(len(structures[name]) for name, _, _ in self._searches(probe))
+        k = min(total, 4 * top_k + 16)
+        while True:
+            found: list[tuple[float, float, float, str, int]] = []  # (key, margin, score, route, id)
+            for name, route, query in self._searches(probe):
+                scores, ids = structures[name].search(query, k)
+                for score, face_id in zip(scores.tolist(), ids.tolist()):
+                    m = score - self.thresholds[route]
+                    found.append((m - open_set[route], m, score, route, face_id))
+            found.sort(key=lambda row: (-row[0], row[4]))
+            names = self.store.names([row[4] for row in found])
+            candidates: list[Candidate] = []
+            seen: set[str] = set()
+            for key, m, score, route, face_id in found:
+                name = names.get(face_id)
+                if name is None or name in seen:
+                    continue
+                seen.add(name)
+                candidates.append(Candidate(name, float(m), float(score), route, int(face_id), float(key)))
+                if len(candidates) == top_k:
+                    break
+            if len(candidates) == top_k or k >= total:
                 break
+            k = min(total, 4 * k)  # identities with many faces filled the list: look further
+        if not candidates:
+            return Identification(UNKNOWN, [], probe.masked, probe.mask_probability, note)
         best = candidates[0]
-        identity = best.identity if best.margin >= margin else UNKNOWN
+        identity = best.identity if best.over_open_set >= 0 else UNKNOWN
         return Identification(identity, candidates, probe.masked, probe.mask_probability, note)
 
     # -- export / import ---------------------------------------------------------------------------------
@@ -205,7 +334,7 @@ class Gallery:
         }
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
+                np.savez(fh, **arrays)  # type: ignore[arg-type]
         return len(faces)
 
     def import_(self, path: str | os.PathLike[str]) -> int:
@@ -225,9 +354,6 @@ class Gallery:
             raise BfmError(f"{path}: exported from a gallery of another bundle ({meta.get('bundle_name')!r}); its "
                            "embeddings cannot be compared with this gallery's")
         names = arrays["identity"].tolist()
-        clash = sorted({n for n in names if self.store.has_identity(n)})
-        if clash:
-            raise BfmError(f"{path}: {clash[0]} is already enrolled here ({len(clash)} identities clash); nothing imported")
         rows = []
         for i, name in enumerate(names):
             face = FaceFeatures(float(arrays["mask_probability"][i]), bool(arrays["masked"][i]),
@@ -237,12 +363,15 @@ class Gallery:
                     raise BfmError(f"{path}: face {i} ({name}) has a malformed embedding; nothing imported")
             rows.append((name, str(arrays["source"][i]), face.mask_probability, face.masked,
                          _unit(face.full), _unit(face.partial)))
-        self.store.add(rows)
-        self._stale = True
+        self.store.add(rows, refuse_enrolled=True)
         return len(rows)
 
     def close(self) -> None:
-        self.store.close()
+        try:
+            if self._structures is not None:
+                self.save_index()
+        finally:
+            self.store.close()
 
     def __enter__(self) -> Gallery:
         return self

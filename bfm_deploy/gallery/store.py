@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS faces (
     enrolled REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS faces_identity ON faces (identity);
+CREATE TABLE IF NOT EXISTS removed (seq INTEGER PRIMARY KEY AUTOINCREMENT, face_id INTEGER NOT NULL);
 """
 
 
@@ -53,8 +54,11 @@ class SqliteStore:
     """Faces in ``FOLDER/gallery.sqlite``. ``meta`` holds what the gallery was built with (the bundle's
     extractors, the embedding size): a gallery's embeddings mean nothing to another bundle."""
 
+    searches_itself = False  # the gallery keeps search structures built from it (PgStore searches in the database)
+
     def __init__(self, folder: str | os.PathLike[str], create: bool = False) -> None:
         self.folder = Path(folder)
+        self.location = str(self.folder)
         self.path = self.folder / DATABASE_NAME
         if not self.path.is_file():
             if not create:
@@ -85,12 +89,17 @@ class SqliteStore:
         with self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values.items())
 
-    def add(self, rows: list[tuple[str, str, float, bool, np.ndarray, np.ndarray]]) -> list[int]:
+    def add(self, rows: list[tuple[str, str, float, bool, np.ndarray, np.ndarray]], refuse_enrolled: bool = False) -> list[int]:
         """Insert faces ``(identity, source, mask_probability, masked, full, partial)`` in one transaction and
-        return their ids: all of them are stored, or (on any failure) none."""
+        return their ids: all of them are stored, or (on any failure) none. ``refuse_enrolled``: fail when an
+        identity is already enrolled (checked inside the transaction: two writers cannot both enrol a name)."""
+        from .pg import _refuse
+
         ids = []
         now = time.time()
         with self._transaction():
+            if refuse_enrolled:
+                _refuse(sorted({row[0] for row in rows}), self.has_identity)
             for identity, source, probability, masked, full, partial in rows:
                 cursor = self._db.execute(
                     "INSERT INTO faces (identity, source, mask_probability, masked, full, partial, enrolled) "
@@ -101,12 +110,38 @@ class SqliteStore:
         return ids
 
     def remove_identity(self, identity: str) -> int:
+        """Delete every face of ``identity``; each removal is logged in ``removed`` (in the same transaction),
+        so that a search index saved before it can be brought up to date."""
         with self._transaction():
+            self._db.execute("INSERT INTO removed (face_id) SELECT id FROM faces WHERE identity = ?", (identity,))
             return self._db.execute("DELETE FROM faces WHERE identity = ?", (identity,)).rowcount
 
-    def remove_face(self, face_id: int) -> int:
-        with self._transaction():
-            return self._db.execute("DELETE FROM faces WHERE id = ?", (face_id,)).rowcount
+    def position(self) -> tuple[int, int]:
+        """(the last face id ever enrolled, the last removal's sequence number): what an index covers."""
+        row = self._db.execute("SELECT (SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'faces'), "
+                               "(SELECT coalesce(max(seq), 0) FROM removed)").fetchone()
+        return int(row[0]), int(row[1])
+
+    def removed_after(self, seq: int) -> np.ndarray:
+        return np.array([r[0] for r in self._db.execute("SELECT face_id FROM removed WHERE seq > ?", (seq,))], np.int64)
+
+    def vectors_after(self, face_id: int, upto: int, route: str, masked: bool | None = None,
+                      chunk: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(ids, route embeddings)`` of the faces with ``face_id < id <= upto`` (of one mask state), in chunks."""
+        column = {"full": "full", "partial": "partial"}[route]
+        where = "id > ? AND id <= ?" + ("" if masked is None else f" AND masked = {int(masked)}")
+        cursor = self._db.execute(f"SELECT id, {column} FROM faces WHERE {where} ORDER BY id", (face_id, upto))
+        while rows := cursor.fetchmany(chunk):
+            yield (np.array([r[0] for r in rows], np.int64),
+                   np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1))
+
+    def names(self, ids: list[int]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            found.update(self._db.execute(f"SELECT id, identity FROM faces WHERE id IN ({','.join('?' * len(part))})",
+                                          part).fetchall())
+        return found
 
     def has_identity(self, identity: str) -> bool:
         return self._db.execute("SELECT 1 FROM faces WHERE identity = ? LIMIT 1", (identity,)).fetchone() is not None

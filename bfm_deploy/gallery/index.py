@@ -1,0 +1,139 @@
+"""Search structures over one route's templates: exact (numpy, in memory) or approximate (a FAISS IVF index).
+
+A gallery keeps three of them, one per way a template can be matched (``Gallery``): the E_F embeddings of
+unmasked faces, the E_P embeddings of unmasked faces and the E_P embeddings of masked faces. Each answers
+``search(query, k) -> (cosine scores, face ids)``, best first. The database is the gallery; these are caches
+built from it: an approximate index is saved beside the database (temp + rename) with the last face id and
+removal it covers, caught up from the database when it is opened, and rebuilt when its file is missing or
+unreadable.
+
+Exact search is used up to ``EXACT_LIMIT`` templates a structure (``bfm-bench --gallery`` measured where an
+IVF index starts to pay on 2 CPU cores), an IVF index (inner product, ``nlist`` ~ 4 sqrt(N) lists, ``nprobe``
+lists searched) above it. FAISS (the ``gallery`` extra, ``faiss-cpu``) is imported only for such an index.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BfmError
+
+EXACT_LIMIT = 50_000  # templates a structure searches exactly; above it, IVF (see bfm-bench --gallery)
+NPROBE = 32
+TRAIN_SAMPLE = 100_000
+
+
+def _faiss():  # type: ignore[no-untyped-def]
+    try:
+        import faiss
+    except ImportError:
+        raise BfmError("a gallery this large needs an approximate index: pip install faiss-cpu "
+                       "(the gallery extra: pip install 'bfm[gallery]')") from None
+    return faiss
+
+
+class ExactIndex:
+    kind = "exact"
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._vectors = np.zeros((0, size), np.float32)
+        self._ids = np.zeros(0, np.int64)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def __len__(self) -> int:
+        return len(self._ids) + sum(len(ids) for ids, _ in self._pending)
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._ids = np.concatenate([self._ids, *(ids for ids, _ in self._pending)])
+            self._vectors = np.concatenate([self._vectors, *(v for _, v in self._pending)])
+            self._pending = []
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self._pending.append((np.asarray(ids, np.int64), np.asarray(vectors, np.float32)))
+
+    def remove(self, ids: np.ndarray) -> None:
+        self._flush()
+        keep = ~np.isin(self._ids, ids)
+        self._ids, self._vectors = self._ids[keep], self._vectors[keep]
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        self._flush()
+        return self._ids, self._vectors
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self._flush()
+        scores = self._vectors @ query
+        k = min(k, len(scores))
+        if k == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return scores[top].astype(np.float32), self._ids[top]
+
+
+class IvfIndex:
+    """``faiss.IndexIVFFlat`` on inner product (the embeddings are unit vectors: cosine), ids = face ids."""
+
+    kind = "ivf"
+
+    def __init__(self, index: object, nprobe: int = NPROBE) -> None:
+        self.index = index
+        self.index.nprobe = nprobe  # type: ignore[attr-defined]
+
+    @classmethod
+    def train(cls, ids: np.ndarray, vectors: np.ndarray, nprobe: int = NPROBE, seed: int = 0) -> IvfIndex:
+        faiss = _faiss()
+        n, size = vectors.shape
+        nlist = int(min(max(16, 4 * math.sqrt(n)), max(16, n // 39)))
+        quantizer = faiss.IndexFlatIP(size)
+        index = faiss.IndexIVFFlat(quantizer, size, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(seed)
+        sample = vectors if n <= TRAIN_SAMPLE else vectors[np.sort(rng.choice(n, TRAIN_SAMPLE, replace=False))]
+        index.cp.seed = seed
+        index.train(np.ascontiguousarray(sample, np.float32))
+        self = cls(index, nprobe)
+        self.add(ids, vectors)
+        return self
+
+    @classmethod
+    def read(cls, path: Path, size: int, nprobe: int = NPROBE) -> IvfIndex:
+        faiss = _faiss()
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise BfmError(f"{path}: unreadable index ({str(exc).splitlines()[0][:120]})") from None
+        if getattr(index, "d", None) != size or not hasattr(index, "nprobe"):
+            raise BfmError(f"{path}: not an IVF index of {size}-value embeddings")
+        return cls(index, nprobe)
+
+    def write(self, path: Path) -> None:
+        from ..atomic import atomic_path
+
+        with atomic_path(path) as tmp:
+            _faiss().write_index(self.index, str(tmp))
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)  # type: ignore[attr-defined]
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32),  # type: ignore[attr-defined]
+                                    np.ascontiguousarray(ids, np.int64))
+
+    def remove(self, ids: np.ndarray) -> None:
+        if len(ids):
+            self.index.remove_ids(np.ascontiguousarray(ids, np.int64))  # type: ignore[attr-defined]
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, len(self))
+        if k == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        scores, ids = self.index.search(np.ascontiguousarray(query[None], np.float32), k)  # type: ignore[attr-defined]
+        keep = ids[0] >= 0
+        return scores[0][keep], ids[0][keep]
