@@ -198,10 +198,25 @@ class Verifier:
         return crops
 
     def _tensor(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """The networks' input for ``crops``: the normalised float tensor, or the uint8 crops themselves where the
+        backend normalises on its device (``Backend.takes_uint8``: a quarter of the bytes to copy). Either is
+        indexed by face along its first axis."""
+        if self.backend.takes_uint8:
+            return np.stack(crops) if len(crops) else np.zeros((0, *self.bundle.input.size, 3), np.uint8)
         return preprocess(crops, self.bundle.input.mean, self.bundle.input.std)
 
+    def _infer(self, network: Literal["classifier", "full", "partial"], tensor: np.ndarray) -> np.ndarray:
+        if tensor.dtype == np.uint8:
+            return self.backend.infer_crops(network, tensor, self.bundle.input.mean, self.bundle.input.std)
+        return self.backend.infer(network, tensor)
+
+    def _infer_concurrent(self, jobs: dict[Any, np.ndarray]) -> dict[Any, np.ndarray]:
+        if any(t.dtype == np.uint8 for t in jobs.values()):
+            return self.backend.infer_concurrent_crops(jobs, self.bundle.input.mean, self.bundle.input.std)
+        return self.backend.infer_concurrent(jobs)
+
     def _run(self, network: Literal["classifier", "full", "partial"], tensor: np.ndarray) -> np.ndarray:
-        outputs = [self.backend.infer(network, tensor[i : i + self.batch_size])
+        outputs = [self._infer(network, tensor[i : i + self.batch_size])
                    for i in range(0, len(tensor), self.batch_size)]
         return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
@@ -284,7 +299,7 @@ class Verifier:
             return []
         # One tensor for every face: the classifier sees all of it, each extractor its route's rows.
         tensor = self._tensor([face.crop for pair in good for face in pair])
-        probs = mask_probability(self.backend.infer("classifier", tensor)).reshape(-1, 2)
+        probs = mask_probability(self._infer("classifier", tensor)).reshape(-1, 2)
         masked = is_masked(probs, self.mask_threshold)
         cases = [case_of(bool(m[0]), bool(m[1])) for m in masked]
         routes: list[Route] = ["full" if case == 1 else "partial" for case in cases]
@@ -296,7 +311,7 @@ class Verifier:
             if idx:
                 rows = np.array([[2 * i, 2 * i + 1] for i in idx]).reshape(-1)
                 jobs[route] = tensor[rows]
-        outputs = self.backend.infer_concurrent(jobs)
+        outputs = self._infer_concurrent(jobs)
         scores = np.zeros(len(good), np.float32)
         for route, idx in members.items():
             if idx:
@@ -321,11 +336,11 @@ class Verifier:
         if not faces:
             return []
         tensor = self._tensor([face.crop for face in faces])
-        probs = mask_probability(self.backend.infer("classifier", tensor))
+        probs = mask_probability(self._infer("classifier", tensor))
         masked = is_masked(probs, self.mask_threshold)
         routes: list[Route] = ["partial" if m else "full" for m in masked]
         members = {route: [i for i, r in enumerate(routes) if r == route] for route in ("full", "partial")}
-        outputs = self.backend.infer_concurrent({route: tensor[idx] for route, idx in members.items() if idx})
+        outputs = self._infer_concurrent({route: tensor[idx] for route, idx in members.items() if idx})
         embeddings: dict[int, np.ndarray] = {}
         for route, idx in members.items():
             if idx:
@@ -339,9 +354,9 @@ class Verifier:
         for start in range(0, len(faces), self.batch_size):
             chunk = faces[start : start + self.batch_size]
             tensor = self._tensor([face.crop for face in chunk])
-            probs = mask_probability(self.backend.infer("classifier", tensor))
+            probs = mask_probability(self._infer("classifier", tensor))
             masked = is_masked(probs, self.mask_threshold)
-            outputs = self.backend.infer_concurrent({"full": tensor, "partial": tensor})
+            outputs = self._infer_concurrent({"full": tensor, "partial": tensor})
             full, partial = l2_normalise(outputs["full"]), l2_normalise(outputs["partial"])
             result.extend(FaceFeatures(float(probs[i]), bool(masked[i]), full[i], partial[i], face.note)
                           for i, face in enumerate(chunk))

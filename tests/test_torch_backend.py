@@ -190,5 +190,15 @@ def test_device_normalisation_chunks_and_channels_last_keep_the_cpu_results(data
         assert np.abs(both["full"] - plain.infer("full", batch)).max() < 1e-4
         assert np.abs(both["partial"] - plain.infer("partial", batch[:3])).max() < 1e-4
         assert other.infer("full", batch[:0]).shape == (0, 512)
+        # the Verifier hands a backend that takes uint8 its crops, not the float tensor: the same decisions
+        assert other.takes_uint8 and not plain.takes_uint8
+        pairs = [(crops[i], crops[i + 1]) for i in range(0, len(crops) - 1, 2)]
+        with Verifier(demo, backend=plain) as v_plain, Verifier(demo, backend=other) as v_uint8:
+            want_pairs = list(v_plain.verify_many(pairs, aligned=True))
+            got_pairs = list(v_uint8.verify_many(pairs, aligned=True))
+            assert [(r.same, r.route) for r in got_pairs] == [(r.same, r.route) for r in want_pairs]  # type: ignore[union-attr]
+            assert max(abs(r.score - w.score) for r, w in zip(got_pairs, want_pairs)) < 1e-5  # type: ignore[union-attr]
+            embedded = v_uint8.embed(list(crops[:3]), aligned=True)
+            assert np.abs(embedded - v_plain.embed(list(crops[:3]), aligned=True)).max() < 1e-5
         with pytest.raises(BfmError, match="uint8 images"):
             other.infer_crops("full", batch)  # type: ignore[attr-defined]

@@ -1,305 +1,316 @@
-"""GPU check: does bfm's GPU code give CPU-identical answers, and how fast is it?
+"""GPU check: do bfm's GPU paths give the CPU's answers on real faces, and how fast is each choice?
 
-Needs a CUDA GPU with PyTorch and cuda-python; TensorRT is optional (checked where importable).
-1. bundle: ``--bundle DIR``, else the shipped ``engines/demo``, else ``WORK/bundle`` exported with
-   ``bfm-export --from-pretrained w600k_mbf`` (random mask classifier) the first time;
-2. reference: the torch backend on CPU (FP32) on real LFW faces where the shared data is present, else on
-   seeded random crops;
-3. checks, each against the reference: torch CUDA backend (FP16); the cuda-python path (pinned host buffers,
-   async H2D/D2H copies on two CUDA streams, full and partial running concurrently under torch); TensorRT
-   (engines built with bfm-build-engine's code if missing). Pass: cosine >= 0.999 for every embedding and the
-   same decisions (mask class and same/different per pair);
-4. a timing table (batch 1, 32, 128: latency and faces/s) for every path that ran.
-Exit 0 when every check passes, 1 when one fails, 2 (one line) when the machine cannot run it.
+    PYTHONPATH=. python benchmarks/gpu_check/gpu_check.py            # or benchmarks/gpu_check/run.sh
+    PYTHONPATH=. python benchmarks/gpu_check/gpu_check.py --device cpu   # small dry run of the same code
+
+Runs from the working tree alone (numpy, OpenCV, onnxruntime and torch; matplotlib optional), on the
+shipped ``engines/demo`` (the torch backend rebuilds its networks and detector from the ONNX graphs):
+1. parity on real LFW pairs (aligned crops and raw fold-1 photos) and MFR2 pairs (photos, detected): each
+   device path (the fast path in FP16 and BF16, the plain FP16 path) against the torch backend on the CPU
+   (FP32, detector on onnxruntime): embeddings cosine >= 0.999, the same mask decisions, the same top faces
+   (landmarks within 1 px), the same same/different decisions (near ties reported apart);
+2. throughput at batch 1..1024 for a random-init IResNet-50 and the bundle's MobileFaceNet, each fast-path
+   choice beside the simpler one it replaces (``speed.py``); E_F and E_P on one stream and on two;
+3. the routed pipeline (``Verifier.verify_many``) on aligned crops against E_F alone, and on raw photos;
+   batch-1 verify latency (MobileFaceNet);
+4. TensorRT parity where TensorRT is importable.
+Writes ``gpu_check.json`` and ``gpu_check.png`` to ``--out`` (default ``$OUT``, else ~/.cache/bfm/gpu-check).
+Exit 0: every parity check passed (targets are reported, met or missed); 1: a parity check failed; 2: this
+machine cannot run the check, or bad input (one line); 3: an unexpected error (with its traceback).
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
-import statistics
-import subprocess
+import platform
 import sys
 import time
-from collections.abc import Callable
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import click
 import numpy as np
 
-from bfm_deploy.cli_support import one_line_errors
 from bfm_deploy.errors import BfmError
 
-MIN_COSINE = 0.999
-BATCHES = (1, 32, 128)
-NETWORKS = ("classifier", "full", "partial")
-# A mask decision whose CPU logit margin is below this may flip at FP16 legitimately (the classifier of an
-# exported w600k_mbf bundle is random); such near-ties are reported but not counted as failures.
-TIE_MARGIN = 1e-2
+HERE = Path(__file__).resolve().parent
+SHIPPED_BUNDLE = HERE.parents[1] / "engines" / "demo"
+# The issue's targets (H200): r50 FP16 at batch 256 (a quarter of the dense FP16 floor), routed vs E_F alone,
+# batch-1 verify latency of MobileFaceNet.
+R50_FACES_PER_S = 15_700
+ROUTED_OVER_EF = 0.9
+VERIFY_LATENCY_MS = 2.0
 
 
-@dataclass
-class Check:
-    path: str
-    network: str
-    min_cosine: float
-    decisions_differ: int
-    near_ties: int
-    ok: bool
+@dataclass(frozen=True)
+class CheckConfig:
+    device: Literal["cuda", "cpu"]  # "cpu": the dry run
+    bundle: Path
+    data_dir: Path
+    out: Path
+    batches: tuple[int, ...]
+    models: tuple[str, ...]  # throughput sweep: "r50" (random init), "mbf" (the bundle's E_F)
+    lfw_pairs: int
+    raw_pairs: int
+    mfr2_pairs: int
+    pipeline_pairs: int
+    min_seconds: float  # per throughput figure
+    latency_runs: int
+    runs: int  # at least this many timed runs per figure (after as many warm-up runs)
+
+    @classmethod
+    def for_device(cls, device: Literal["cuda", "cpu"], bundle: Path, data_dir: Path, out: Path) -> CheckConfig:
+        if device == "cuda":
+            return cls(device, bundle, data_dir, out, tuple(2 ** i for i in range(11)), ("r50", "mbf"),
+                       lfw_pairs=600, raw_pairs=300, mfr2_pairs=0, pipeline_pairs=1024, min_seconds=0.25,
+                       latency_runs=200, runs=3)
+        # the dry run exercises every step of the check at the smallest size (a CPU test runs it)
+        return cls(device, bundle, data_dir, out, (1, 2), ("mbf",), lfw_pairs=4, raw_pairs=2, mfr2_pairs=2,
+                   pipeline_pairs=2, min_seconds=0.0, latency_runs=1, runs=1)
 
 
-@dataclass
-class Timing:
-    path: str
-    batch: int
-    latency_ms: float
-    faces_per_s: float
+def echo(text: str) -> None:
+    print(text, flush=True)
 
 
-def preflight() -> Any:
-    """The CUDA runtime wrapper, or exit 2 before importing torch when this machine has no usable GPU."""
-    from bfm_deploy.cuda_runtime import CudaRuntime
-
+def preflight(device: str) -> str:
+    """A one-line description of the device, or BfmError (exit 2) when this machine cannot run the check."""
     try:
-        runtime = CudaRuntime(0)
-    except BfmError as exc:
-        raise BfmError(f"no CUDA GPU usable here ({exc}); run this on a machine with an NVIDIA GPU") from None
-    import torch
-
-    if not torch.cuda.is_available():
-        raise BfmError("no CUDA GPU for PyTorch here (torch.cuda.is_available() is False; a CPU-only torch build?)")
-    return runtime
-
-
-SHIPPED_BUNDLE = Path(__file__).resolve().parents[2] / "engines" / "demo"
-
-
-def ensure_bundle(bundle: Path | None, work: Path) -> Path:
-    """The given bundle, else the shipped demo bundle (the torch path rebuilds it from its ONNX, so it needs no
-    onnx or safetensors package on the GPU machine), else a w600k_mbf export into ``work``."""
-    if bundle is not None:
-        return bundle
-    if (SHIPPED_BUNDLE / "manifest.json").is_file():
-        return SHIPPED_BUNDLE
-    target = work / "bundle"
-    if not (target / "manifest.json").is_file():
-        click.echo(f"exporting w600k_mbf to {target} (bfm-export, first run only)")
-        cmd = [sys.executable, "-m", "bfm_train.export.cli", "--from-pretrained", "w600k_mbf", "--classifier", "random",
-               "--thresholds", "full=0.35,partial=0.30", "--out", str(target), "--overwrite"]
-        if subprocess.run(cmd).returncode != 0:
-            raise BfmError(f"bfm-export failed (command: {' '.join(cmd)})")
-    return target
-
-
-def load_faces(count: int, seed: int = 0) -> tuple[np.ndarray, str]:
-    """``count`` preprocessed crops (N, 3, 112, 112): real aligned LFW faces where available."""
-    import cv2
-
-    from bfm_deploy.datasets import default_data_dir
-
-    root = default_data_dir() / "lfw" / "aligned112"
-    files = sorted(root.glob("*/*.jpg"))[:count] if root.is_dir() else []
-    if len(files) == count:
-        bgr = np.stack([cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files])
-        source = f"{count} real LFW faces from {root}"
-    else:
-        bgr = np.random.default_rng(seed).integers(0, 256, (count, 112, 112, 3), dtype=np.uint8)
-        source = f"{count} seeded random crops (no shared data at {root})"
-    rgb = bgr[..., ::-1].astype(np.float32)
-    return np.ascontiguousarray(((rgb - 127.5) / 127.5).transpose(0, 3, 1, 2)), source
-
-
-def compare(
-    path: str, reference: dict[str, np.ndarray], got: dict[str, np.ndarray], threshold: dict[str, float]
-) -> list[Check]:
-    checks = []
-    for network, ref in reference.items():
-        out = got[network]
-        if network == "classifier":
-            margin = ref[:, 1] - ref[:, 0]
-            differ = (np.argmax(ref, 1) != np.argmax(out, 1))
-            ties = int(np.sum(differ & (np.abs(margin) < TIE_MARGIN)))
-            cos = _cosine_rows(ref, out)
-            checks.append(Check(path, network, cos, int(differ.sum()) - ties, ties, int(differ.sum()) == ties))
-            continue
-        cos = _cosine_rows(ref, out)
-        same_ref = _pair_scores(ref) >= threshold[network]
-        same_got = _pair_scores(out) >= threshold[network]
-        differ = int(np.sum(same_ref != same_got))
-        checks.append(Check(path, network, cos, differ, 0, cos >= MIN_COSINE and differ == 0))
-    return checks
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
-
-
-def _cosine_rows(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.min(np.sum(_normalise(a) * _normalise(b), axis=1)))
-
-
-def _pair_scores(emb: np.ndarray) -> np.ndarray:
-    """Scores of pairs (i, i+1): a fixed set of same/different decisions to compare between paths."""
-    e = _normalise(emb)
-    return np.sum(e[:-1] * e[1:], axis=1)
-
-
-def time_it(run: Callable[[], Any], iterations: int) -> float:
-    """Median wall time (ms) of ``run`` after warm-up; ``run`` must synchronise the GPU itself."""
-    for _ in range(3):
-        run()
-    samples = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(samples)
-
-
-class StreamPath:
-    """full and partial on their own cuda-python streams: pinned host -> async H2D -> torch -> async D2H."""
-
-    def __init__(self, runtime: Any, bundle: Any, max_batch: int) -> None:
         import torch
-
-        from bfm_deploy.backends.torch_backend import torch_modules
-
-        self.torch = torch
-        modules, _ = torch_modules(bundle, ("full", "partial"))  # weights.safetensors, or rebuilt from the ONNX
-        self.models: dict[str, Any] = {}
-        self.streams: dict[str, Any] = {}
-        self.host_in: dict[str, Any] = {}
-        self.host_out: dict[str, Any] = {}
-        self.device_in: dict[str, Any] = {}
-        for network in ("full", "partial"):
-            self.models[network] = modules[network].cuda().half()
-            self.streams[network] = runtime.stream()
-            self.host_in[network] = runtime.pinned((max_batch, 3, 112, 112), np.float32)
-            self.host_out[network] = runtime.pinned((max_batch, bundle.embedding_size), np.float32)
-            self.device_in[network] = torch.empty((max_batch, 3, 112, 112), dtype=torch.float32, device="cuda")
-
-    def run(self, jobs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch = self.torch
-        torch.cuda.synchronize()  # device_in was allocated on torch's stream
-        outputs = {}
-        for network, batch in jobs.items():  # queue everything first: the two streams overlap
-            n, stream = len(batch), self.streams[network]
-            self.host_in[network].array[:n] = batch
-            stream.copy_ptr(self.device_in[network].data_ptr(), self.host_in[network].ptr, batch.nbytes, to_device=True)
-            with torch.cuda.stream(torch.cuda.ExternalStream(stream.handle)), torch.inference_mode():
-                out = self.models[network](self.device_in[network][:n].half()).float().contiguous()
-            stream.copy_ptr(self.host_out[network].ptr, out.data_ptr(), out.numel() * 4, to_device=False)
-            outputs[network] = (n, out)  # keep `out` alive until its stream is done
-        result = {}
-        for network, (n, _) in outputs.items():
-            self.streams[network].synchronize()
-            result[network] = self.host_out[network].array[:n].copy()
-        return result
-
-    def close(self) -> None:
-        for group in (self.host_in, self.host_out, self.streams):
-            for item in group.values():
-                item.close()
+    except ImportError as exc:
+        raise BfmError(f"the GPU check needs torch ({exc})") from None
+    if device == "cpu":
+        return f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}"
+    if not torch.cuda.is_available():
+        raise BfmError("no CUDA GPU usable by torch here (torch.cuda.is_available() is False); run it on a GPU "
+                       "machine, or --device cpu for the small dry run")
+    props = torch.cuda.get_device_properties(0)
+    return f"{props.name} (sm{props.major}{props.minor}, {props.total_memory / 2**30:.0f} GiB), torch {torch.__version__}"
 
 
-def trt_backend(bundle: Any, max_batch: int) -> tuple[Any, str]:
-    """A TrtBackend (building engines first if this TensorRT/GPU has none), or None and why not."""
+def device_paths(device: str) -> dict[str, Any]:
+    from bfm_deploy.backends.torch_options import TorchOptions
+
+    if device == "cuda":
+        return {"fast fp16": TorchOptions(), "plain fp16": TorchOptions.plain(), "fast bf16": TorchOptions(precision="bf16")}
+    return {"cpu +cl +uint8 +torch detector": TorchOptions(channels_last=True, gpu_normalise=True, detector="torch")}
+
+
+def run_paths(cfg: CheckConfig, bundle: Any, sets: Any, crops: np.ndarray) -> tuple[list[Any], dict[str, Any]]:
+    """Parity of every device path against the CPU reference, and with the same backend the routed pipeline's
+    speed, E_F alone and batch-1 verify latency."""
+    from bfm_deploy.backends.torch_backend import TorchBackend
+    from bfm_deploy.detect import open_detector
+    from bfm_deploy.images import load_image
+    from bfm_deploy.verifier import Verifier
+
+    from parity import detection_row, network_rows, pair_row
+
+    rows: list[Any] = []
+    pipeline: dict[str, Any] = {}
+    photos = list(dict.fromkeys(p for name in ("lfw-raw", "mfr2") for pair in sets.named()[name][0]
+                                for p in (pair.left, pair.right)))
+    images = [load_image(p) for p in photos]
+    parity_crops = crops[: min(len(crops), 512)]
+    reference = TorchBackend(bundle, device="cpu")
+    ref_faces = open_detector("bundle", bundle, reference).detect_batch(images)  # type: ignore[attr-defined]
+    ref_pairs = {}
+    with Verifier(bundle, backend=reference, batch_size=256) as v:
+        for name, (pairs, aligned) in sets.named().items():
+            start = time.perf_counter()
+            ref_pairs[name] = list(v.verify_many([(p.left, p.right) for p in pairs], aligned=aligned, errors="collect"))
+            pipeline[f"cpu reference: {name} faces/s"] = 2 * len(pairs) / (time.perf_counter() - start)
+    echo(f"reference (torch on the CPU, FP32): {sum(map(len, ref_pairs.values()))} pairs, {len(images)} photos")
+    for path, options in device_paths(cfg.device).items():
+        with TorchBackend(bundle, device=cfg.device, options=options) as backend:
+            rows += network_rows(path, reference, backend, parity_crops, bundle.mask_threshold)
+            rows.append(detection_row(path, ref_faces, open_detector("bundle", bundle, backend).detect_batch(images)))  # type: ignore[attr-defined]
+            with Verifier(bundle, backend=backend, batch_size=256) as v:
+                for name, (pairs, aligned) in sets.named().items():
+                    got = list(v.verify_many([(p.left, p.right) for p in pairs], aligned=aligned, errors="collect"))
+                    rows.append(pair_row(path, name, ref_pairs[name], got, bundle.mask_threshold))
+                echo(f"parity {path}: " + ("ok" if all(r.ok for r in rows if r.path == path) else "FAILED"))
+                pipeline.update(pipeline_speed(cfg, path, backend, v, sets, crops))
+    trt_rows, pipeline["tensorrt"] = trt_parity(bundle, reference, parity_crops)
+    rows += trt_rows
+    reference.close()
+    return rows, pipeline
+
+
+def pipeline_speed(cfg: CheckConfig, label: str, backend: Any, v: Any, sets: Any, crops: np.ndarray) -> dict[str, float]:
+    """The routed pipeline on aligned crops beside E_F alone on the same faces, on raw photos (decoding,
+    detection, alignment included), and batch-1 verify latency."""
+    from bfm_deploy.tensor import preprocess
+
+    from speed import median_ms
+
+    pairs = [(crops[2 * i], crops[2 * i + 1]) for i in range(cfg.pipeline_pairs)]
+    faces = np.stack([c for pair in pairs for c in pair])
+    raw = [(p.left, p.right) for p in sets.lfw_raw]
+    def timed(run: Any) -> float:
+        return median_ms(run, cfg.min_seconds, min_runs=cfg.runs, warmup=cfg.runs)
+
+    def ef_alone() -> None:  # the same way in as the Verifier takes: uint8 crops or the host-normalised tensor
+        for i in range(0, len(faces), 256):
+            chunk = faces[i : i + 256]
+            backend.infer_crops("full", chunk) if backend.takes_uint8 else backend.infer("full", preprocess(list(chunk)))
+
+    ef = timed(ef_alone)
+    routed = timed(lambda: list(v.verify_many(pairs, aligned=True)))
+    raw_ms = timed(lambda: list(v.verify_many(raw, errors="collect")))
+    a, b = pairs[0]
+    latency = median_ms(lambda: v.verify(a, b, aligned=True), 0.0, min_runs=cfg.latency_runs, warmup=cfg.runs)
+    return {f"{label}: E_F alone, aligned, faces/s": len(faces) / ef * 1000,
+            f"{label}: routed, aligned, faces/s": len(faces) / routed * 1000,
+            f"{label}: routed / E_F alone": ef / routed,
+            f"{label}: routed, raw photos, faces/s": 2 * len(raw) / raw_ms * 1000,
+            f"{label}: batch-1 verify latency ms (mbf)": latency}
+
+
+def trt_parity(bundle: Any, reference: Any, crops: np.ndarray) -> tuple[list[Any], str]:
+    """TensorRT against the reference where TensorRT is importable (engines built first if missing)."""
     from bfm_deploy.engine.availability import require_tensorrt
+
+    from parity import network_rows
 
     try:
         version = require_tensorrt()
     except BfmError as exc:
-        return None, str(exc)
+        return [], f"skipped: {exc}"
     from bfm_deploy.backends.trt import TrtBackend
     from bfm_deploy.engine.build import build_engines, runtime_facts
     from bfm_deploy.engine.spec import BatchProfile, BuildOptions, engine_dir
 
     if not (engine_dir(bundle.root, runtime_facts()) / "engine_manifest.json").is_file():
-        click.echo(f"building FP16 engines with TensorRT {version}")
-        build_engines(bundle, BuildOptions(profile=BatchProfile(1, 32, max_batch)))
-    return TrtBackend(bundle), f"TensorRT {version}"
+        echo(f"building FP16 engines with TensorRT {version}")
+        build_engines(bundle, BuildOptions(profile=BatchProfile(1, 32, 256)))
+    with TrtBackend(bundle) as trt:
+        return network_rows(f"trt {version}", reference, trt, crops[:256], bundle.mask_threshold), f"TensorRT {version}"
 
 
-def _default_work() -> Path:
+def run_speed(cfg: CheckConfig, bundle: Any, crops: np.ndarray) -> tuple[list[Any], dict[str, float]]:
+    """The throughput ladder for each model, and E_F + E_P on one stream against two (CUDA)."""
+    from bfm_deploy.backends.torch_backend import TorchBackend, torch_modules
+    from bfm_deploy.backends.torch_options import TorchOptions
+    from bfm_deploy.models import get_model
+
+    from speed import median_ms, sweep
+
+    timings: list[Any] = []
+    modules, _ = torch_modules(bundle, ("full",))
+    models = {"mbf": modules["full"], "r50": get_model("r50").eval()}
+    for name in cfg.models:
+        timings += sweep(name, models[name], crops, cfg.batches, cfg.device, cfg.min_seconds, cfg.runs, echo)
+    streams: dict[str, float] = {}
+    if cfg.device == "cuda":
+        for two in (False, True):
+            with TorchBackend(bundle, device="cuda", options=TorchOptions(streams=two)) as backend:
+                for b in (32, 256):
+                    ms = median_ms(lambda: backend.infer_concurrent_crops({"full": crops[:b], "partial": crops[:b]}),
+                                   cfg.min_seconds, cfg.runs)
+                    streams[f"E_F+E_P concurrent, {'two streams' if two else 'one stream'}, batch {b}, faces/s"] = (
+                        2 * b / ms * 1000)
+    return timings, streams
+
+
+def targets(cfg: CheckConfig, timings: list[Any], pipeline: dict[str, Any]) -> list[dict[str, Any]]:
+    if cfg.device != "cuda":
+        return []
+    r50 = [t.faces_per_s for t in timings if t.model == "r50" and t.batch == 256 and t.variant.startswith("fp16")]
+    return [
+        {"what": "r50 FP16 faces/s at batch 256 (best fp16 variant)", "value": max(r50, default=0.0),
+         "need": f">= {R50_FACES_PER_S}", "met": max(r50, default=0.0) >= R50_FACES_PER_S},
+        {"what": "routed / E_F alone on aligned crops (fast fp16)", "value": pipeline["fast fp16: routed / E_F alone"],
+         "need": f">= {ROUTED_OVER_EF}", "met": pipeline["fast fp16: routed / E_F alone"] >= ROUTED_OVER_EF},
+        {"what": "batch-1 verify latency ms, mbf (fast fp16)",
+         "value": pipeline["fast fp16: batch-1 verify latency ms (mbf)"], "need": f"< {VERIFY_LATENCY_MS}",
+         "met": pipeline["fast fp16: batch-1 verify latency ms (mbf)"] < VERIFY_LATENCY_MS},
+    ]
+
+
+def service_note() -> dict[str, Any]:
+    missing = [m for m in ("fastapi", "uvicorn", "httpx") if __import__("importlib.util").util.find_spec(m) is None]
+    why = (f"the serve extra is not installed here ({', '.join(missing)} missing)" if missing
+           else "not measured by this check yet: bfm-bench --serve --backend torch measures the service")
+    return {"measured": False, "why": why}
+
+
+def check(cfg: CheckConfig) -> int:
+    from bfm_deploy.bundle import Bundle
+
+    from data import aligned_crops, load_pairs
+    from report import print_tables, write_json, write_png
+
+    started = time.perf_counter()
+    device = preflight(cfg.device)
+    echo(f"device: {device}; bundle {cfg.bundle}; data {cfg.data_dir}")
+    bundle = Bundle.load(cfg.bundle)
+    sets = load_pairs(cfg.data_dir, cfg.lfw_pairs, cfg.raw_pairs, cfg.mfr2_pairs)
+    crops = aligned_crops(sets.lfw_aligned, max(max(cfg.batches), 2 * cfg.pipeline_pairs))
+    rows, pipeline = run_paths(cfg, bundle, sets, crops)
+    tensorrt = pipeline.pop("tensorrt")
+    timings, streams = run_speed(cfg, bundle, crops)
+    pipeline.update(streams)
+    report = {
+        "device": device, "mode": cfg.device, "config": {k: str(v) if isinstance(v, Path) else v
+                                                          for k, v in asdict(cfg).items()},
+        "batches": list(cfg.batches), "pair_counts": {k: len(v[0]) for k, v in sets.named().items()},
+        "parity": [asdict(r) for r in rows], "throughput": [asdict(t) for t in timings], "pipeline": pipeline,
+        "targets": targets(cfg, timings, pipeline), "tensorrt": tensorrt,
+        "service": service_note(), "float_variants_include_host_preprocess": True,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    print_tables(report, echo)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_json(cfg.out / "gpu_check.json", report)
+    write_png(cfg.out / "gpu_check.png", report["throughput"], device)
+    echo(f"wrote {cfg.out / 'gpu_check.json'} and gpu_check.png ({report['seconds']} s)")
+    failed = [f"{r.path}/{r.check}" for r in rows if not r.ok]
+    if failed:
+        print(f"FAILED parity: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    echo(f"all {len(rows)} parity checks passed")
+    return 0
+
+
+def _default_out() -> Path:
+    if os.environ.get("OUT"):
+        return Path(os.environ["OUT"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "bfm" / "gpu-check"
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--bundle", type=click.Path(file_okay=False, path_type=Path),
-              help="Bundle to check (default: engines/demo, else export w600k_mbf into WORK/bundle).")
-@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the exported bundle and results.json go "
-                   "[default: $BFM_GPU_CHECK_WORKDIR or ~/.cache/bfm/gpu-check].")
-@click.option("--iterations", default=20, show_default=True, help="Timed runs per batch size.")
-@one_line_errors
-def main(bundle: Path | None, work: Path | None, iterations: int) -> None:
-    runtime = preflight()
-    from bfm_deploy.backends import create_backend
-    from bfm_deploy.bundle import Bundle
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                        help="cuda (the check), or cpu: a small dry run of the same code")
+    parser.add_argument("--bundle", type=Path, default=SHIPPED_BUNDLE)
+    parser.add_argument("--data-dir", type=Path, default=None, help="shared data [default: $BFM_DATA, ../shared/data]")
+    parser.add_argument("--out", type=Path, default=None, help="results folder [default: $OUT, ~/.cache/bfm/gpu-check]")
+    parser.add_argument("--pack-data", type=Path, metavar="DIR",
+                        help="copy the faces the check reads into DIR (to carry to a GPU machine) and exit")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(HERE))  # the check's own modules, wherever it is run from
+    try:
+        from bfm_deploy.datasets import default_data_dir
 
-    work = work or Path(os.environ.get("BFM_GPU_CHECK_WORKDIR") or _default_work())
-    loaded = Bundle.load(ensure_bundle(bundle, work))
-    props = runtime.properties()
-    click.echo(f"GPU {props.name} (sm{props.major}{props.minor}), bundle {loaded.root}")
-    faces, source = load_faces(max(BATCHES))
-    click.echo(f"inputs: {source}")
-    threshold = {"full": loaded.threshold("full"), "partial": loaded.threshold("partial")}
+        data_dir = args.data_dir or default_data_dir()
+        if args.pack_data:
+            from data import pack
 
-    cpu = create_backend("torch", loaded, device="cpu")
-    reference = {n: cpu.infer(n, faces) for n in NETWORKS}
-    cpu.close()
-
-    checks: list[Check] = []
-    timings: list[Timing] = []
-    gpu = create_backend("torch", loaded, device="cuda")
-    checks += compare("torch-cuda-fp16", reference, {n: gpu.infer(n, faces) for n in NETWORKS}, threshold)
-    for b in BATCHES:
-        ms = time_it(lambda: gpu.infer("full", faces[:b]), iterations)
-        timings.append(Timing("torch-cuda-fp16 full", b, ms, b / ms * 1000))
-
-    streams = StreamPath(runtime, loaded, max(BATCHES))
-    got = streams.run({"full": faces, "partial": faces})
-    checks += compare("cuda-python streams", {k: reference[k] for k in got}, got, threshold)
-    for b in BATCHES:
-        ms = time_it(lambda: streams.run({"full": faces[:b], "partial": faces[:b]}), iterations)
-        timings.append(Timing("cuda-python streams full+partial", b, ms, 2 * b / ms * 1000))
-    streams.close()
-    gpu.close()
-
-    trt, why = trt_backend(loaded, max(BATCHES))
-    if trt is None:
-        click.echo(f"TensorRT path skipped: {why}")
-    else:
-        checks += compare(f"trt ({why})", reference, {n: trt.infer(n, faces) for n in NETWORKS}, threshold)
-        both = trt.infer_concurrent({"full": faces, "partial": faces})
-        checks += compare("trt concurrent", {k: reference[k] for k in both}, both, threshold)
-        for b in BATCHES:
-            ms = time_it(lambda: trt.infer("full", faces[:b]), iterations)
-            timings.append(Timing("trt full", b, ms, b / ms * 1000))
-            ms = time_it(lambda: trt.infer_concurrent({"full": faces[:b], "partial": faces[:b]}), iterations)
-            timings.append(Timing("trt full+partial concurrent", b, ms, 2 * b / ms * 1000))
-        trt.close()
-
-    click.echo(f"\n{'path':40} {'network':10} {'min cos':>9} {'decisions differ':>17} {'near ties':>9}  result")
-    for c in checks:
-        verdict = "ok" if c.ok else "FAIL"
-        click.echo(f"{c.path:40} {c.network:10} {c.min_cosine:9.5f} {c.decisions_differ:17d} {c.near_ties:9d}  {verdict}")
-    click.echo(f"\n{'path':40} {'batch':>5} {'latency ms':>11} {'faces/s':>10}")
-    for t in timings:
-        click.echo(f"{t.path:40} {t.batch:5d} {t.latency_ms:11.2f} {t.faces_per_s:10.0f}")
-    results = {"gpu": asdict(props), "inputs": source, "checks": [asdict(c) for c in checks],
-               "timings": [asdict(t) for t in timings], "tensorrt": why}
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    failed = [c for c in checks if not c.ok]
-    if failed:
-        click.echo(f"\nFAILED: {', '.join(f'{c.path}/{c.network}' for c in failed)}", err=True)
-        sys.exit(1)
-    click.echo(f"\nall {len(checks)} checks passed; results in {work / 'results.json'}")
+            echo(f"copied {pack(data_dir, args.pack_data)} files to {args.pack_data}")
+            return 0
+        return check(CheckConfig.for_device(args.device, args.bundle, data_dir, args.out or _default_out()))
+    except BfmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception:  # a bug or a broken machine: loud, with the whole traceback
+        traceback.print_exc()
+        print("error: the GPU check crashed (traceback above)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

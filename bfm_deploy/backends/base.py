@@ -21,6 +21,9 @@ class Backend(ABC):
     """Runs ``classifier`` (N x 2 logits), ``full`` and ``partial`` (N x 512 raw embeddings)."""
 
     name: str
+    # True where infer_crops is the cheaper way in (uint8 uploaded and normalised on the device): the Verifier
+    # then hands over crops instead of the float tensor.
+    takes_uint8: bool = False
 
     @abstractmethod
     def infer(self, network: Network, batch: np.ndarray) -> np.ndarray:

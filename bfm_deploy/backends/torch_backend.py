@@ -25,7 +25,7 @@ import numpy as np
 from ..contract import FACE_MEAN, FACE_STD
 from ..errors import TRAIN_EXTRA, BfmError
 from .base import NETWORKS, Backend, Network
-from .torch_lane import Form, Lane, Normalisation, run_concurrently
+from .torch_lane import Form, Lane, Normalisation, place_module, run_concurrently
 from .torch_options import Resolved, TorchOptions
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class TorchBackend(Backend):
         self.device = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
         self.options: Resolved = options.resolve(self.device)
         self.fp16 = self.options.precision == "fp16"
+        self.takes_uint8 = self.options.gpu_normalise
         self._torch = torch
         if self.options.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True  # process-wide: fixed shapes, so timing algorithms once pays
@@ -88,13 +89,7 @@ class TorchBackend(Backend):
         return "torch" if DETECTOR in self._lanes else "onnxruntime" if self._detector_session else "none"
 
     def _place(self, model: Any) -> Any:
-        torch = self._torch
-        model = model.eval().to(self.device)
-        if self.options.precision != "fp32":
-            model = model.to({"fp16": torch.float16, "bf16": torch.bfloat16}[self.options.precision])
-        if self.options.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        return model
+        return place_module(model, self.options)
 
     # -- float32 NCHW, the Backend contract --------------------------------------------------------------------
 

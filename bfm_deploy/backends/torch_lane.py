@@ -50,6 +50,18 @@ def normalise_uint8(images: torch.Tensor, norm: Normalisation) -> torch.Tensor:
     return torch.mul(torch.sub(x.to(torch.float32), mean), scale)
 
 
+def place_module(model: Any, options: Resolved) -> Any:
+    """``model`` in eval mode on the device, in the options' precision and memory format."""
+    import torch
+
+    model = model.eval().to(options.device)
+    if options.precision != "fp32":
+        model = model.to({"fp16": torch.float16, "bf16": torch.bfloat16}[options.precision])
+    if options.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 class Lane:
     """Runs ``model`` on batches of at most ``options.max_batch`` on ``device`` (see the module doc)."""
 
