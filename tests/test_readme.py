@@ -28,6 +28,8 @@ NOT_RUN = {
         "CASIA-WebFace is not here; tests/test_trainer.py runs torchrun with two ranks",
     "bfm-build-engine engines/demo --opt-batch 32 --max-batch 256 --timing-cache ~/.cache/bfm/timing.cache":
         "needs TensorRT and a GPU (benchmarks/gpu_check/run.sh)",
+    "bash benchmarks/gpu_check/run.sh --device cpu":
+        "the GPU check's dry run: tests/test_gpu_check.py runs it (and the check's no-GPU exit)",
     "bfm-serve --port 8000": "a server that runs until stopped: tests/test_serve.py starts it on a free port",
     "curl -F a=@examples/zakayev_1.jpg -F b=@examples/zakayev_3_masked.jpg http://127.0.0.1:8000/v1/verify":
         "talks to that server: tests/test_serve.py sends the same multipart request",

@@ -1,7 +1,7 @@
 """The real faces the GPU check runs on: LFW pairs (aligned crops and raw fold-1 photos) and MFR2 pairs.
 
 Parity must be shown on real faces, so missing data is an error (one line), never a silent switch to random
-pixels. A GPU machine may not have the shared data: ``pack`` copies just what the check reads (about 35 MB:
+pixels. A GPU machine may not have the shared data: ``pack`` copies just what the check reads (about 27 MB:
 fold 1's aligned crops, the raw fold-1 photos, MFR2) into a folder that can travel with the working tree.
 """
 
