@@ -336,3 +336,43 @@ def test_pgvector_and_embedded_stores_return_the_same_top_k(tmp_path: Path, demo
         with pytest.raises(BfmError, match="512 values"):
             pg.add("q", [FaceFeatures(0.1, False, np.ones(128, np.float32), np.ones(512, np.float32))])
         assert [n for n, _, _ in pg.identities()] == [n for n, _, _ in embedded.identities() if n != "p0"]
+
+
+def test_cli_calibrate_from_a_report_and_refuse_test_folds(tmp_path: Path, demo: Bundle) -> None:
+    import json
+
+    methods = lambda ef, ep: {"E_F alone": {"margin_at_target": ef}, "E_P alone": {"margin_at_target": ep}}  # noqa: E731
+    report = {"dataset": "lfw-identification", "folds": [1, 2, 3, 4, 5], "bundle": "demo", "target_fpir": 0.01,
+              "open_set": None, "conditions": {"unmasked probes": {"gallery": 900, "methods": methods(0.12, 0.3)},
+                                               "masked probes": {"gallery": 900, "methods": methods(0.3, 0.18)},
+                                               "masked gallery": {"gallery": 900, "methods": methods(0.3, 0.19)}}}
+    good, bad = tmp_path / "r.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(report))
+    bad.write_text(json.dumps({**report, "folds": [6, 7]}))
+    folder = str(tmp_path / "g")
+    with Gallery.open(folder, demo, create=True) as gallery:
+        gallery.add("alice", [face(axis(0), axis(1), False)])
+    runner = CliRunner()
+    result = runner.invoke(gallery_cli, ["calibrate", folder, "--open-set", str(bad), "--bundle", str(DEMO)])
+    assert result.exit_code == 2 and "test folds" in result.output and result.output.count("\n") == 1
+    result = runner.invoke(gallery_cli, ["calibrate", folder, "--open-set", str(good), "--bundle", str(DEMO), "--json"])
+    assert result.exit_code == 0, result.output
+    with Gallery.open(folder, demo) as gallery:
+        assert (gallery.open_set()["full"], gallery.open_set()["partial"]) == (0.12, 0.19)
+        assert "folds 1,2,3,4,5" in gallery.open_set()["calibration"]
+    listed = runner.invoke(gallery_cli, ["list", folder, "--bundle", str(DEMO), "--json"])
+    assert json.loads(listed.stdout)["open_set"]["partial"] == 0.19
+
+
+def test_gallery_bench_measures_exact_and_ivf_on_a_small_gallery(tmp_path: Path) -> None:
+    from bfm_deploy.bench.gallery_scale import GalleryBenchOptions, format_gallery_table, plot_gallery, run_gallery_bench
+
+    report = run_gallery_bench(GalleryBenchOptions(bundle=DEMO, sizes=(1200,), queries=20, single_enrolments=5))
+    (row,) = report["sizes"]
+    assert row["templates"] == 1200 and row["probes"] == 20
+    assert row["exact"]["rank1"] == 1.0  # a probe is a fresh view of an enrolled identity: exact search finds it
+    assert row["ivf"]["kinds"]["full_unmasked"] == "ivf" and row["ivf"]["recall_at_1"] >= 0.9
+    assert 4 * 512 * 2 < row["bytes_per_template"]["database_on_disk"] < 4 * 512 * 4  # both embeddings, and little more
+    assert "1,200" in format_gallery_table(report)
+    plot_gallery(report, tmp_path / "g.png")
+    assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"

@@ -48,7 +48,8 @@ class Server(ServerProcess):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(tmp_path_factory.mktemp("serve"), "--max-wait-ms", "30")
+    tmp = tmp_path_factory.mktemp("serve")
+    running = Server(tmp, "--max-wait-ms", "30", "--gallery", str(tmp / "gallery"))
     yield running
     assert running.stopped_cleanly(), running.log_file.read_text()
 
@@ -94,6 +95,36 @@ def test_embed_routes_each_face_and_the_service_endpoints(server: Server, data_d
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "alive"}
     assert httpx.get(f"{server.url}/docs").status_code == 200
     assert "/v1/verify" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+
+
+def test_gallery_endpoints_enrol_identify_remove_and_refuse_bad_input(server: Server, data_dir: Path) -> None:
+    photos = sorted((data_dir / "lfw" / "raw-fold1").glob("*/*.jpg"))
+    others = {p.parent.name: p for p in photos if not p.parent.name.startswith("Zakayev")}
+    strangers = list(others.values())[:3]
+    with server.client() as client:
+        assert client.gallery_enroll("zakayev", [REPO / "examples" / "zakayev_1.jpg"]) == \
+            {"identity": "zakayev", "face_ids": [1], "masked": 0}
+        for path in strangers[:2]:
+            client.gallery_enroll(path.parent.name, [path])
+        masked, unmasked, stranger = client.gallery_identify(
+            [REPO / "examples" / "zakayev_3_masked.jpg", REPO / "examples" / "zakayev_3.jpg", strangers[2]], top_k=2)
+        assert masked["identity"] == "zakayev" and masked["masked"] and masked["candidates"][0]["route"] == "partial"
+        assert unmasked["identity"] == "zakayev" and unmasked["candidates"][0]["route"] == "full"
+        assert stranger["identity"] is None and len(stranger["candidates"]) == 2
+        before = client.gallery_list()
+        assert [p["identity"] for p in before["identities"]] == sorted(["zakayev", *(p.parent.name for p in strangers[:2])])
+        blank = cv2.imencode(".png", np.full((200, 200, 3), 120, np.uint8))[1].tobytes()
+        for call, status, message in (
+            (lambda: client.gallery_enroll("zakayev", [REPO / "examples" / "zakayev_3.jpg"]), 409, "already enrolled"),
+            (lambda: client.gallery_enroll("someone", [REPO / "examples" / "pacheco_1.jpg", blank]), 422, "no face found"),
+            (lambda: client.gallery_remove("nobody"), 404, "not enrolled"),
+        ):
+            with pytest.raises(ServiceError) as err:
+                call()
+            assert err.value.status == status and message in str(err.value) and "\n" not in str(err.value)
+        assert client.gallery_list() == before  # nothing stored, nothing lost
+        assert client.gallery_remove("zakayev") == 1
+        assert client.gallery_identify([REPO / "examples" / "zakayev_3.jpg"])[0]["identity"] is None
 
 
 def test_keys_limits_and_bad_images_are_one_line_errors(server: Server, tmp_path: Path) -> None:

@@ -20,6 +20,11 @@ from .sweep import QUICK, TimingConfig
 @click.option("--flops", is_flag=True, help="Parameters, MACs and FLOPs of C, E_F, E_P vs the paper.")
 @click.option("--latency", "latency_mode", is_flag=True, help="Latency and throughput of a bundle.")
 @click.option("--serve", "serve_mode", is_flag=True, help="bfm-serve under load, batched and batch-1, beside offline verify_many.")
+@click.option("--gallery", "gallery_mode", is_flag=True,
+              help="The gallery at scale: enrol and search time, memory per template, IVF recall vs exact (synthetic templates).")
+@click.option("--sizes", default=None, help="--gallery: gallery sizes in templates, e.g. 10000,100000,1000000 (the default; --quick: 2000,20000).")
+@click.option("--queries", type=click.IntRange(10, 100000), default=None,
+              help="--gallery: probes per size (default 300, a third of it at 1M; --quick 50).")
 @click.option("--concurrency", default=None, help="--serve: client counts, e.g. 1,4,16,64 (the default; --quick: 1,4).")
 @click.option("--requests", type=click.IntRange(8, 100000), default=None,
               help="--serve: requests per level and server (default 192, --quick 32), each level at most 60 s.")
@@ -44,7 +49,8 @@ from .sweep import QUICK, TimingConfig
 @detector_option
 @quiet_option
 @one_line_errors
-def main(flops: bool, latency_mode: bool, serve_mode: bool, concurrency: str | None, requests: int | None, backbone: str, bundle: Path, backend: str, batches: str | None, runs: int | None,
+def main(flops: bool, latency_mode: bool, serve_mode: bool, gallery_mode: bool, sizes: str | None,
+         queries: int | None, concurrency: str | None, requests: int | None, backbone: str, bundle: Path, backend: str, batches: str | None, runs: int | None,
          pairs: int | None, raw_pairs: int | None, masked_dir: Path | None, data_dir: Path, threads: int,
          quick: bool, json_out: str | None, plot_path: Path | None, detector: str) -> None:
     """Measure the cost claim of the paper (--flops) or the latency of a bundle (--latency).
@@ -53,9 +59,13 @@ def main(flops: bool, latency_mode: bool, serve_mode: bool, concurrency: str | N
     bfm-bench --flops --backbone r50 --json flops_r50.json
     bfm-bench --latency --bundle engines/demo --quick --json latency.json --plot latency.png
     bfm-bench --serve --json serve.json --plot serve.png
+    bfm-bench --gallery --json gallery.json --plot gallery.png
     """
-    if flops + latency_mode + serve_mode != 1:
-        raise BfmError("choose what to measure: --flops, --latency or --serve (one of them)")
+    if flops + latency_mode + serve_mode + gallery_mode != 1:
+        raise BfmError("choose what to measure: --flops, --latency, --serve or --gallery (one of them)")
+    if gallery_mode:
+        _gallery(bundle, sizes, queries, quick, json_out, plot_path)
+        return
     if serve_mode:
         _serve(bundle, data_dir, backend, concurrency, requests, quick, json_out, plot_path)
         return
@@ -99,6 +109,25 @@ def main(flops: bool, latency_mode: bool, serve_mode: bool, concurrency: str | N
         plot_sweep(report["sweep"], plot_path,
                    f"bundle {report['bundle']['name']} on {m['cpu_model']} ({m['logical_cpus']} CPUs), "
                    f"onnxruntime {m['onnxruntime']}, load {m['load_average_start']}")
+        note(f"wrote {plot_path}")
+
+
+def _gallery(bundle: Path, sizes: str | None, queries: int | None, quick: bool, json_out: str | None,
+             plot_path: Path | None) -> None:
+    from .gallery_scale import GalleryBenchOptions, format_gallery_table, plot_gallery, run_gallery_bench
+
+    try:
+        counts = tuple(int(v) for v in sizes.split(",")) if sizes else ((2000, 20000) if quick else (10_000, 100_000, 1_000_000))
+    except ValueError:
+        raise BfmError(f"--sizes must be comma-separated template counts, got {sizes!r}") from None
+    if not counts or min(counts) < 100 or max(counts) > 10_000_000:
+        raise BfmError("--sizes counts must be in 100..10000000")
+    report = run_gallery_bench(GalleryBenchOptions(bundle=bundle, sizes=counts, queries=queries or (50 if quick else 300),
+                                                   single_enrolments=20 if quick else 100))
+    click.echo(format_gallery_table(report), err=json_out == "-")
+    emit_json(json_out, report)
+    if plot_path is not None:
+        plot_gallery(report, plot_path)
         note(f"wrote {plot_path}")
 
 

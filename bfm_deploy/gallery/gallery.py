@@ -170,9 +170,11 @@ class Gallery:
 
     def remove(self, identity: str) -> int:
         """Remove every face of ``identity``; returns how many."""
+        from .pg import NotEnrolled
+
         removed = self.store.remove_identity(identity)
         if not removed:
-            raise BfmError(f"{identity} is not enrolled")
+            raise NotEnrolled(f"{identity} is not enrolled")
         return removed
 
     # -- search structures -------------------------------------------------------------------------------
@@ -233,6 +235,12 @@ class Gallery:
                 self._structures[name] = IvfIndex.train(*structure.vectors())
         self._covered = position
         return self._structures
+
+    def reset_search(self, exact_limit: int | None = None) -> None:
+        """Drop the search structures (rebuilt on the next search, from the saved index or the database)."""
+        self._structures, self._covered, self._saved = None, (0, 0), None
+        if exact_limit is not None:
+            self.exact_limit = exact_limit
 
     def index_kinds(self) -> dict[str, str]:
         """Each structure's search: ``exact`` or ``ivf``."""

@@ -8,8 +8,8 @@ removal it covers, caught up from the database when it is opened, and rebuilt wh
 unreadable.
 
 Exact search is used up to ``EXACT_LIMIT`` templates a structure (``bfm-bench --gallery`` measured where an
-IVF index starts to pay on 2 CPU cores), an IVF index (inner product, ``nlist`` ~ 4 sqrt(N) lists, ``nprobe``
-lists searched) above it. FAISS (the ``gallery`` extra, ``faiss-cpu``) is imported only for such an index.
+IVF index starts to pay on 2 CPU cores), an IVF index (inner product, ``nlist`` ~ sqrt(N) lists, ``nprobe``
+lists searched, at least 1/16 of them) above it. FAISS (the ``gallery`` extra, ``faiss-cpu``) is imported only for such an index.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ..errors import BfmError
 EXACT_LIMIT = 50_000  # templates a structure searches exactly; above it, IVF (see bfm-bench --gallery)
 NPROBE = 32
 TRAIN_SAMPLE = 100_000
+TRAIN_PER_LIST = 64  # k-means sample per inverted list
 
 
 def _faiss():  # type: ignore[no-untyped-def]
@@ -68,7 +69,9 @@ class ExactIndex:
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         self._flush()
-        scores = self._vectors @ query
+        # einsum, not BLAS gemv: one thread, no thread-pool spin-up per probe (OpenBLAS's threaded gemv was 10x
+        # slower than this on 2 CPU cores shared with a server's other threads)
+        scores = np.einsum("ij,j->i", self._vectors, query)
         k = min(k, len(scores))
         if k == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
@@ -84,17 +87,18 @@ class IvfIndex:
 
     def __init__(self, index: object, nprobe: int = NPROBE) -> None:
         self.index = index
-        self.index.nprobe = nprobe  # type: ignore[attr-defined]
+        self.index.nprobe = max(nprobe, int(index.nlist) // 16)  # type: ignore[attr-defined]
 
     @classmethod
     def train(cls, ids: np.ndarray, vectors: np.ndarray, nprobe: int = NPROBE, seed: int = 0) -> IvfIndex:
         faiss = _faiss()
         n, size = vectors.shape
-        nlist = int(min(max(16, 4 * math.sqrt(n)), max(16, n // 39)))
+        nlist = int(min(max(16, math.sqrt(n)), max(16, n // 39)))
         quantizer = faiss.IndexFlatIP(size)
         index = faiss.IndexIVFFlat(quantizer, size, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
-        sample = vectors if n <= TRAIN_SAMPLE else vectors[np.sort(rng.choice(n, TRAIN_SAMPLE, replace=False))]
+        cap = min(TRAIN_SAMPLE, TRAIN_PER_LIST * nlist)
+        sample = vectors if n <= cap else vectors[np.sort(rng.choice(n, cap, replace=False))]
         index.cp.seed = seed
         index.train(np.ascontiguousarray(sample, np.float32))
         self = cls(index, nprobe)

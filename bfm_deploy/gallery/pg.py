@@ -194,8 +194,16 @@ class PgStore:
         self._db.close()
 
 
+class AlreadyEnrolled(BfmError):
+    """An enrolment of an identity the gallery holds (without ``extend``): nothing was stored."""
+
+
+class NotEnrolled(BfmError):
+    """A removal of an identity the gallery does not hold."""
+
+
 def _refuse(names: list[str], enrolled: Any) -> None:
     clash = [n for n in names if enrolled(n)]
     if clash:
         more = f" ({len(clash)} identities clash)" if len(clash) > 1 else ""
-        raise BfmError(f"{clash[0]} is already enrolled{more} (add faces with --extend, or remove it first); nothing enrolled")
+        raise AlreadyEnrolled(f"{clash[0]} is already enrolled{more} (add faces with --extend, or remove it first); nothing enrolled")

@@ -5,6 +5,10 @@
     POST /v1/verify/batch  JSON {"pairs": [{"a": ..., "b": ...}, ...]} -> {"results": [...]}, an error per pair
     POST /v1/embed         images (multipart field images, repeated; or JSON {"images": [...]}) -> each face's
                            embedding from the extractor its mask state needs, with its mask probability
+    with --gallery (bfm_deploy.gallery: a folder, or postgresql://... shared by replicas):
+    POST   /v1/gallery/enroll      JSON {"identity": name, "images": [base64, ...], "extend": false} -> face ids
+    POST   /v1/gallery/identify    JSON {"images": [...], "top_k": 5} -> per probe what bfm-gallery identify says
+    DELETE /v1/gallery/identities/{identity}; GET /v1/gallery/identities
     GET  /healthz /readyz /metrics /docs
 
 Clients send bytes, never paths on the server. Every failure is a JSON ``{"error": "one line"}``: 401 without a
@@ -59,6 +63,7 @@ class ServeOptions:
     max_pairs: int = 64  # per /v1/verify/batch request, images per /v1/embed request
     workers: int = 2  # decoding and detection threads
     api_key_file: Path | None = None
+    gallery: str | None = None  # a gallery folder or PostgreSQL connection string: the /v1/gallery/ endpoints
 
     def check(self) -> None:
         if self.api_key_file is None and self.host not in ("127.0.0.1", "localhost", "::1"):
@@ -127,12 +132,21 @@ def create_app(options: ServeOptions) -> FastAPI:
         await loop.run_in_executor(pool, _warm_up, verifier)  # the first request should not pay for loading
         batcher = Batcher(verifier, options.max_batch, options.max_wait_ms / 1000, options.queue_size, metrics)
         await batcher.start()
-        state.update(verifier=verifier, pool=pool, batcher=batcher, ready=True)
+        gallery_pool = ThreadPoolExecutor(1, thread_name_prefix="bfm-gallery")  # the gallery's one connection
+        if options.gallery is not None:
+            from ..gallery import Gallery
+
+            state["gallery"] = await loop.run_in_executor(
+                gallery_pool, lambda: Gallery.open(options.gallery, verifier.bundle, create=True))  # type: ignore[arg-type]
+        state.update(verifier=verifier, pool=pool, batcher=batcher, gallery_pool=gallery_pool, ready=True)
         try:
             yield
         finally:
             state["ready"] = False
             await batcher.stop()  # uvicorn has let the requests in flight finish; what they queued finishes too
+            if "gallery" in state:
+                await loop.run_in_executor(gallery_pool, state["gallery"].close)
+            gallery_pool.shutdown(wait=True)
             pool.shutdown(wait=True)
             verifier.close()
 
@@ -238,6 +252,66 @@ def create_app(options: ServeOptions) -> FastAPI:
         embedded = iter(await batched(state["batcher"].embed(good)) if good else [])
         return {"faces": [{"error": str(f)} if isinstance(f, BfmError) else next(embedded).to_dict() for f in faces]}
 
+    async def in_gallery(work: Callable[[Any], Any]) -> Any:
+        """``work(gallery)`` on the gallery's thread (its connection lives there); BfmErrors as HTTP errors."""
+        from ..gallery import AlreadyEnrolled, NotEnrolled
+
+        if "gallery" not in state:
+            raise _Failure(404, "no gallery here: start bfm-serve with --gallery FOLDER|postgresql://...")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(state["gallery_pool"], work, state["gallery"])
+        except AlreadyEnrolled as exc:
+            raise _Failure(409, str(exc)) from None
+        except NotEnrolled as exc:
+            raise _Failure(404, str(exc)) from None
+        except BfmError as exc:
+            raise _Failure(422, str(exc)) from None
+
+    async def features_of(blobs: list[tuple[str, bytes]], aligned: bool) -> list[Any]:
+        faces = await faces_of(blobs, aligned)
+        good = [f for f in faces if not isinstance(f, BfmError)]
+        computed = iter(await asyncio.get_running_loop().run_in_executor(
+            state["gallery_pool"], state["verifier"].features, good) if good else [])
+        return [f if isinstance(f, BfmError) else next(computed) for f in faces]
+
+    @app.post("/v1/gallery/enroll")
+    async def gallery_enroll(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        identity = body.get("identity")
+        if not isinstance(identity, str) or not identity.strip():
+            raise _Failure(422, 'expected {"identity": name, "images": [base64, ...]}')
+        blobs = _image_list(body, options.max_pairs)
+        await in_gallery(lambda g: None)  # no gallery: 404 before any image is decoded
+        features = await features_of(blobs, bool(body.get("aligned", False)))
+        failed = next((f for f in features if isinstance(f, BfmError)), None)
+        if failed is not None:
+            raise _Failure(422, f"{failed}; nothing enrolled")
+        ids = await in_gallery(lambda g: g.add(identity, features, [name for name, _ in blobs],
+                                               extend=bool(body.get("extend", False))))
+        return {"identity": identity.strip(), "face_ids": ids, "masked": sum(f.masked for f in features)}
+
+    @app.post("/v1/gallery/identify")
+    async def gallery_identify(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        blobs = _image_list(body, options.max_pairs)
+        top_k = body.get("top_k", 5)
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= 100:
+            raise _Failure(422, "top_k must be an integer in 1..100")
+        await in_gallery(lambda g: None)
+        features = await features_of(blobs, bool(body.get("aligned", False)))
+        good = [f for f in features if not isinstance(f, BfmError)]
+        found = iter(await in_gallery(lambda g: [g.identify(f, top_k=top_k, note=f.note).to_dict() for f in good]))
+        return {"probes": [{"error": str(f)} if isinstance(f, BfmError) else next(found) for f in features]}
+
+    @app.delete("/v1/gallery/identities/{identity}")
+    async def gallery_remove(identity: str) -> dict[str, Any]:
+        return {"identity": identity, "removed": await in_gallery(lambda g: g.remove(identity))}
+
+    @app.get("/v1/gallery/identities")
+    async def gallery_list() -> dict[str, Any]:
+        people, open_set = await in_gallery(lambda g: (g.identities(), g.open_set()))
+        return {"identities": [{"identity": n, "faces": f, "masked": m} for n, f, m in people], "open_set": open_set}
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
@@ -302,6 +376,15 @@ async def _read_images(request: Request, names: tuple[str, ...]) -> tuple[dict[s
         return found, str(form.get("aligned", "false")).lower() in ("1", "true", "yes")
     body = await _json(request)
     return {name: (name, _b64(body.get(name), name)) for name in names}, bool(body.get("aligned", False))
+
+
+def _image_list(body: dict[str, Any], limit: int) -> list[tuple[str, bytes]]:
+    images = body.get("images")
+    if not isinstance(images, list) or not images:
+        raise _Failure(422, 'expected "images": [base64, ...] (one or more)')
+    if len(images) > limit:
+        raise _Failure(413, f"{len(images)} images in one request; at most {limit} (--max-pairs)")
+    return [(f"images[{i}]", _b64(v, f"images[{i}]")) for i, v in enumerate(images)]
 
 
 async def _read_image_list(request: Request, limit: int) -> tuple[list[tuple[str, bytes]], bool]:

@@ -27,13 +27,16 @@ from ..errors import BfmError
 @click.option("--max-body-mb", type=click.FloatRange(0.01), default=32.0, show_default=True, help="Largest request body.")
 @click.option("--max-pairs", type=click.IntRange(1), default=64, show_default=True, help="Pairs per /v1/verify/batch, images per /v1/embed.")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="Decoding and detection threads.")
+@click.option("--gallery", default=None, metavar="GALLERY",
+              help="Serve /v1/gallery/ (enrol, identify, remove, list) on this gallery: a folder, or a PostgreSQL "
+                   "connection string (postgresql://...) that replicas share.")
 @click.option("--ray", "on_ray", is_flag=True, help="Serve on Ray Serve (the ray extra): $RAY_ADDRESS's cluster, or a local one.")
 @click.option("--replicas", type=click.IntRange(1, 1024), default=1, show_default=True, help="--ray: replicas, each with its own batcher.")
 @quiet_option
 @one_line_errors
 def main(bundle: Path, backend: str, detector: str, host: str, port: int, api_key_file: Path | None, max_batch: int,
          max_wait_ms: float, queue_size: int, timeout_s: float, max_body_mb: float, max_pairs: int, workers: int,
-         on_ray: bool, replicas: int) -> None:
+         gallery: str | None, on_ray: bool, replicas: int) -> None:
     """Serve mask-routed face verification over HTTP (OpenAPI docs at /docs) with cross-request batching.
 
     \b
@@ -49,7 +52,8 @@ def main(bundle: Path, backend: str, detector: str, host: str, port: int, api_ke
         raise BfmError(f"bfm-serve needs the serve extra: pip install 'bfm[serve]' ({exc})") from None
     options = ServeOptions(bundle=bundle, backend=backend, detector=detector, host=host, port=port,
                            max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size, timeout_s=timeout_s,
-                           max_body_mb=max_body_mb, max_pairs=max_pairs, workers=workers, api_key_file=api_key_file)
+                           max_body_mb=max_body_mb, max_pairs=max_pairs, workers=workers, api_key_file=api_key_file,
+                           gallery=gallery)
     if on_ray:
         try:
             from .ray_app import run

@@ -57,6 +57,22 @@ class Client:
         body = {"images": [_b64(image) for image in images], "aligned": aligned}
         return self._answer(self._http.post("/v1/embed", json=body))["faces"]  # type: ignore[no-any-return]
 
+    def gallery_enroll(self, identity: str, images: list[Image], aligned: bool = False, extend: bool = False) -> dict[str, Any]:
+        body = {"identity": identity, "images": [_b64(i) for i in images], "aligned": aligned, "extend": extend}
+        return self._answer(self._http.post("/v1/gallery/enroll", json=body))
+
+    def gallery_identify(self, images: list[Image], top_k: int = 5, aligned: bool = False) -> list[dict[str, Any]]:
+        body = {"images": [_b64(i) for i in images], "top_k": top_k, "aligned": aligned}
+        return self._answer(self._http.post("/v1/gallery/identify", json=body))["probes"]  # type: ignore[no-any-return]
+
+    def gallery_remove(self, identity: str) -> int:
+        from urllib.parse import quote
+
+        return int(self._answer(self._http.delete(f"/v1/gallery/identities/{quote(identity, safe='')}"))["removed"])
+
+    def gallery_list(self) -> dict[str, Any]:
+        return self._answer(self._http.get("/v1/gallery/identities"))
+
     def ready(self) -> dict[str, Any]:
         return self._answer(self._http.get("/readyz"))
 
