@@ -134,6 +134,9 @@ def identify(gallery: str, images: tuple[Path, ...], top_k: int, margin: float |
         results = [store.identify(probe, top_k=top_k, margin=margin, note=probe.note) for probe in probes]
         open_set = store.open_set() if margin is None else {"full": margin, "partial": margin, "fpir": None,
                                                              "calibration": "--margin"}
+        if margin is None and open_set["fpir"] is None:
+            note("note: this gallery has no open-set thresholds, so 'unknown' starts at the verification thresholds, "
+                 "which call most strangers someone in a large gallery: run bfm-gallery calibrate")
         _repairs(store)
     records = []
     for path, result in zip(images, results):

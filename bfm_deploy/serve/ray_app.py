@@ -30,7 +30,8 @@ def deployment(options: ServeOptions, replicas: int) -> Any:
 
 def build_app(args: dict[str, str]) -> Any:
     """Application builder for ``serve run bfm_deploy.serve.ray_app:build_app key=value ...``: the keys are
-    ServeOptions fields (bundle, backend, detector, max_batch, max_wait_ms, ..., api_key_file) and replicas."""
+    ServeOptions fields (bundle, backend, detector, max_batch, max_wait_ms, ..., api_key_file, gallery) and
+    replicas (replicas share a PostgreSQL gallery, or a folder on one machine)."""
     fields = list(ServeOptions.__dataclass_fields__)
     values: dict[str, Any] = {}
     for key, text in args.items():
@@ -40,6 +41,9 @@ def build_app(args: dict[str, str]) -> Any:
             raise ValueError(f"unknown option {key!r}; one of replicas, {', '.join(fields)}")
         default = getattr(ServeOptions(), key)
         # numbers and names by their default's type; the two paths (bundle, api_key_file) as paths
+        if key == "gallery":  # a folder or a connection string: kept as written
+            values[key] = text
+            continue
         values[key] = type(default)(text) if isinstance(default, (int, float, str)) else Path(text)
     return deployment(ServeOptions(**values), int(args.get("replicas", "1")))
 
