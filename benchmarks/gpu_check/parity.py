@@ -32,6 +32,7 @@ class ParityRow:
     max_landmark_px: float | None = None
     ok: bool = True
     note: str = ""
+    required: bool = True  # False: reported, but a failure does not fail the check (e.g. the BF16 option)
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ def _series(timings: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[int
 
 
 def write_png(path: Path, timings: list[dict[str, Any]], title: str) -> None:
-    series = _series(timings)
+    series = _series(timings) or {"no throughput figures (see 'crashed' in the JSON)": {}}
     try:
         import matplotlib
 
@@ -46,9 +46,11 @@ def write_png(path: Path, timings: list[dict[str, Any]], title: str) -> None:
     for ax, (model, variants) in zip(axes[0], series.items()):
         for variant, points in variants.items():
             ax.plot(*zip(*points), marker="o", label=variant)
-        ax.set(xscale="log", yscale="log", xlabel="batch", ylabel="faces/s", title=f"{model}")
+        ax.set(xlabel="batch", ylabel="faces/s", title=f"{model}")
+        if variants:
+            ax.set(xscale="log", yscale="log")
+            ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -64,7 +66,7 @@ def _write_png_cv2(path: Path, series: dict[str, dict[str, list[tuple[int, float
                (227, 119, 194), (127, 127, 127)]
     for model, variants in series.items():
         img = np.full((height, width, 3), 255, np.uint8)
-        points = [p for pts in variants.values() for p in pts]
+        points = [p for pts in variants.values() for p in pts] or [(1, 1.0)]
         xs = [math.log2(b) for b, _ in points]
         ys = [math.log10(max(v, 1e-3)) for _, v in points]
         x0, x1, y0, y1 = min(xs), max(xs) or 1.0, min(ys), max(ys)
@@ -93,7 +95,7 @@ def print_tables(report: dict[str, Any], echo: Any) -> None:
         cos = "" if r["min_cosine"] is None else f"{r['min_cosine']:.5f}"
         lm = "" if r["max_landmark_px"] is None else f"{r['max_landmark_px']:.3f}"
         echo(f"{r['path']:28} {r['check']:36} {r['compared']:5d} {cos:>8} {r['decisions_differ']:6d} "
-             f"{r['near_ties']:5d} {lm:>6}  {'ok' if r['ok'] else 'FAIL'}")
+             f"{r['near_ties']:5d} {lm:>6}  {'ok' if r['ok'] else 'FAIL' if r['required'] else 'fail (informational)'}")
     echo(f"\n{'model':5} {'variant':28} {'replaces':28} " + " ".join(f"{b:>7}" for b in report["batches"]))
     for model, variants in _series(report["throughput"]).items():
         for variant, points in variants.items():
@@ -102,5 +104,6 @@ def print_tables(report: dict[str, Any], echo: Any) -> None:
     for name, value in report["pipeline"].items():
         echo(f"{name}: {value}")
     for target in report["targets"]:
-        echo(f"target {target['what']}: {target['value']:.4g} (need {target['need']}) "
+        value = "none (crashed)" if target["value"] is None else f"{target['value']:.4g}"
+        echo(f"target {target['what']}: {value} (need {target['need']}) "
              f"{'met' if target['met'] else 'MISSED'}")
