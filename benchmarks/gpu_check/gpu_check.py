@@ -270,6 +270,14 @@ def targets(cfg: CheckConfig, timings: list[Any], pipeline: dict[str, Any]) -> l
             for what, value, need, sign in figures]
 
 
+def torch_flags() -> dict[str, Any]:
+    """torch's process-wide settings that change FP32 speed (TF32) and kernel choice, as the run left them."""
+    import torch
+
+    return {"cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_benchmark": torch.backends.cudnn.benchmark}
+
+
 def service_note() -> dict[str, Any]:
     missing = [m for m in ("fastapi", "uvicorn", "httpx") if __import__("importlib.util").util.find_spec(m) is None]
     why = (f"the serve extra is not installed here ({', '.join(missing)} missing)" if missing
@@ -301,7 +309,7 @@ def check(cfg: CheckConfig) -> int:
         "batches": list(cfg.batches), "pair_counts": {k: len(v[0]) for k, v in sets.named().items()},
         "parity": [asdict(r) for r in rows], "throughput": [asdict(t) for t in timings], "pipeline": pipeline,
         "targets": targets(cfg, timings, pipeline), "tensorrt": tensorrt,
-        "service": service_note(), "float_variants_include_host_preprocess": True,
+        "service": service_note(), "float_variants_include_host_preprocess": True, "torch_flags": torch_flags(),
         "crashed": sections.crashed, "seconds": round(time.perf_counter() - started, 1),
     }
     print_tables(report, echo)
