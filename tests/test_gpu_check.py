@@ -34,6 +34,8 @@ def test_without_a_gpu_it_exits_2_with_one_line(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: no CUDA GPU"), result.stderr
     bad = _run("--device", "cpu", "--bundle", str(tmp_path / "nothing"), cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: "), bad.stderr
+    parts = _run("--device", "cpu", "--parts", "parity,nonsense", cwd=tmp_path)
+    assert parts.returncode == 2 and parts.stderr.startswith("error: --parts takes"), parts.stderr
 
 
 def test_the_cpu_dry_run_checks_parity_and_writes_its_report(tmp_path: Path, data_dir: Path) -> None:

@@ -285,7 +285,10 @@ def service_note() -> dict[str, Any]:
     return {"measured": False, "why": why}
 
 
-def check(cfg: CheckConfig) -> int:
+PARTS = ("parity", "speed")  # parity: parity + pipeline + latency; speed: the throughput ladder + streams
+
+
+def check(cfg: CheckConfig, parts: tuple[str, ...] = PARTS) -> int:
     from bfm_deploy.bundle import Bundle
 
     from data import aligned_crops, load_pairs
@@ -293,38 +296,52 @@ def check(cfg: CheckConfig) -> int:
 
     started = time.perf_counter()
     device = preflight(cfg.device)
-    echo(f"device: {device}; bundle {cfg.bundle}; data {cfg.data_dir}")
+    echo(f"device: {device}; bundle {cfg.bundle}; data {cfg.data_dir}; parts {', '.join(parts)}")
     bundle = Bundle.load(cfg.bundle)
     sets = load_pairs(cfg.data_dir, cfg.lfw_pairs, cfg.raw_pairs, cfg.mfr2_pairs)
     crops = aligned_crops(sets.lfw_aligned, max(max(cfg.batches), 2 * cfg.pipeline_pairs))
-    sections = Sections()
-    parity: tuple[list[Any], dict[str, Any]] = sections.run("parity", run_paths, cfg, bundle, sets, crops, sections) or ([], {})
-    rows, pipeline = parity
-    tensorrt = pipeline.pop("tensorrt", "not reached")
-    timings, streams = run_speed(cfg, bundle, crops, sections)
-    pipeline.update(streams)
-    report = {
-        "device": device, "mode": cfg.device, "config": {k: str(v) if isinstance(v, Path) else v
-                                                          for k, v in asdict(cfg).items()},
-        "batches": list(cfg.batches), "pair_counts": {k: len(v[0]) for k, v in sets.named().items()},
-        "parity": [asdict(r) for r in rows], "throughput": [asdict(t) for t in timings], "pipeline": pipeline,
-        "targets": targets(cfg, timings, pipeline), "tensorrt": tensorrt,
-        "service": service_note(), "float_variants_include_host_preprocess": True, "torch_flags": torch_flags(),
-        "crashed": sections.crashed, "seconds": round(time.perf_counter() - started, 1),
-    }
-    print_tables(report, echo)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    write_json(cfg.out / "gpu_check.json", report)
-    sections.run("plot", write_png, cfg.out / "gpu_check.png", report["throughput"], device)
-    report["crashed"] = sections.crashed
-    write_json(cfg.out / "gpu_check.json", report)  # again, should the plot have crashed
-    echo(f"wrote {cfg.out / 'gpu_check.json'} and gpu_check.png ({report['seconds']} s)")
+    sections = Sections()
+    rows: list[Any] = []
+    timings: list[Any] = []
+    pipeline: dict[str, Any] = {}
+    tensorrt: Any = "not run"
+
+    def report() -> dict[str, Any]:
+        """The report as it stands; written after each part, so that a run cut short still leaves its figures."""
+        data = {
+            "device": device, "mode": cfg.device, "parts": list(parts),
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+            "batches": list(cfg.batches), "pair_counts": {k: len(v[0]) for k, v in sets.named().items()},
+            "parity": [asdict(r) for r in rows], "throughput": [asdict(t) for t in timings], "pipeline": pipeline,
+            "targets": targets(cfg, timings, pipeline), "tensorrt": tensorrt, "service": service_note(),
+            "float_variants_include_host_preprocess": True, "torch_flags": torch_flags(),
+            "crashed": sections.crashed, "seconds": round(time.perf_counter() - started, 1),
+        }
+        write_json(cfg.out / "gpu_check.json", data)
+        return data
+
+    if "parity" in parts:
+        found: tuple[list[Any], dict[str, Any]] = sections.run("parity", run_paths, cfg, bundle, sets, crops,
+                                                               sections) or ([], {})
+        rows, pipeline = found
+        tensorrt = pipeline.pop("tensorrt", "not reached")
+        echo(f"parity and pipeline done at {time.perf_counter() - started:.0f} s")
+        report()
+    if "speed" in parts:
+        timings, streams = run_speed(cfg, bundle, crops, sections)
+        pipeline.update(streams)
+    final = report()
+    print_tables(final, echo)
+    sections.run("plot", write_png, cfg.out / "gpu_check.png", final["throughput"], device)
+    final = report()  # again, should the plot have crashed
+    echo(f"wrote {cfg.out / 'gpu_check.json'} and gpu_check.png ({final['seconds']} s)")
     if sections.crashed:
         print(f"error: {len(sections.crashed)} parts of the check crashed: "
               f"{', '.join(c['section'] for c in sections.crashed)} (tracebacks above and in the JSON)", file=sys.stderr)
         return 3
     failed = [f"{r.path}/{r.check}" for r in rows if not r.ok and r.required]
-    if failed or not rows:
+    if failed or ("parity" in parts and not rows):
         print(f"FAILED parity: {', '.join(failed) or 'no parity rows'}", file=sys.stderr)
         return 1
     informational = [f"{r.path}/{r.check}" for r in rows if not r.ok]
@@ -347,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=SHIPPED_BUNDLE)
     parser.add_argument("--data-dir", type=Path, default=None, help="shared data [default: $BFM_DATA, ../shared/data]")
     parser.add_argument("--out", type=Path, default=None, help="results folder [default: $OUT, ~/.cache/bfm/gpu-check]")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help="which parts to run: parity (with the pipeline and latency), speed (the throughput ladder)")
     parser.add_argument("--pack-data", type=Path, metavar="DIR",
                         help="copy the faces the check reads into DIR (to carry to a GPU machine) and exit")
     args = parser.parse_args(argv)
@@ -360,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
 
             echo(f"copied {pack(data_dir, args.pack_data)} files to {args.pack_data}")
             return 0
-        return check(CheckConfig.for_device(args.device, args.bundle, data_dir, args.out or _default_out()))
+        parts = tuple(p for p in args.parts.split(",") if p)
+        if not parts or set(parts) - set(PARTS):
+            raise BfmError(f"--parts takes {' and/or '.join(PARTS)}, comma-separated; got {args.parts!r}")
+        return check(CheckConfig.for_device(args.device, args.bundle, data_dir, args.out or _default_out()), parts)
     except BfmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
