@@ -104,8 +104,8 @@ def preflight(device: str) -> str:
     if device == "cpu":
         return f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}"
     if not torch.cuda.is_available():
-        raise BfmError("no CUDA GPU usable by torch here (torch.cuda.is_available() is False); run it on a GPU "
-                       "machine, or --device cpu for the small dry run")
+        raise BfmError("no CUDA GPU usable here (torch.cuda.is_available() is False); run it on a GPU machine, "
+                       "or --device cpu for the small dry run")
     props = torch.cuda.get_device_properties(0)
     return f"{props.name} (sm{props.major}{props.minor}, {props.total_memory / 2**30:.0f} GiB), torch {torch.__version__}"
 
