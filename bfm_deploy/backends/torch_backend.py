@@ -8,7 +8,7 @@ is checked against the graph on a probe batch before it is used. The bundle's de
 same way (``bfm_deploy.models.onnx_detector``, checked against ONNX Runtime at load) and runs on the device
 when the device is CUDA, so that a raw photo costs the CPU only its decoding and letterboxing; on the CPU it
 stays on onnxruntime, which runs this small graph about 6x faster than torch there (8 images at 320: 84 ms
-against 530 ms on 2 CPU cores). torch is imported only when this backend is created.
+against 530 ms, one measurement on a shared 2-core machine). torch is imported only when this backend is created.
 
 How the networks run is ``TorchOptions`` (``torch_options.py``): on CUDA FP16 (or BF16), channels-last,
 pinned buffers, CUDA graphs per batch size, one stream per network and uint8 uploads, each on its own switch;
