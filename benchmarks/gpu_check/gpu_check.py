@@ -14,7 +14,11 @@ shipped ``engines/demo`` (the torch backend rebuilds its networks and detector f
 3. the routed pipeline (``Verifier.verify_many``) on aligned crops against E_F alone, and on raw photos;
    batch-1 verify latency (MobileFaceNet);
 4. TensorRT parity where TensorRT is importable.
-Writes ``gpu_check.json`` and ``gpu_check.png`` to ``--out`` (default ``$OUT``, else ~/.cache/bfm/gpu-check).
+Faces come from ``--data-dir`` (default ``$BFM_DATA``, else ../shared/data); ``--pack-data DIR`` copies the 27 MB
+the check reads, to carry to a GPU machine without the shared data (then ``BFM_DATA=DIR``). ``--parts`` runs only
+``parity`` (with the pipeline and latency) or ``speed`` (the throughput ladder and the streams).
+Writes ``gpu_check.json`` (after each part, so a run cut short keeps what it measured) and ``gpu_check.png`` to
+``--out`` (default ``$OUT``, else ~/.cache/bfm/gpu-check).
 Exit 0: every required parity check passed (targets and the BF16 option's parity are reported, met or not); 1: a
 parity check failed; 2: this machine cannot run the check, or bad input (one line); 3: a part of the check crashed
 (its traceback at once on stderr and in the JSON; the other parts still run and the report is written).
