@@ -36,6 +36,16 @@ NOT_RUN = {
     "bfm-serve --ray --replicas 2 --port 8000": "runs until stopped: tests/test_serve.py starts it with two replicas",
     "serve run bfm_deploy.serve.ray_app:build_app replicas=2 bundle=engines/demo":
         "Ray's CLI for the same application as bfm-serve --ray, which tests/test_serve.py runs",
+    "bfm-gallery calibrate people --fpir 0.01": "the LFW folds 1-5 protocol (minutes on 2 cores); tests/test_gallery.py "
+        "calibrates from a report",
+    "bfm-eval --dataset lfw-identification --folds 1-5 --json "
+    "benchmarks/results/identification/lfw_identification_folds1-5_demo.json":
+        "the whole protocol, minutes on 2 cores: tests/test_gallery.py runs it on a few identities",
+    "bfm-eval --dataset lfw-identification --open-set "
+    "benchmarks/results/identification/lfw_identification_folds1-5_demo.json --json "
+    "benchmarks/results/identification/lfw_identification_demo.json --plot "
+    "benchmarks/results/identification/lfw_identification_demo.png":
+        "the whole protocol again, with the thresholds of the run above",
 }
 # Appended to every command of a tool: the smallest run that still goes through the whole command.
 QUICK = {
@@ -43,8 +53,9 @@ QUICK = {
     "bfm-train": ["--max-steps", "1", "--set", "batch_size=8", "--set", "data.workers=0", "--set", "val.pairs=null"],
     "bfm-eval": ["--pairs-per-fold", "4"],
     "bfm-bench --latency": ["--runs", "1", "--batches", "1", "--pair-count", "2", "--raw-pair-count", "1"],
+    "bfm-bench --gallery": ["--sizes", "1000", "--queries", "10"],
 }
-DECISION_TOOLS = ("bfm-verify",)  # exit 1 is an answer ("different people"), not a failure
+DECISION_TOOLS = ("bfm-verify", "bfm-gallery")  # exit 1 is an answer ("different people", "unknown"), not a failure
 
 
 def readme_commands() -> list[str]:
@@ -98,7 +109,7 @@ def test_every_command_is_run_or_says_why_not() -> None:
     assert len(commands) >= 15
     unknown_not_run = set(NOT_RUN) - set(commands)
     assert not unknown_not_run, f"NOT_RUN lists commands the docs no longer have: {unknown_not_run}"
-    assert all(c.split()[0] in ("bfm-mask", "bfm-train", "bfm-export", "bfm-verify", "bfm-eval", "bfm-bench")
+    assert all(c.split()[0] in ("bfm-mask", "bfm-train", "bfm-export", "bfm-verify", "bfm-eval", "bfm-bench", "bfm-gallery")
                for c in commands if c not in NOT_RUN), "a new kind of command: run it below or say why not"
 
 

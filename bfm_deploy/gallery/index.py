@@ -7,8 +7,9 @@ built from it: an approximate index is saved beside the database (temp + rename)
 removal it covers, caught up from the database when it is opened, and rebuilt when its file is missing or
 unreadable.
 
-Exact search is used up to ``EXACT_LIMIT`` templates a structure (``bfm-bench --gallery`` measured where an
-IVF index starts to pay on 2 CPU cores), an IVF index (inner product, ``nlist`` ~ sqrt(N) lists, ``nprobe``
+Exact search is used up to ``EXACT_LIMIT`` templates a structure (``bfm-bench --gallery`` on 2 shared CPU
+cores: exact 19 ms a probe at 100k templates, 70k in the largest structure, IVF 8 ms with recall@1 0.993; at 1M
+exact 1.2 s, IVF 0.11 s), an IVF index (inner product, ``nlist`` ~ sqrt(N) lists, ``nprobe``
 lists searched, at least 1/16 of them) above it. FAISS (the ``gallery`` extra, ``faiss-cpu``) is imported only for such an index.
 """
 
