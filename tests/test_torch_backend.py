@@ -154,7 +154,8 @@ def test_torch_options_resolve_per_device_and_refuse_cuda_choices_on_the_cpu() -
             cpu.detector_in_torch) == ("fp32", False, False, False, False, False, False)
     cuda = TorchOptions().resolve("cuda")
     assert (cuda.precision, cuda.channels_last, cuda.pinned, cuda.cuda_graphs, cuda.streams, cuda.gpu_normalise,
-            cuda.detector_in_torch) == ("fp16", True, True, True, True, True, True)
+            cuda.detector_in_torch) == ("fp16", True, True, False, True, True, True)  # graphs opt-in until measured
+    assert TorchOptions(cuda_graphs=True).resolve("cuda").cuda_graphs
     plain = TorchOptions.plain().resolve("cuda")
     assert (plain.precision, plain.channels_last, plain.pinned, plain.cuda_graphs, plain.streams,
             plain.gpu_normalise) == ("fp16", False, False, False, False, False)

@@ -118,7 +118,9 @@ def device_paths(device: str) -> dict[str, Any]:
     from bfm_deploy.backends.torch_options import TorchOptions
 
     if device == "cuda":
-        return {"fast fp16": TorchOptions(), "plain fp16": TorchOptions.plain(), "fast bf16": TorchOptions(precision="bf16")}
+        # The default CUDA path, the same with CUDA graphs (opt-in until this parity holds), the plain path.
+        return {"fast fp16": TorchOptions(), "fast fp16 +graphs": TorchOptions(cuda_graphs=True),
+                "plain fp16": TorchOptions.plain(), "fast bf16": TorchOptions(precision="bf16", cuda_graphs=True)}
     return {"cpu +cl +uint8 +torch detector": TorchOptions(channels_last=True, gpu_normalise=True, detector="torch")}
 
 

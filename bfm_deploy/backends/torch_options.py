@@ -2,8 +2,10 @@
 
 Every choice of the CUDA fast path replaces a simpler one, and the GPU check (``benchmarks/gpu_check``) times
 each against what it replaces in the same run, so each can be turned off alone. ``None`` means "the default
-for the device": on CUDA everything on (FP16), on the CPU everything off (FP32, contiguous, eager, pageable
-copies, one stream, normalised on the host), so that CPU results are those of the plain path.
+for the device": on CUDA everything on (FP16) except CUDA graphs, on the CPU everything off (FP32, contiguous,
+eager, pageable copies, one stream, normalised on the host), so that CPU results are those of the plain path.
+CUDA graphs stay opt-in until the GPU check has run them: a captured graph that replays stale buffers would
+give wrong embeddings, not an error, so that choice waits for its parity figure.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class TorchOptions:
             precision=precision,
             channels_last=_default(self.channels_last, cuda),
             pinned=_default(self.pinned, cuda),
-            cuda_graphs=_default(self.cuda_graphs, cuda),
+            cuda_graphs=bool(self.cuda_graphs),  # opt-in: see the module doc
             streams=_default(self.streams, cuda),
             gpu_normalise=_default(self.gpu_normalise, cuda),
             detector_in_torch=self.detector == "torch" or (self.detector == "auto" and cuda),
