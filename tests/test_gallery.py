@@ -336,6 +336,12 @@ def test_pgvector_and_embedded_stores_return_the_same_top_k(tmp_path: Path, demo
         with pytest.raises(BfmError, match="512 values"):
             pg.add("q", [FaceFeatures(0.1, False, np.ones(128, np.float32), np.ones(512, np.float32))])
         assert [n for n, _, _ in pg.identities()] == [n for n, _, _ in embedded.identities() if n != "p0"]
+        # past the exact limit the database searches through HNSW indexes: the true identity still comes first
+        with Gallery.open(postgres, demo, exact_limit=50) as approximate:
+            found = [approximate.identify(p, top_k=1).candidates[0].identity for p in probes[1:]]
+            indexes = {row[0] for row in approximate.store._db.execute("SELECT indexname FROM pg_indexes")}
+        assert {"bfm_faces_full_unmasked", "bfm_faces_partial_masked"} <= indexes
+        assert found == [c.identity for p in probes[1:] for c in embedded.identify(p, top_k=1).candidates]
 
 
 def test_cli_calibrate_from_a_report_and_refuse_test_folds(tmp_path: Path, demo: Bundle) -> None:
