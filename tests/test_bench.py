@@ -241,8 +241,8 @@ def test_quick_latency_writes_json_and_png(tiny_bundle, data_dir, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        ([], "--flops, --latency, --serve or --gallery"),
-        (["--flops", "--latency"], "--flops, --latency, --serve or --gallery"),
+        ([], "--flops, --latency, --serve or --gallery-scale"),
+        (["--flops", "--latency"], "--flops, --latency, --serve or --gallery-scale"),
         (["--latency", "--backend", "tensorflow"], "Invalid value for '--backend'"),
         (["--latency", "--batches", "1,x"], "--batches"),
         (["--latency", "--batches", "0,4"], "--batches"),

@@ -53,7 +53,7 @@ QUICK = {
     "bfm-train": ["--max-steps", "1", "--set", "batch_size=8", "--set", "data.workers=0", "--set", "val.pairs=null"],
     "bfm-eval": ["--pairs-per-fold", "4"],
     "bfm-bench --latency": ["--runs", "1", "--batches", "1", "--pair-count", "2", "--raw-pair-count", "1"],
-    "bfm-bench --gallery": ["--sizes", "1000", "--queries", "10"],
+    "bfm-bench --gallery-scale": ["--sizes", "1000", "--queries", "10"],
 }
 DECISION_TOOLS = ("bfm-verify", "bfm-gallery")  # exit 1 is an answer ("different people", "unknown"), not a failure
 

@@ -20,11 +20,11 @@ from .sweep import QUICK, TimingConfig
 @click.option("--flops", is_flag=True, help="Parameters, MACs and FLOPs of C, E_F, E_P vs the paper.")
 @click.option("--latency", "latency_mode", is_flag=True, help="Latency and throughput of a bundle.")
 @click.option("--serve", "serve_mode", is_flag=True, help="bfm-serve under load, batched and batch-1, beside offline verify_many.")
-@click.option("--gallery", "gallery_mode", is_flag=True,
+@click.option("--gallery-scale", "gallery_mode", is_flag=True,
               help="The gallery at scale: enrol and search time, memory per template, IVF recall vs exact (synthetic templates).")
-@click.option("--sizes", default=None, help="--gallery: gallery sizes in templates, e.g. 10000,100000,1000000 (the default; --quick: 2000,20000).")
+@click.option("--sizes", default=None, help="--gallery-scale: gallery sizes in templates, e.g. 10000,100000,1000000 (the default; --quick: 2000,20000).")
 @click.option("--queries", type=click.IntRange(10, 100000), default=None,
-              help="--gallery: probes per size (default 300, a third of it at 1M; --quick 50).")
+              help="--gallery-scale: probes per size (default 300, a third of it at 1M; --quick 50).")
 @click.option("--concurrency", default=None, help="--serve: client counts, e.g. 1,4,16,64 (the default; --quick: 1,4).")
 @click.option("--requests", type=click.IntRange(8, 100000), default=None,
               help="--serve: requests per level and server (default 192, --quick 32), each level at most 60 s.")
@@ -59,10 +59,10 @@ def main(flops: bool, latency_mode: bool, serve_mode: bool, gallery_mode: bool, 
     bfm-bench --flops --backbone r50 --json flops_r50.json
     bfm-bench --latency --bundle engines/demo --quick --json latency.json --plot latency.png
     bfm-bench --serve --json serve.json --plot serve.png
-    bfm-bench --gallery --json gallery.json --plot gallery.png
+    bfm-bench --gallery-scale --json gallery.json --plot gallery.png
     """
     if flops + latency_mode + serve_mode + gallery_mode != 1:
-        raise BfmError("choose what to measure: --flops, --latency, --serve or --gallery (one of them)")
+        raise BfmError("choose what to measure: --flops, --latency, --serve or --gallery-scale (one of them)")
     if gallery_mode:
         _gallery(bundle, sizes, queries, quick, json_out, plot_path)
         return

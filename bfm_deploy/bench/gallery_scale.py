@@ -1,4 +1,4 @@
-"""``bfm-bench --gallery``: the embedded gallery at scale, on synthetic templates.
+"""``bfm-bench --gallery-scale``: the embedded gallery at scale, on synthetic templates.
 
 For each size N: N faces (N/2 identities of two faces; 30% masked, as if enrolled with masks), each with an E_F
 and an E_P embedding drawn around the identity's own random centre. Face embeddings are not uniform on the

@@ -7,7 +7,7 @@ built from it: an approximate index is saved beside the database (temp + rename)
 removal it covers, caught up from the database when it is opened, and rebuilt when its file is missing or
 unreadable.
 
-Exact search is used up to ``EXACT_LIMIT`` templates a structure (``bfm-bench --gallery`` on 2 shared CPU
+Exact search is used up to ``EXACT_LIMIT`` templates a structure (``bfm-bench --gallery-scale`` on 2 shared CPU
 cores: exact 19 ms a probe at 100k templates, 70k in the largest structure, IVF 8 ms with recall@1 0.993; at 1M
 exact 1.2 s, IVF 0.11 s), an IVF index (inner product, ``nlist`` ~ sqrt(N) lists, ``nprobe``
 lists searched, at least 1/16 of them) above it. FAISS (the ``gallery`` extra, ``faiss-cpu``) is imported only for such an index.
@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import BfmError
 
-EXACT_LIMIT = 50_000  # templates a structure searches exactly; above it, IVF (see bfm-bench --gallery)
+EXACT_LIMIT = 50_000  # templates a structure searches exactly; above it, IVF (see bfm-bench --gallery-scale)
 NPROBE = 32
 TRAIN_SAMPLE = 100_000
 TRAIN_PER_LIST = 64  # k-means sample per inverted list
