@@ -217,6 +217,55 @@ def test_augmentation_is_seeded_shares_geometry_and_moves_the_face(data_dir: Pat
         AugmentConfig(blur=2.0)
 
 
+def test_mask_restyle_changes_only_the_mask_and_is_seeded(data_dir: Path) -> None:
+    """augment.mask_restyle: a real masked twin (bfm-mask's renderer) gets a new look inside its mask only,
+    fixed by the seed, different between seeds; turning it on leaves the other effects' draws as they were."""
+    from bfm_deploy.masking import MaskConfig, Masker
+    from bfm_train.data import load_face
+    from bfm_train.data.augment import AugmentConfig, Augmenter, augmented_pair, mask_region, restyle_mask
+
+    path = sorted((data_dir / "lfw" / "aligned112").glob("A*/*.jpg"))[0]
+    face = load_face(path)
+    twin = Masker(MaskConfig(types=("surgical",), straps=False)).apply(face, aligned=True, rel_key="t").image
+    region = mask_region(face, twin)
+    assert 0.15 < region.mean() < 0.6  # the mask, not the whole crop and not specks
+    assert region[:40].sum() == 0  # the eyes and forehead are no part of it
+    looks = [restyle_mask(face, twin, np.random.default_rng(seed)) for seed in range(6)]
+    assert np.array_equal(looks[0], restyle_mask(face, twin, np.random.default_rng(0)))
+    inside, outside = region > 0, cv2.dilate(region, np.ones((5, 5), np.uint8)) == 0
+    for look in looks:
+        assert look.shape == twin.shape and look.dtype == np.uint8
+        assert np.array_equal(look[outside], twin[outside])  # the face around the mask is untouched
+        assert np.abs(look[inside].astype(int) - twin[inside]).mean() > 10  # the mask itself looks new
+    assert len({look.tobytes() for look in looks}) == 6
+    assert restyle_mask(face, face.copy(), np.random.default_rng(0)) is not None  # no mask: returned as it is
+    assert np.array_equal(restyle_mask(face, face.copy(), np.random.default_rng(0)), face)
+    # The restyle draws from a stream of its own: the unmasked face's effects are the same with it on or off.
+    plain = Augmenter(AugmentConfig(landmark_noise=2.0, light=0.5))
+    restyled = Augmenter(AugmentConfig(landmark_noise=2.0, light=0.5, mask_restyle=1.0))
+    (a_plain, b_plain), (a_new, b_new) = augmented_pair(plain, 5, face, twin), augmented_pair(restyled, 5, face, twin)
+    assert np.array_equal(a_plain, a_new) and not np.array_equal(b_plain, b_new)
+    with pytest.raises(BfmError, match="augment.mask_restyle is a probability"):
+        AugmentConfig(mask_restyle=1.5)
+    # restyle_fabrics: the fabric photos join the looks, loaded once, in the process that restyles.
+    with_fabrics = Augmenter(AugmentConfig(mask_restyle=1.0, restyle_fabrics=str(data_dir / "masktheface" / "textures")))
+    assert with_fabrics._fabrics is None and with_fabrics.fabrics is with_fabrics.fabrics is not None
+    fabric_seeds = [s for s in range(40) if np.random.default_rng(s).integers(4) == 3][:4]  # the fabric kind
+    for s in fabric_seeds:
+        fabric_look = restyle_mask(face, twin, np.random.default_rng(s), with_fabrics.fabrics)
+        assert np.array_equal(fabric_look[outside], twin[outside])
+        assert not np.array_equal(fabric_look, restyle_mask(face, twin, np.random.default_rng(s)))
+    # augment.colour: grey or another hue, seeded; the luminance (the face's shape) stays.
+    coloured = Augmenter(AugmentConfig(colour=1.0))
+    outs = [augmented_pair(coloured, seed, face, twin)[0] for seed in range(16)]
+    assert np.array_equal(outs[0], augmented_pair(coloured, 0, face, twin)[0])
+    assert any(np.array_equal(o[..., 0], o[..., 2]) for o in outs)  # some turned grey
+    grey = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY).astype(float)
+    for out in outs:
+        assert not np.array_equal(out, face)
+        assert np.corrcoef(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY).astype(float).ravel(), grey.ravel())[0, 1] > 0.9
+
+
 def test_training_tensors_are_the_runtimes(data_dir: Path, mbf_bundle: Path) -> None:
     """One decoding and preprocessing path: what E_P trains on is bit for bit what the runtime feeds it, for
     real aligned faces (JPEG), from files and from record payloads, plain and mirrored."""

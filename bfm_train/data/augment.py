@@ -3,7 +3,9 @@
 Real faces reach the networks through a detector whose landmarks are noisy (more so on masked faces), from
 photos that are blurred, JPEG-compressed, noisy and unevenly lit. ``Augmenter`` reproduces both on aligned
 112x112 crops: the crop is re-aligned from template landmarks moved by Gaussian noise (the misalignment a
-detector with that landmark error causes), then each effect is applied with its probability. Every draw comes
+detector with that landmark error causes), then each effect is applied with its probability. ``mask_restyle``
+gives a masked twin's mask a new look (``restyle_mask``) before all that, so a classifier sees a fresh colour
+and print on every epoch instead of the one look ``bfm-mask`` drew. Every draw comes
 from the generator passed in, which the sampler seeds per (seed, epoch, sample), so runs stay bit-identical
 across resumption. A face and its masked twin share the geometry (the guided loss compares them pixel-aligned)
 and get their own photometric effects (so that neither class is the blurry one).
@@ -12,12 +14,14 @@ and get their own photometric effects (so that neither class is the blurry one).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from bfm_deploy.alignment import ARCFACE_TEMPLATE, similarity_transform
 from bfm_deploy.errors import BfmError
+from bfm_deploy.masking.textures import FabricLibrary, random_print
 
 
 @dataclass
@@ -29,22 +33,40 @@ class AugmentConfig:
     jpeg: float = 0.0  # probability of JPEG re-encoding at quality 25 to 90
     noise: float = 0.0  # probability of Gaussian pixel noise, sigma 2 to 8 grey levels
     light: float = 0.0  # probability of a brightness, contrast and gamma change
+    # Probability of a colour change of the whole crop: grey (a quarter of them) or a hue turn and saturation
+    # scale. A mask classifier that sees skin colour change cannot take a dark or grey lower face for a mask.
+    colour: float = 0.0
+    # Probability that a masked twin's mask is restyled (new hue, a random print, or a dark or light solid
+    # colour, keeping the rendered shading): real cloth masks come in far more looks than bfm-mask draws.
+    mask_restyle: float = 0.0
+    # A folder of printed-fabric photos (e.g. ${BFM_DATA}/masktheface/textures) that restyling also draws
+    # from, laid at a fine scale: small dense prints average to skin-like colours at the classifier's 4x4
+    # stride, which is how held-out fabric masks are missed.
+    restyle_fabrics: str = ""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.landmark_noise <= 10.0:
             raise BfmError(f"augment.landmark_noise must be in 0..10 pixels, got {self.landmark_noise}")
-        for name in ("blur", "jpeg", "noise", "light"):
+        for name in ("blur", "jpeg", "noise", "light", "colour", "mask_restyle"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise BfmError(f"augment.{name} is a probability in 0..1, got {getattr(self, name)}")
 
     @property
     def enabled(self) -> bool:
-        return any((self.landmark_noise, self.blur, self.jpeg, self.noise, self.light))
+        return any((self.landmark_noise, self.blur, self.jpeg, self.noise, self.light, self.colour,
+                    self.mask_restyle))
 
 
 class Augmenter:
     def __init__(self, config: AugmentConfig) -> None:
         self.config = config
+        self._fabrics: FabricLibrary | None = None  # loaded on first use, in the worker that uses it
+
+    @property
+    def fabrics(self) -> FabricLibrary | None:
+        if self.config.restyle_fabrics and self._fabrics is None:
+            self._fabrics = FabricLibrary(Path(self.config.restyle_fabrics))
+        return self._fabrics
 
     def geometry(self, rng: np.random.Generator) -> np.ndarray | None:
         """A 2x3 warp that re-aligns a crop from noisy landmarks, or None without landmark noise."""
@@ -77,6 +99,8 @@ class Augmenter:
             decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
             if decoded is not None:
                 out = decoded
+        if c.colour and rng.random() < c.colour:  # drawn only when on: older configs keep their draws
+            out = _recolour(np.ascontiguousarray(out), rng)
         return np.ascontiguousarray(out)
 
 
@@ -87,4 +111,84 @@ def augmented_pair(augmenter: Augmenter | None, seed: int | None, x: np.ndarray,
         return x, x_hat
     rng = np.random.default_rng(seed)
     warp = augmenter.geometry(rng)
+    if x_hat is not None and augmenter.config.mask_restyle > 0:
+        # Its own stream, so that turning restyling on leaves every other effect's draws as they were.
+        restyle_rng = np.random.default_rng([seed, _RESTYLE_STREAM])
+        if restyle_rng.random() < augmenter.config.mask_restyle:
+            x_hat = restyle_mask(x, x_hat, restyle_rng, augmenter.fabrics)
     return augmenter.apply(x, warp, rng), None if x_hat is None else augmenter.apply(x_hat, warp, rng)
+
+
+def _recolour(bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if rng.random() < 0.25:
+        return np.ascontiguousarray(np.repeat(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)[..., None], 3, axis=2))
+    hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-12, 12)) % 180
+    hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.4, 1.4), 0, 255)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)
+
+
+_RESTYLE_STREAM = 0x2E57
+_MIN_MASK_SHARE = 0.05
+# OpenCV hues (0-180) away from skin's reds and oranges: a mask restyled to skin colour would be a face
+# labelled masked that looks unmasked, teaching the classifier to call bare skin a mask.
+_NON_SKIN_HUES = (30.0, 160.0)  # a twin whose mask covers less than this share of the crop is left alone
+
+
+def mask_region(face: np.ndarray, twin: np.ndarray) -> np.ndarray:
+    """Where ``twin`` differs from ``face`` (HxW float32 in 0..1): the mask and its straps. The threshold
+    sits above JPEG re-encoding noise; opening removes the specks that noise still leaves."""
+    diff = np.abs(face.astype(np.int16) - twin.astype(np.int16)).max(axis=2)
+    region = (diff > 16).astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    region = cv2.morphologyEx(region, cv2.MORPH_OPEN, kernel)
+    region = cv2.morphologyEx(region, cv2.MORPH_CLOSE, kernel)
+    return region.astype(np.float32)
+
+
+def restyle_mask(face: np.ndarray, twin: np.ndarray, rng: np.random.Generator,
+                 fabrics: FabricLibrary | None = None) -> np.ndarray:
+    """``twin`` with its mask given a new look, one of: its hue turned (to a hue away from skin's) and
+    saturation and brightness scaled; a random print (``bfm_deploy.masking.textures.random_print``); a dark
+    or light solid colour; with ``fabrics``, also one of them at a fine scale. The mask's
+    rendered brightness (folds, light) is kept as shading, and the edge is feathered by a pixel. A twin
+    without a visible mask is returned as it is."""
+    region = mask_region(face, twin)
+    if region.mean() < _MIN_MASK_SHARE:
+        return twin
+    pixels = twin.astype(np.float32)
+    grey = pixels.mean(axis=2)
+    inside = region > 0
+    shading = np.clip(grey / max(float(grey[inside].mean()), 1.0), 0.4, 1.6)[..., None]
+    kind = int(rng.integers(3 if fabrics is None else 4))
+    if kind == 0:
+        hsv = cv2.cvtColor(twin, cv2.COLOR_BGR2HSV).astype(np.float32)
+        target = rng.uniform(*_NON_SKIN_HUES)
+        hsv[..., 0] = (hsv[..., 0] + target - float(np.median(hsv[..., 0][inside]))) % 180
+        hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.3, 1.8) + rng.uniform(0, 60), 0, 255)
+        hsv[..., 2] = np.clip(hsv[..., 2] * rng.uniform(0.3, 1.3), 0, 255)
+        colour = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
+    elif kind == 1:
+        tile = random_print(rng, size=64)
+        ys, xs = np.mgrid[0 : twin.shape[0], 0 : twin.shape[1]].astype(np.float32)
+        scale, (dx, dy) = np.float32(rng.uniform(0.5, 2.0)), rng.uniform(0, 64, 2).astype(np.float32)
+        base = cv2.remap(tile, (xs * scale + dx) % 64, (ys * scale + dy) % 64, cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_WRAP)
+        colour = base * shading
+    elif kind == 3:
+        assert fabrics is not None
+        _, tile = fabrics.choose(rng)
+        ys, xs = np.mgrid[0 : twin.shape[0], 0 : twin.shape[1]].astype(np.float32)
+        scale = np.float32(tile.shape[1] / (rng.uniform(0.15, 0.6) * twin.shape[1]))
+        dx, dy = rng.uniform(0, tile.shape[1]), rng.uniform(0, tile.shape[0])
+        base = cv2.remap(tile, (xs * scale + np.float32(dx)) % np.float32(tile.shape[1]),
+                         (ys * scale + np.float32(dy)) % np.float32(tile.shape[0]), cv2.INTER_AREA,
+                         borderMode=cv2.BORDER_WRAP)
+        colour = base * shading
+    else:
+        value = rng.uniform(10, 60) if rng.random() < 0.5 else rng.uniform(170, 250)
+        hsv = np.uint8([[[rng.uniform(*_NON_SKIN_HUES), rng.uniform(0, 120), value]]])
+        colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR).astype(np.float32)[0, 0] * shading
+    alpha = cv2.GaussianBlur(region, (0, 0), 0.8)[..., None]
+    out = pixels * (1 - alpha) + np.clip(colour, 0, 255) * alpha
+    return np.ascontiguousarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))

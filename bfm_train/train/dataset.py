@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -15,6 +16,12 @@ from .config import TrainConfig, resolve_path
 
 def build_dataset(config: TrainConfig) -> Dataset[Any]:
     data = config.data
+    augment = data.augment
+    if augment.restyle_fabrics:
+        folder = resolve_path(augment.restyle_fabrics)
+        if not folder.is_dir():
+            raise BfmError(f"data.augment.restyle_fabrics: {folder} is not a folder")
+        augment = replace(augment, restyle_fabrics=str(folder))
     masked = data.masked_root if config.recipe != "baseline1" else None
     exclude = set(data.exclude_identities)
     if data.exclude_lfw_pairs:
@@ -27,7 +34,7 @@ def build_dataset(config: TrainConfig) -> Dataset[Any]:
     if data.format == "rec":
         if exclude or data.include_identities is not None or data.min_images > 1:
             raise BfmError("identity include/exclude lists and min_images apply to data.format: folder only")
-        return RecordDataset(resolve_path(data.root), None if masked is None else resolve_path(masked), data.augment)
+        return RecordDataset(resolve_path(data.root), None if masked is None else resolve_path(masked), augment)
     return PairedFolderDataset(
         resolve_path(data.root),
         None if masked is None else resolve_path(masked),
@@ -35,5 +42,5 @@ def build_dataset(config: TrainConfig) -> Dataset[Any]:
         exclude=exclude,
         min_images=data.min_images,
         missing_masked=data.missing_masked,
-        augment=data.augment,
+        augment=augment,
     )
