@@ -58,6 +58,11 @@ def run(options: ServeOptions, replicas: int) -> None:
     import ray
     from ray import serve
 
+    # Serve kills an HTTP proxy that misses its 5 s readiness check three times, which fails serve.start; on
+    # a busy machine the proxy takes longer than that to come up. A local cluster started here inherits these
+    # (a cluster of $RAY_ADDRESS keeps its own settings).
+    for name in ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S"):
+        os.environ.setdefault(name, "30")
     ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     serve.start(http_options={"host": options.host, "port": options.port})
