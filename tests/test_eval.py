@@ -441,3 +441,33 @@ def test_landmarks_dataset_reports_the_detector_error(data_dir: Path, tmp_path: 
     report = json.loads(out.read_text())
     assert report["detector"] == "bundle:scrfd-500m" and report["photos"] == report["found"] == 6
     assert 0.5 < report["median_px"] < 5.0 and report["median_px_after_mean_offset"] <= report["median_px"] + 1e-9
+
+
+def test_accuracy_table_merges_reports_and_shows_the_chosen_methods(tmp_path: Path) -> None:
+    """tools/accuracy_table.py: a later report's methods join (and replace) an earlier one's; --methods picks
+    and orders the columns; an unknown method is a one-line error."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("accuracy_table", Path(__file__).parents[1] / "tools" / "accuracy_table.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def result(accuracy: float, mask: float | None = None) -> dict:
+        return {"accuracy": accuracy, "std": 0.5, "eer": 1.0, "tar_at_far_1e-3": 90.0, "cases": {"1": accuracy},
+                "mask_accuracy": mask}
+
+    old = {"dataset": "mfr2", "pairs": 848, "results": {"Baseline 2": result(98.8), "ours": result(98.1, 93.2)}}
+    new = {"dataset": "mfr2", "pairs": 848, "results": {"Baseline 1": result(98.3), "ours": result(98.7, 97.5),
+                                                          "ours (C before)": result(98.1, 93.2)}}
+    paths = [tmp_path / "old.json", tmp_path / "new.json"]
+    for path, report in zip(paths, (old, new)):
+        path.write_text(json.dumps(report))
+    run = CliRunner().invoke(module.main, [*map(str, paths), "--methods", "Baseline 1,Baseline 2,ours"])
+    assert run.exit_code == 0, run.output
+    assert "| mfr2 | 848 | 98.30 ± 0.50 | 98.80 ± 0.50 | 98.70 ± 0.50 | 94.5 / 96.0 / 96.4 |" in run.output
+    assert "| mfr2 | -0.10 |" in run.output  # ours against Baseline 2
+    assert "| mfr2 | 97.50 | 98.5 |" in run.output  # Table III from the newer report
+    assert "C before" not in run.output
+    bad = CliRunner().invoke(module.main, [*map(str, paths), "--methods", "Baseline 3"])
+    assert bad.exit_code != 0 and "Baseline 3 not in these reports" in bad.output

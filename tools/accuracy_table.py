@@ -39,12 +39,15 @@ def _pct(value: float | None, std: float | None = None) -> str:
 @bfm_command()
 @click.argument("reports", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--ours", default="ours", show_default=True, help="The method reported per case and in Table III.")
+@click.option("--methods", default=None,
+              help="Comma-separated methods to show, in this order (default: every method, in the reports' order).")
 @one_line_errors
-def main(reports: tuple[Path, ...], ours: str) -> None:
+def main(reports: tuple[Path, ...], ours: str, methods: str | None) -> None:
     """Tables II and III from bfm-eval --json reports; methods in the order the reports name them (several
     reports of one data set merge, so a variant evaluated later joins the table)."""
     if not reports:
         raise BfmError("give one or more bfm-eval --json reports")
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     rows: dict[str, dict[str, dict]] = {}
     pairs: dict[str, int] = {}
     order: list[str] = []
@@ -54,6 +57,11 @@ def main(reports: tuple[Path, ...], ours: str) -> None:
             rows.setdefault(row, {}).update(methods)
             pairs[row] = report["pairs"]
             order += [m for m in methods if m not in order]
+    if chosen is not None:
+        missing = [m for m in chosen if m not in order]
+        if missing:
+            raise BfmError(f"--methods: {', '.join(missing)} not in these reports ({', '.join(order)})")
+        order = chosen
     if ours not in order:
         raise BfmError(f"--ours {ours!r} is not a method of these reports ({', '.join(order)})")
     click.echo("Table II: verification accuracy (%), 10-fold cross-validated threshold, mean ± std over folds\n")
