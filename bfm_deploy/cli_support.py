@@ -63,7 +63,28 @@ def _enable_debug(_ctx: click.Context, _param: click.Parameter, value: bool) -> 
         os.environ["BFM_DEBUG"] = "1"  # this process only: the tool's own run, read by one_line_errors
 
 
-class OneLineCommand(click.Command):
+class _OneLineMain:
+    """``main`` for click commands and groups: usage errors as one line, exit 2 (see ``OneLineCommand``)."""
+
+    # click types main() with overloads on standalone_mode; this override always runs standalone
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)  # type: ignore[misc]
+        except click.ClickException as exc:
+            fail(exc.format_message())
+        except click.Abort:
+            fail("aborted")
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+class OneLineCommand(_OneLineMain, click.Command):
     """Usage errors (unknown option, bad value) as one ``error: ...`` line and exit 2, like every BfmError.
 
     Click's default prints the usage block and a hint over several lines. Every bfm tool uses this class,
@@ -76,40 +97,9 @@ class OneLineCommand(click.Command):
                                         callback=_enable_debug,
                                         help="Print the traceback of an unexpected error (or set BFM_DEBUG=1)."))
 
-    # click types main() with overloads on standalone_mode; this override always runs standalone
-    def main(  # type: ignore[override]
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> Any:
-        _run_one_line(super().main, args, prog_name, complete_var, **extra)
 
-
-def _run_one_line(click_main: Callable[..., Any], *args: Any, **extra: Any) -> None:
-    try:
-        code = click_main(*args, standalone_mode=False, **extra)
-    except click.ClickException as exc:
-        fail(exc.format_message())
-    except click.Abort:
-        fail("aborted")
-    sys.exit(code if isinstance(code, int) else 0)
-
-
-class OneLineGroup(click.Group):
+class OneLineGroup(_OneLineMain, click.Group):
     """A tool of subcommands (``bfm-gallery enroll``) with ``OneLineCommand``'s one-line usage errors; its
     subcommands are ``OneLineCommand`` too."""
 
     command_class = OneLineCommand
-
-    def main(  # type: ignore[override]
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> Any:
-        _run_one_line(super().main, args, prog_name, complete_var, **extra)

@@ -69,6 +69,17 @@ def main() -> None:
     connection string (postgresql://USER@HOST/DB, pgvector) that many replicas share."""
 
 
+def face_input_options(func: Any) -> Any:
+    """What the commands that read faces (enroll, identify) share: --aligned, the bundle, backend and detector,
+    --json and --quiet, and one-line errors."""
+    for decorate in reversed((click.option("--aligned", is_flag=True,
+                                           help="The images are aligned 112x112 crops (no detection)."),
+                              bundle_option, backend_option(), detector_option, json_option, quiet_option,
+                              one_line_errors)):
+        func = decorate(func)
+    return func
+
+
 def command(name: str | None = None) -> Any:
     return main.command(name=name, context_settings=SETTINGS)
 
@@ -80,13 +91,7 @@ def command(name: str | None = None) -> Any:
 @click.option("--folder", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Enrol every sub-folder of FOLDER as an identity (its name) with its images.")
 @click.option("--extend", is_flag=True, help="Add faces to an identity that is already enrolled.")
-@click.option("--aligned", is_flag=True, help="The images are aligned 112x112 crops (no detection).")
-@bundle_option
-@backend_option()
-@detector_option
-@json_option
-@quiet_option
-@one_line_errors
+@face_input_options
 def enroll(gallery: str, identity: str | None, images: tuple[Path, ...], folder: Path | None, extend: bool,
            aligned: bool, bundle: Path, backend: str, detector: str, json_out: str | None) -> None:
     """Enrol IDENTITY with its IMAGES (each face keeps both embeddings and its mask state)."""
@@ -118,13 +123,7 @@ def enroll(gallery: str, identity: str | None, images: tuple[Path, ...], folder:
 @click.option("--margin", type=float, default=None,
               help="Open-set threshold on the margin over the matched route's verification threshold, for both "
                    "routes; below it: unknown (default: the gallery's calibrated ones, else 0).")
-@click.option("--aligned", is_flag=True, help="The images are aligned 112x112 crops (no detection).")
-@bundle_option
-@backend_option()
-@detector_option
-@json_option
-@quiet_option
-@one_line_errors
+@face_input_options
 def identify(gallery: str, images: tuple[Path, ...], top_k: int, margin: float | None, aligned: bool, bundle: Path,
              backend: str, detector: str, json_out: str | None) -> None:
     """Who is in each of IMAGES? The best identity (or unknown) and the top-k candidates."""
