@@ -98,3 +98,22 @@ def test_update_swaps_the_classifier_and_calibrates_its_threshold(mbf_bundle: Pa
     with pytest.raises(BfmError, match="needs both masked"):
         update_bundle(copy, UpdateOptions(mask_calibration=bad), log=lambda _: None)
     assert Bundle.load(copy).mask_threshold == bundle.mask_threshold  # a failed update changed nothing
+    # tools/mask_heldout.py scores the bundle on such a list at its calibrated threshold: every face right here,
+    # and the shipped bundle (no such brightness rule) is scored on the same faces beside it.
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    spec = importlib.util.spec_from_file_location("mask_heldout", Path(__file__).parents[1] / "tools" / "mask_heldout.py")
+    assert spec is not None and spec.loader is not None
+    heldout = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(heldout)
+    run = CliRunner().invoke(heldout.main, ["--bundle", f"dark={copy}", "--bundle", f"plain={mbf_bundle}",
+                                            "--set", f"six={calibration}", "--json", "-"])
+    assert run.exit_code == 0, run.output
+    report = json.loads(run.stdout)
+    assert report["results"]["dark"]["six"] == {"threshold": bundle.mask_threshold, "unmasked_accuracy": 100.0,
+                                                "masked_accuracy": 100.0, "balanced_accuracy": 100.0, "faces": 12}
+    assert report["results"]["plain"]["six"]["faces"] == 12
+    bad_run = CliRunner().invoke(heldout.main, ["--bundle", str(copy), "--set", f"six={calibration}"])
+    assert bad_run.exit_code != 0 and "--bundle takes NAME=PATH" in bad_run.output
