@@ -280,6 +280,17 @@ def test_flops_json_schema_and_counts_agree(tmp_path):
     assert "tenth" in report["paper"]["classifier"]["finding"]
 
 
+def test_steady_rate_leaves_out_ramp_up_and_drain() -> None:
+    """Responses counted after every client's first round trip and up to the last hand-out."""
+    from bfm_deploy.bench.serve_load import _steady_rate
+
+    # 4 clients: nothing comes back for 1 s, then a response every 0.1 s; the last request goes out at 3.0 s.
+    finished = [1.0 + 0.1 * i for i in range(30)]
+    assert _steady_rate(finished, clients=4, until=3.0) == pytest.approx(10.0)  # (1.3, 3.0]: 17 in 1.7 s
+    assert _steady_rate(finished, clients=4, until=1.3) is None  # no response inside the window
+    assert _steady_rate(finished[:4], clients=4, until=9.0) is None  # fewer responses than clients
+
+
 def test_serve_load_runs_both_servers_and_the_offline_reference(data_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("fastapi")
     demo = Path(__file__).resolve().parents[1] / "engines" / "demo"
@@ -291,7 +302,10 @@ def test_serve_load_runs_both_servers_and_the_offline_reference(data_dir: Path, 
     assert set(report["servers"]) == {"batched", "batch-1"} and report["offline_verify_many_pairs_per_s"] > 0
     for levels in report["servers"].values():
         assert [row["clients"] for row in levels] == [1, 3]
-        assert all(row["completed"] == 9 and row["errors"] == 0 and row["p99_ms"] >= row["p50_ms"] > 0 for row in levels)
+        # at least 8 requests a client, so that the steady window spans many batches: 9 at 1 client, 24 at 3
+        assert [row["completed"] for row in levels] == [9, 24]
+        assert all(row["errors"] == 0 and row["p99_ms"] >= row["p50_ms"] > 0 for row in levels)
+        assert all(row["pairs_per_s"] > 0 and row["overall_pairs_per_s"] > 0 for row in levels)
     assert set(report["ratios"]) == {f"batched_vs_{ref}_at_{c}" for ref in ("offline", "batch1") for c in (1, 3)}
     assert (tmp_path / "serve.png").read_bytes().startswith(b"\x89PNG")
     assert _run(["--serve", "--concurrency", "1,x"]).exit_code == 2
