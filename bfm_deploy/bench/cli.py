@@ -27,7 +27,7 @@ from .sweep import QUICK, TimingConfig
               help="--gallery-scale: probes per size (default 300, a third of it at 1M; --quick 50).")
 @click.option("--concurrency", default=None, help="--serve: client counts, e.g. 1,4,16,64 (the default; --quick: 1,4).")
 @click.option("--requests", type=click.IntRange(8, 100000), default=None,
-              help="--serve: requests per level and server (default 192, --quick 32), each level at most 60 s.")
+              help="--serve: requests per level and server (default 192, --quick 32; at least 8 a client), each level at most 60 s.")
 @click.option("--backbone", default="r50", show_default=True, help="--flops: extractor architecture (r18, r34, r50, r100, mbf).")
 @bundle_option
 @backend_option(extra=("all",), help="--latency: backends to time (auto: trt and ort where a GPU is, else ort; all: every one).")
