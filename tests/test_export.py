@@ -196,10 +196,50 @@ def test_calibrated_thresholds_go_into_the_manifest(mbf_source, tmp_path: Path, 
 
     fake = {"full": Calibration(0.3123456789, 0.99, 20, "on full pairs"),
             "partial": Calibration(0.2, 0.9, 20, "on partial pairs")}
-    monkeypatch.setattr(exporter_module, "calibrate", lambda path, networks: fake)
-    thresholds = exporter_module._thresholds(mbf_source, ExportOptions(calibrate=tmp_path / "p.txt"), lambda _m: None)
+    routed_at: list[float] = []
+    monkeypatch.setattr(exporter_module, "calibrate", lambda path, networks, mask: routed_at.append(mask) or fake)
+    thresholds = exporter_module._thresholds(mbf_source, ExportOptions(calibrate=tmp_path / "p.txt"), lambda _m: None,
+                                             0.297)
     assert thresholds == {"full": {"value": 0.312346, "calibration": "on full pairs"},
                           "partial": {"value": 0.2, "calibration": "on partial pairs"}}
+    assert routed_at == [0.297]  # pairs are routed at the mask threshold the bundle will have
+
+
+def test_update_calibrates_route_thresholds_on_the_bundles_own_routing(tmp_path: Path, mbf_bundle: Path,
+                                                                       data_dir: Path) -> None:
+    """bfm-export --update BUNDLE --calibrate PAIRS: the bundle's graphs (rebuilt as torch modules) route each
+    pair by its classifier; darkened pairs (masked for the test classifier) calibrate the partial route on their
+    own, the bright ones the full route, and nothing else in the bundle changes."""
+    import shutil
+
+    from bfm_train.export.update import UpdateOptions, update_bundle
+
+    from bfm_deploy.bundle import Bundle
+    from conftest import DARKEN
+
+    lfw = read_labelled_pairs(data_dir / "lfw" / "pairs.txt")
+    chosen = lfw[:10] + lfw[300:310]  # fold 1 (training identities): 10 same, 10 different
+    (tmp_path / "dark").mkdir()
+    lines = []
+    for p in chosen:
+        lines.append(f"{p.left}\t{p.right}\t{int(p.same)}")
+        dark = []
+        for image in (p.left, p.right):
+            target = tmp_path / "dark" / f"{image.stem}.png"
+            cv2.imwrite(str(target), (cv2.imread(str(image)).astype(np.float32) * DARKEN).astype(np.uint8))
+            dark.append(target)
+        lines.append(f"{dark[0]}\t{dark[1]}\t{int(p.same)}")
+    pairs_file = tmp_path / "pairs.tsv"
+    pairs_file.write_text("\n".join(lines) + "\n")
+    copy = tmp_path / "bundle"
+    shutil.copytree(mbf_bundle, copy)
+    update_bundle(copy, UpdateOptions(calibrate=pairs_file), log=lambda _m: None)
+    before, after = Bundle.load(mbf_bundle), Bundle.load(copy)
+    for route in ("full", "partial"):
+        assert f"the 20 pairs the classifier routes to {route}" in after.manifest["thresholds"][route]["calibration"]
+        assert 0.0 < after.thresholds[route].value < 1.0
+    assert after.thresholds != before.thresholds
+    assert {n: m.sha256 for n, m in after.models.items()} == {n: m.sha256 for n, m in before.models.items()}
 
 
 def test_checkpoint_source_and_baseline(tmp_path: Path) -> None:

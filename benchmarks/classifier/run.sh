@@ -61,6 +61,9 @@ python tools/mask_heldout.py --bundle before=work_dirs/bundles/demo_before \
 # 4. The choice, C9 (configs/demo_classifier_v9.yaml), shipped and then measured on the test sets:
 #   bfm-export --update engines/demo --classifier work_dirs/demo_classifier_v9/checkpoints/step-00002256.safetensors \
 #       --mask-calibration work_dirs/cal_all_fold5.txt
+#   bfm-mask "$DATA/lfw/aligned112" work_dirs/lfw_masked --seed 0 --workers 2 --templates "$DATA/masktheface"
+#   python tools/lfw_calibration_pairs.py --folds 1-5 --masked-root work_dirs/lfw_masked --out work_dirs/calibration_pairs.txt
+#   bfm-export --update engines/demo --calibrate work_dirs/calibration_pairs.txt   # route thresholds, C9's routing
 #   M=("Baseline 1=engines/demo:full" "ours (C before)=work_dirs/bundles/demo_before" "ours=engines/demo")
 #   bfm-eval --dataset mfr2 --compare "${M[@]}" --json benchmarks/results/accuracy_mfr2.json --plot benchmarks/results/accuracy_mfr2.png
 #   bfm-eval --dataset lfw --folds 6-10 --compare "${M[@]}" --json benchmarks/results/accuracy_lfw.json --plot benchmarks/results/accuracy_lfw.png

@@ -41,7 +41,8 @@ from .options import MIN_OPSET, ExportOptions
                    "threshold (balanced accuracy).")
 @click.option("--update", "update", type=click.Path(file_okay=False, path_type=Path), metavar="BUNDLE",
               help="Change the existing BUNDLE instead of exporting one: its --classifier (a checkpoint), "
-                   "--detector and/or --mask-calibration; its extractors stay as they are.")
+                   "--detector, --mask-calibration and/or route thresholds (--calibrate); its extractors stay "
+                   "as they are.")
 @quiet_option
 @one_line_errors
 def main(checkpoint: Path | None, name: str | None, out: Path | None, opset: int, thresholds: str | None,
@@ -58,7 +59,7 @@ def main(checkpoint: Path | None, name: str | None, out: Path | None, opset: int
 
         update_bundle(update, UpdateOptions(classifier=Path(classifier) if classifier else None, detector=detector,
                                             detector_size=detector_size, mask_calibration=mask_calibration,
-                                            opset=opset))
+                                            calibrate=calibrate, opset=opset))
         return
     options = ExportOptions(
         name=name, out=out, opset=opset, thresholds=thresholds, calibrate=calibrate, overwrite=overwrite,

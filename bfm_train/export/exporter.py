@@ -22,6 +22,7 @@ from bfm_deploy.datasets import default_data_dir
 from bfm_deploy.detect.install import install_detector
 from bfm_deploy.errors import BfmError
 from bfm_deploy.progress import progress
+from bfm_deploy.routing import DEFAULT_MASK_THRESHOLD
 from bfm_deploy.models import count_macs, count_params
 from bfm_deploy.models.onnx_export import INPUT_NAME, export_onnx
 
@@ -49,7 +50,8 @@ def export_source(source: ExportSource, options: ExportOptions, log: Any = tool_
     name, out = options.resolve_out(source.default_name)
     if out.exists() and not options.overwrite:
         raise BfmError(f"{out} exists; pass --overwrite to replace it")
-    thresholds = _thresholds(source, options, log)
+    if options.calibrate is None and options.threshold_values() is None:
+        raise BfmError("no thresholds: pass --thresholds full=..,partial=.. or --calibrate PAIRS")
     batch = parity_batch(options.data_dir or default_data_dir(), options.parity_images)
     log(f"parity check on {batch.description}")
     with atomic_dir(out, overwrite=options.overwrite) as tmp:
@@ -58,11 +60,17 @@ def export_source(source: ExportSource, options: ExportOptions, log: Any = tool_
             models[network] = export_network(network, source.networks[network], tmp, source.architectures[network],
                                              batch.tensor, options.opset, options.min_cosine, log,
                                              note=source.notes.get(network))
-        manifest = _manifest(name, source, options, thresholds, models)
+        mask_threshold = None
         if options.mask_calibration is not None:
             from .update import calibrated_mask_threshold
 
-            manifest["mask_threshold"] = calibrated_mask_threshold(tmp / "classifier.onnx", Path(options.mask_calibration))
+            mask_threshold = calibrated_mask_threshold(tmp / "classifier.onnx", Path(options.mask_calibration))
+        # Route thresholds after the mask threshold: calibration pairs are routed as the bundle will route them.
+        thresholds = _thresholds(source, options, log,
+                                 DEFAULT_MASK_THRESHOLD if mask_threshold is None else mask_threshold["value"])
+        manifest = _manifest(name, source, options, thresholds, models)
+        if mask_threshold is not None:
+            manifest["mask_threshold"] = mask_threshold
         if options.detector != "none":
             manifest["detector"] = install_detector(tmp, options.detector, options.detector_size)
             log(f"detector: {manifest['detector']['architecture']} at {options.detector_size}x{options.detector_size}")
@@ -93,10 +101,11 @@ def write_weights(path: Path, source: ExportSource) -> None:
     save_file(tensors, str(path), metadata=metadata)
 
 
-def _thresholds(source: ExportSource, options: ExportOptions, log: Any) -> dict[str, dict[str, Any]]:
+def _thresholds(source: ExportSource, options: ExportOptions, log: Any,
+                mask_threshold: float) -> dict[str, dict[str, Any]]:
     given = options.threshold_values()
     if options.calibrate is not None:
-        calibrated = calibrate(options.calibrate, source.networks)
+        calibrated = calibrate(options.calibrate, source.networks, mask_threshold)
         for route, cal in calibrated.items():
             log(f"threshold {route}: {cal.value:.4f} ({cal.description})")
         return {route: {"value": round(cal.value, 6), "calibration": cal.description} for route, cal in calibrated.items()}

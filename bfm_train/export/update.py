@@ -1,8 +1,9 @@
 """Change parts of an existing bundle without re-exporting its extractors: ``bfm-export --update BUNDLE``.
 
-A new mask classifier (from a checkpoint), a calibrated mask threshold, or another detector: each is checked
-as ``bfm-export`` checks it (ONNX against torch on real faces, the detector decoding at its size), the other
-files are copied unchanged, and the result replaces the bundle atomically only once it loads.
+A new mask classifier (from a checkpoint), a calibrated mask threshold, route thresholds calibrated again (on
+the pairs the bundle's classifier now sends each route), or another detector: each is checked as
+``bfm-export`` checks it (ONNX against torch on real faces, the detector decoding at its size), the other files
+are copied unchanged, and the result replaces the bundle atomically only once it loads.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class UpdateOptions:
     detector: str | None = None  # "scrfd", "none" or an SCRFD .onnx path; None keeps the bundle's
     detector_size: int = 320
     mask_calibration: Path | None = None  # "image<TAB>0|1" lines of held-out aligned crops (1 = masked)
+    calibrate: Path | None = None  # labelled pairs of training identities: each route's threshold again
     opset: int = 17
     min_cosine: float = 0.9999
     parity_images: int = 16
@@ -93,8 +95,9 @@ def calibrated_mask_threshold(classifier_onnx: Path, calibration: Path) -> dict[
 def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[[str], Any] = tool_note) -> Path:
     root = Path(bundle_dir)
     bundle = Bundle.load(root)
-    if options.classifier is None and options.detector is None and options.mask_calibration is None:
-        raise BfmError("--update needs something to change: --classifier, --detector or --mask-calibration")
+    if all(x is None for x in (options.classifier, options.detector, options.mask_calibration, options.calibrate)):
+        raise BfmError("--update needs something to change: --classifier, --detector, --mask-calibration or "
+                       "--calibrate")
     manifest: dict[str, Any] = json.loads(json.dumps(bundle.manifest))
     with atomic_dir(root, overwrite=True) as tmp:
         for item in root.iterdir():
@@ -119,12 +122,29 @@ def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[
         elif options.classifier is not None:
             manifest.pop("mask_threshold", None)  # calibrated for the old classifier
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        if options.calibrate is not None:  # with the classifier and mask threshold the bundle now has
+            manifest["thresholds"] = _route_thresholds(Bundle.load(tmp), options.calibrate, log)
+            atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         Bundle.load(tmp)
         for item in tmp.iterdir():
             item.chmod(0o755 if item.is_dir() else 0o644)
         tmp.chmod(0o755)
     log(f"wrote {root}")
     return root
+
+
+def _route_thresholds(bundle: Bundle, pairs_file: Path, log: Callable[[str], Any]) -> dict[str, Any]:
+    """Each route's accuracy-maximising threshold on the pairs the bundle's own classifier, at its own mask
+    threshold, sends that route; the networks are the bundle's graphs rebuilt as torch modules."""
+    from bfm_deploy.backends.torch_backend import torch_modules
+
+    from .calibrate import calibrate
+
+    modules, _ = torch_modules(bundle)
+    calibrated = calibrate(pairs_file, modules, bundle.mask_threshold)
+    for route, cal in calibrated.items():
+        log(f"{route} threshold {cal.value:.4f}: {cal.description}")
+    return {route: {"value": round(cal.value, 6), "calibration": cal.description} for route, cal in calibrated.items()}
 
 
 def _export_classifier(checkpoint: Path, folder: Path, options: UpdateOptions, log: Callable[[str], Any]) -> dict[str, Any]:
