@@ -53,8 +53,9 @@ def held_out_accuracy(verifier: Verifier, images: list[Path], labels: np.ndarray
 @quiet_option
 @one_line_errors
 def main(bundles: tuple[str, ...], sets: tuple[str, ...], json_out: str | None) -> None:
-    lists = {name: read_mask_calibration(path) for name, path in _named(sets, "set").items()}
-    report: dict[str, Any] = {"format": "bfm-mask-heldout/1", "sets": {k: str(v) for k, v in _named(sets, "set").items()},
+    set_paths = _named(sets, "set")
+    lists = {name: read_mask_calibration(path) for name, path in set_paths.items()}
+    report: dict[str, Any] = {"format": "bfm-mask-heldout/1", "sets": {k: str(v) for k, v in set_paths.items()},
                               "results": {}}
     for name, path in _named(bundles, "bundle").items():
         with Verifier(Bundle.load(path), backend="ort") as verifier:

@@ -129,10 +129,20 @@ def _recolour(bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 _RESTYLE_STREAM = 0x2E57
-_MIN_MASK_SHARE = 0.05
+_MIN_MASK_SHARE = 0.05  # a twin whose mask covers less than this share of the crop is left alone
 # OpenCV hues (0-180) away from skin's reds and oranges: a mask restyled to skin colour would be a face
 # labelled masked that looks unmasked, teaching the classifier to call bare skin a mask.
-_NON_SKIN_HUES = (30.0, 160.0)  # a twin whose mask covers less than this share of the crop is left alone
+_NON_SKIN_HUES = (30.0, 160.0)
+
+
+def _lay_tile(tile: np.ndarray, shape: tuple[int, ...], scale: float, dx: float, dy: float) -> np.ndarray:
+    """A seamless ``tile`` laid over an image of ``shape``: ``scale`` tile pixels per image pixel, shifted by
+    ``dx``, ``dy`` tile pixels, wrapping around."""
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    height, width = np.float32(tile.shape[0]), np.float32(tile.shape[1])
+    map_x = (xs * np.float32(scale) + np.float32(dx)) % width
+    map_y = (ys * np.float32(scale) + np.float32(dy)) % height
+    return np.asarray(cv2.remap(tile, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP), np.float32)
 
 
 def mask_region(face: np.ndarray, twin: np.ndarray) -> np.ndarray:
@@ -170,21 +180,14 @@ def restyle_mask(face: np.ndarray, twin: np.ndarray, rng: np.random.Generator,
         colour = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
     elif kind == 1:
         tile = random_print(rng, size=64)
-        ys, xs = np.mgrid[0 : twin.shape[0], 0 : twin.shape[1]].astype(np.float32)
-        scale, (dx, dy) = np.float32(rng.uniform(0.5, 2.0)), rng.uniform(0, 64, 2).astype(np.float32)
-        base = cv2.remap(tile, (xs * scale + dx) % 64, (ys * scale + dy) % 64, cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_WRAP)
-        colour = base * shading
+        scale, (dx, dy) = rng.uniform(0.5, 2.0), rng.uniform(0, 64, 2)
+        colour = _lay_tile(tile, twin.shape[:2], scale, dx, dy) * shading
     elif kind == 3:
         assert fabrics is not None
         _, tile = fabrics.choose(rng)
-        ys, xs = np.mgrid[0 : twin.shape[0], 0 : twin.shape[1]].astype(np.float32)
-        scale = np.float32(tile.shape[1] / (rng.uniform(0.15, 0.6) * twin.shape[1]))
+        scale = tile.shape[1] / (rng.uniform(0.15, 0.6) * twin.shape[1])
         dx, dy = rng.uniform(0, tile.shape[1]), rng.uniform(0, tile.shape[0])
-        base = cv2.remap(tile, (xs * scale + np.float32(dx)) % np.float32(tile.shape[1]),
-                         (ys * scale + np.float32(dy)) % np.float32(tile.shape[0]), cv2.INTER_AREA,
-                         borderMode=cv2.BORDER_WRAP)
-        colour = base * shading
+        colour = _lay_tile(tile, twin.shape[:2], scale, dx, dy) * shading
     else:
         value = rng.uniform(10, 60) if rng.random() < 0.5 else rng.uniform(170, 250)
         hsv = np.uint8([[[rng.uniform(*_NON_SKIN_HUES), rng.uniform(0, 120), value]]])
