@@ -53,15 +53,16 @@ def _load(url: str, pairs: list[tuple[bytes, bytes]], clients: int, requests: in
     lock = threading.Lock()
     counter = iter(range(requests))
     stop_at = time.monotonic() + seconds
-    drain = [float("inf")]  # when the first client found no request left: from then on fewer are busy
+    drain_at = float("inf")  # when the first client found no request left: from then on fewer are busy
 
     def worker() -> None:
+        nonlocal drain_at
         with Client(url, timeout_s=seconds + 30) as client:
             while time.monotonic() < stop_at:
                 with lock:
                     i = next(counter, None)
                     if i is None:
-                        drain[0] = min(drain[0], time.perf_counter())
+                        drain_at = min(drain_at, time.perf_counter())
                 if i is None:
                     return
                 a, b = pairs[i % len(pairs)]
@@ -83,7 +84,7 @@ def _load(url: str, pairs: list[tuple[bytes, bytes]], clients: int, requests: in
     for t in threads:
         t.join()
     wall = time.perf_counter() - begun
-    steady = _steady_rate(sorted(finished), clients, min(drain[0], begun + wall))
+    steady = _steady_rate(sorted(finished), clients, min(drain_at, begun + wall))
     ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {"clients": clients, "completed": len(latencies), "errors": len(errors), "first_error": errors[0] if errors else None,
             "wall_s": round(wall, 3), "pairs_per_s": round(steady if steady is not None else len(latencies) / wall, 2),
