@@ -5,5 +5,5 @@ from .gallery import Candidate as Candidate
 from .gallery import Gallery as Gallery
 from .gallery import Identification as Identification
 from .store import SqliteStore as SqliteStore
-from .pg import AlreadyEnrolled as AlreadyEnrolled
-from .pg import NotEnrolled as NotEnrolled
+from .store import AlreadyEnrolled as AlreadyEnrolled
+from .store import NotEnrolled as NotEnrolled

@@ -35,12 +35,10 @@ from ..bundle import Bundle
 from ..errors import BfmError
 from ..verifier import FaceFeatures
 from .index import EXACT_LIMIT, ExactIndex, IvfIndex
-from .store import SqliteStore
+from .store import STRUCTURES, NotEnrolled, SqliteStore
 
 UNKNOWN = None
 ROUTES = ("full", "partial")
-# structure name -> (route, mask state of its templates)
-STRUCTURES = {"full_unmasked": ("full", False), "partial_unmasked": ("partial", False), "partial_masked": ("partial", True)}
 INDEX_DIR, INDEX_STATE, INDEX_FORMAT = "index", "index.json", "bfm-gallery-index/1"
 OPEN_SET_KEYS = ("open_set_full", "open_set_partial", "open_set_fpir", "open_set_calibration")
 
@@ -170,8 +168,6 @@ class Gallery:
 
     def remove(self, identity: str) -> int:
         """Remove every face of ``identity``; returns how many."""
-        from .pg import NotEnrolled
-
         removed = self.store.remove_identity(identity)
         if not removed:
             raise NotEnrolled(f"{identity} is not enrolled")

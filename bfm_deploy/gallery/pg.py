@@ -5,7 +5,7 @@ every face in one table with both embeddings as ``vector(N)`` columns; the datab
 (``ORDER BY embedding <#> probe``: inner product of unit vectors, the cosine), so every replica sees every
 enrolment the moment it commits. Exact (a sequential scan) up to the gallery's exact limit, and through
 pgvector HNSW indexes (partial indexes, one per matched structure) above it. The same three structures as the
-embedded store (``gallery.STRUCTURES``), so both stores rank the same templates the same way.
+embedded store (``store.STRUCTURES``), so both stores rank the same templates the same way.
 
 psycopg 3 is imported only here (the ``gallery`` extra). Enrolment is one transaction that takes an advisory
 lock per identity, so two replicas enrolling the same name cannot both succeed.
@@ -19,11 +19,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import BfmError
-from .store import StoredFace
+from .store import STRUCTURES, StoredFace, refuse_clashes
 
 DSN_PREFIXES = ("postgresql://", "postgres://")
 SCHEMA_VERSION = 1
-_STRUCTURES = {"full_unmasked": ("full", False), "partial_unmasked": ("partial", False), "partial_masked": ("partial", True)}
 
 
 def is_dsn(location: object) -> bool:
@@ -135,7 +134,7 @@ class PgStore:
             for name in names:  # the same order in every replica: no deadlock
                 self._db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
             if refuse_enrolled:
-                _refuse(names, self.has_identity)
+                refuse_clashes(names, self.has_identity)
             for identity, source, probability, masked, full, partial in rows:
                 ids.append(int(self._one(
                     'INSERT INTO bfm_faces (identity, source, mask_probability, masked, "full", partial) '
@@ -180,30 +179,15 @@ class PgStore:
         """The three structures, searched by the database; HNSW indexes once the gallery outgrows exact search."""
         if self.count() > exact_limit:
             self.ensure_hnsw()
-        return {name: PgSearch(self, route, masked) for name, (route, masked) in _STRUCTURES.items()}
+        return {name: PgSearch(self, route, masked) for name, (route, masked) in STRUCTURES.items()}
 
     def ensure_hnsw(self) -> None:
         with self._db.transaction():
             self._db.execute("SELECT pg_advisory_xact_lock(hashtext('bfm_gallery_schema'))")
-            for name, (route, masked) in _STRUCTURES.items():
+            for name, (route, masked) in STRUCTURES.items():
                 column = '"full"' if route == "full" else "partial"
                 self._db.execute(f"CREATE INDEX IF NOT EXISTS bfm_faces_{name} ON bfm_faces USING hnsw "
                                  f"({column} vector_ip_ops) WHERE masked = {masked}")
 
     def close(self) -> None:
         self._db.close()
-
-
-class AlreadyEnrolled(BfmError):
-    """An enrolment of an identity the gallery holds (without ``extend``): nothing was stored."""
-
-
-class NotEnrolled(BfmError):
-    """A removal of an identity the gallery does not hold."""
-
-
-def _refuse(names: list[str], enrolled: Any) -> None:
-    clash = [n for n in names if enrolled(n)]
-    if clash:
-        more = f" ({len(clash)} identities clash)" if len(clash) > 1 else ""
-        raise AlreadyEnrolled(f"{clash[0]} is already enrolled{more} (add faces with --extend, or remove it first); nothing enrolled")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,8 @@ from ..errors import BfmError
 
 SCHEMA_VERSION = 1
 DATABASE_NAME = "gallery.sqlite"
+# the search structures of a gallery, one per way a template is matched: name -> (route, mask state of its templates)
+STRUCTURES = {"full_unmasked": ("full", False), "partial_unmasked": ("partial", False), "partial_masked": ("partial", True)}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -93,13 +96,11 @@ class SqliteStore:
         """Insert faces ``(identity, source, mask_probability, masked, full, partial)`` in one transaction and
         return their ids: all of them are stored, or (on any failure) none. ``refuse_enrolled``: fail when an
         identity is already enrolled (checked inside the transaction: two writers cannot both enrol a name)."""
-        from .pg import _refuse
-
         ids = []
         now = time.time()
         with self._transaction():
             if refuse_enrolled:
-                _refuse(sorted({row[0] for row in rows}), self.has_identity)
+                refuse_clashes(sorted({row[0] for row in rows}), self.has_identity)
             for identity, source, probability, masked, full, partial in rows:
                 cursor = self._db.execute(
                     "INSERT INTO faces (identity, source, mask_probability, masked, full, partial, enrolled) "
@@ -178,6 +179,22 @@ class SqliteStore:
 
     def _transaction(self) -> SqliteStore._Txn:
         return SqliteStore._Txn(self._db)
+
+
+class AlreadyEnrolled(BfmError):
+    """An enrolment of an identity the gallery holds (without ``extend``): nothing was stored."""
+
+
+class NotEnrolled(BfmError):
+    """A removal of an identity the gallery does not hold."""
+
+
+def refuse_clashes(names: list[str], enrolled: Any) -> None:
+    """Raise ``AlreadyEnrolled`` when any of ``names`` is ``enrolled`` (both stores call it in their transaction)."""
+    clash = [n for n in names if enrolled(n)]
+    if clash:
+        more = f" ({len(clash)} identities clash)" if len(clash) > 1 else ""
+        raise AlreadyEnrolled(f"{clash[0]} is already enrolled{more} (add faces with --extend, or remove it first); nothing enrolled")
 
 
 def _blob(vector: np.ndarray) -> bytes:
