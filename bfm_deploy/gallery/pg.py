@@ -78,6 +78,7 @@ class PgStore:
         self.folder = None
         self.location = _redact(dsn)
         self.embedding_size = embedding_size
+        self._hnsw = False  # whether this connection has made sure of the HNSW indexes (ensure_hnsw)
         try:
             self._db = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
@@ -177,7 +178,7 @@ class PgStore:
 
     def structures(self, exact_limit: int) -> dict[str, PgSearch]:
         """The three structures, searched by the database; HNSW indexes once the gallery outgrows exact search."""
-        if self.count() > exact_limit:
+        if not self._hnsw and self.count() > exact_limit:  # once per connection: the indexes stay
             self.ensure_hnsw()
         return {name: PgSearch(self, route, masked) for name, (route, masked) in STRUCTURES.items()}
 
@@ -188,6 +189,7 @@ class PgStore:
                 column = '"full"' if route == "full" else "partial"
                 self._db.execute(f"CREATE INDEX IF NOT EXISTS bfm_faces_{name} ON bfm_faces USING hnsw "
                                  f"({column} vector_ip_ops) WHERE masked = {masked}")
+        self._hnsw = True
 
     def close(self) -> None:
         self._db.close()
