@@ -210,12 +210,9 @@ def format_gallery_table(report: dict[str, Any]) -> str:
 
 
 def plot_gallery(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    from .plot import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..atomic import atomic_path
+    plt = pyplot()
 
     sizes = [r["templates"] for r in report["sizes"]]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -235,7 +232,4 @@ def plot_gallery(report: dict[str, Any], path: Path) -> None:
     right.legend()
     right.grid(True, which="both", alpha=0.3)
     fig.suptitle(f"bfm gallery on synthetic templates ({report['machine'].get('cpus_usable', '?')} CPUs)")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)

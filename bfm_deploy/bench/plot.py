@@ -9,13 +9,29 @@ from typing import Any
 from ..atomic import atomic_path
 
 
-def plot_sweep(points: list[dict[str, Any]], path: str | os.PathLike[str], title: str) -> None:
-    """Two panels sharing a log2 batch axis: p50 latency (with the p90-p99 band) and faces/s."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (chosen before pyplot loads: plots are drawn on headless machines)."""
     import matplotlib
 
-    matplotlib.use("Agg")  # before pyplot: the benchmark runs on headless machines
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_png(fig: Any, path: str | os.PathLike[str]) -> None:
+    """Lay out ``fig``, write it to ``path`` atomically (110 dpi, the project's plots) and close it."""
+    try:
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    finally:
+        pyplot().close(fig)
+
+
+def plot_sweep(points: list[dict[str, Any]], path: str | os.PathLike[str], title: str) -> None:
+    """Two panels sharing a log2 batch axis: p50 latency (with the p90-p99 band) and faces/s."""
+    plt = pyplot()
     series: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for point in points:
         series[f"{point['network']} ({point['backend']})"].append(point)
@@ -39,8 +55,7 @@ def plot_sweep(points: list[dict[str, Any]], path: str | os.PathLike[str], title
         ax_tp.set_ylabel("throughput, faces/s")
         ax_tp.legend(fontsize=8)
         fig.suptitle(title, fontsize=10)
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-    finally:
+    except BaseException:
         plt.close(fig)
+        raise
+    save_png(fig, path)

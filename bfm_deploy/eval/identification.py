@@ -211,12 +211,9 @@ def table(report: dict[str, Any]) -> str:
 
 
 def write_det_plot(path: Path, report: dict[str, Any]) -> None:
-    import matplotlib
+    from ..bench.plot import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..atomic import atomic_path
+    plt = pyplot()
 
     conditions = report["conditions"]
     fig, axes = plt.subplots(1, len(conditions), figsize=(5 * len(conditions), 4.2), squeeze=False)
@@ -235,7 +232,4 @@ def write_det_plot(path: Path, report: dict[str, Any]) -> None:
         axis.legend(fontsize=8)
         axis.grid(True, which="both", alpha=0.3)
     fig.suptitle(f"LFW open-set identification, folds {report['folds']}, bundle {report['bundle']}")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
