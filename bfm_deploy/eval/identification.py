@@ -48,7 +48,7 @@ class IdentificationProtocol:
     folds: list[int]  # 1-based
 
 
-def lfw_identification(data_dir: Path, folds: Sequence[int] = (6, 7, 8, 9, 10),
+def lfw_identification(data_dir: Path, folds: Sequence[int] = TEST_FOLDS,
                        max_probes_per_identity: int = 10) -> IdentificationProtocol:
     root = data_dir / "lfw"
     images = root / "aligned112"
@@ -82,9 +82,11 @@ def det_curve(mated_margin: np.ndarray, mated_correct: np.ndarray, non_mated_mar
 def tpir_at_fpir(mated_margin: np.ndarray, mated_correct: np.ndarray, non_mated_margin: np.ndarray,
                  target: float = TARGET_FPIR) -> tuple[float, float]:
     """TPIR at the lowest threshold whose FPIR is at most ``target``, and that threshold."""
-    thresholds, fpir, fnir = det_curve(mated_margin, mated_correct, non_mated_margin)
-    ok = np.flatnonzero(fpir <= target)
-    i = ok[0]  # thresholds ascend, FPIR descends: the first within target is the lowest threshold
+    return _at_target(*det_curve(mated_margin, mated_correct, non_mated_margin), target)
+
+
+def _at_target(thresholds: np.ndarray, fpir: np.ndarray, fnir: np.ndarray, target: float) -> tuple[float, float]:
+    i = np.flatnonzero(fpir <= target)[0]  # thresholds ascend, FPIR descends: the first within target is the lowest
     return float(1.0 - fnir[i]), float(thresholds[i])
 
 
@@ -164,11 +166,10 @@ def evaluate_identification(verifier: Verifier, protocol: IdentificationProtocol
     for condition in CONDITIONS:
         gallery_feats = masked_features if condition == "masked gallery" else features
         probe_feats = masked_features if condition == "masked probes" else features
-        usable = lambda p, feats: p in feats  # noqa: E731
-        gallery = [(n, p) for n, p in protocol.gallery if usable(p, gallery_feats)]
+        gallery = [(n, p) for n, p in protocol.gallery if p in gallery_feats]
         names = {n for n, _ in gallery}
-        mated = [(n, p) for n, p in protocol.mated if usable(p, probe_feats) and n in names]
-        non_mated = [p for p in protocol.non_mated if usable(p, probe_feats)]
+        mated = [(n, p) for n, p in protocol.mated if p in probe_feats and n in names]
+        non_mated = [p for p in protocol.non_mated if p in probe_feats]
         results[condition] = {"gallery": len(gallery), "mated_probes": len(mated), "non_mated_probes": len(non_mated),
                               "methods": {}}
         for method, force in zip(METHODS, (None, False, True)):
@@ -178,8 +179,8 @@ def evaluate_identification(verifier: Verifier, protocol: IdentificationProtocol
                                   _forced([gallery_feats[p] for _, p in gallery], force), probes, calibrated)
             correct = np.array([g == n for g, (n, _) in zip(got, mated)], bool)
             mated_margin, non_margin = margin[: len(mated)], margin[len(mated):]
-            tpir, threshold = tpir_at_fpir(mated_margin, correct, non_margin, target_fpir)
-            _, fpir_curve, fnir_curve = det_curve(mated_margin, correct, non_margin)
+            thresholds, fpir_curve, fnir_curve = det_curve(mated_margin, correct, non_margin)
+            tpir, threshold = _at_target(thresholds, fpir_curve, fnir_curve, target_fpir)
             results[condition]["methods"][method] = {
                 "rank1": float(correct.mean()),
                 "tpir_at_target": tpir, "margin_at_target": threshold,
