@@ -5,10 +5,10 @@ architecture; the modules come from ``bfm_deploy.models.get_model``. A bundle wi
 demo) is rebuilt from its ONNX initialisers (``bfm_deploy.models.pretrained.onnx_state_dict``: MobileFaceNet, the
 classifier and the IResNets, whose exported graphs fold each BatchNorm into the convolution before it); every rebuilt network
 is checked against the graph on a probe batch before it is used. The bundle's detector graph is rebuilt the
-same way (``bfm_deploy.models.onnx_detector``, checked against ONNX Runtime at load) and runs on the device
-when the device is CUDA, so that a raw photo costs the CPU only its decoding and letterboxing; on the CPU it
-stays on onnxruntime, which runs this small graph about 6x faster than torch there (8 images at 320: 84 ms
-against 530 ms, one measurement on a shared 2-core machine). torch is imported only when this backend is created.
+same way (``bfm_deploy.models.onnx_detector``, checked against ONNX Runtime at its first load in a process)
+and runs on the device when the device is CUDA, so that a raw photo costs the CPU only its decoding and
+letterboxing; on the CPU it stays on onnxruntime, which runs this small graph about 6x faster than torch there
+(8 images at 320: 84 ms against 530 ms, one measurement on a shared 2-core machine). torch is imported only when this backend is created.
 
 How the networks run is ``TorchOptions`` (``torch_options.py``): on CUDA FP16 (or BF16), channels-last,
 pinned buffers, CUDA graphs per batch size, one stream per network and uint8 uploads, each on its own switch;
@@ -47,8 +47,7 @@ def torch_cuda_available() -> bool:
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, bundle: Bundle, device: Device = "auto", fp16: bool | None = None,
-                 options: TorchOptions | None = None) -> None:
+    def __init__(self, bundle: Bundle, device: Device = "auto", options: TorchOptions | None = None) -> None:
         try:
             import torch
         except ImportError as exc:
@@ -57,12 +56,8 @@ class TorchBackend(Backend):
             raise BfmError(f"torch backend: unknown device {device!r} (auto, cpu or cuda)")
         if device == "cuda" and not torch.cuda.is_available():
             raise BfmError("torch backend: CUDA requested but torch sees no GPU")
-        options = options or TorchOptions()
-        if fp16 is not None:  # the older switch, kept for callers that pass it
-            options = options.with_(precision="fp16" if fp16 else "fp32")
         self.device = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
-        self.options: Resolved = options.resolve(self.device)
-        self.fp16 = self.options.precision == "fp16"
+        self.options: Resolved = (options or TorchOptions()).resolve(self.device)
         self.takes_uint8 = self.options.gpu_normalise
         self._torch = torch
         if self.options.cudnn_benchmark:
@@ -71,13 +66,14 @@ class TorchBackend(Backend):
         capture_lock = threading.Lock()
         face = Normalisation(bundle.input.mean, bundle.input.std, reverse_channels=True)
         self._lanes: dict[str, Lane] = {
-            network: Lane(self._place(model), self.options, face, capture_lock) for network, model in modules.items()}
+            network: Lane(place_module(model, self.options), self.options, face, capture_lock)
+            for network, model in modules.items()}
         self._detector_session: Any = None
         spec = bundle.detector
         if spec is not None and self.options.detector_in_torch:
             detector = torch_detector(bundle)
             norm = Normalisation(spec.mean, spec.std, reverse_channels=spec.channel_order == "RGB")
-            self._lanes[DETECTOR] = Lane(self._place(detector), self.options, norm, capture_lock)
+            self._lanes[DETECTOR] = Lane(place_module(detector, self.options), self.options, norm, capture_lock)
         elif spec is not None:
             from ..detect.network import OnnxRunner
 
@@ -87,9 +83,6 @@ class TorchBackend(Backend):
     def detector_engine(self) -> str:
         """Where the bundle's detector runs: "torch", "onnxruntime" or "none"."""
         return "torch" if DETECTOR in self._lanes else "onnxruntime" if self._detector_session else "none"
-
-    def _place(self, model: Any) -> Any:
-        return place_module(model, self.options)
 
     # -- float32 NCHW, the Backend contract --------------------------------------------------------------------
 
@@ -165,8 +158,17 @@ def torch_detector(bundle: Bundle) -> Any:
     if spec is None:
         raise BfmError(f"bundle {bundle.root} has no detector.onnx")
     module = load_onnx_detector(spec.file, spec.input_name, spec.output_names)
-    check_against_graph(module, spec.file, spec.input_size)
+    stat = spec.file.stat()
+    # The check costs seconds on the CPU (2.7 s at 320 on a 2-core machine) and the rebuild is deterministic, so it
+    # runs once per graph file (as it is on disk) and probe size in a process, not at every backend creation.
+    key = (str(spec.file.resolve()), stat.st_mtime_ns, stat.st_size, spec.input_size)
+    if key not in _DETECTORS_CHECKED:
+        check_against_graph(module, spec.file, spec.input_size)
+        _DETECTORS_CHECKED.add(key)
     return module
+
+
+_DETECTORS_CHECKED: set[tuple[str, int, int, int]] = set()
 
 
 def torch_modules(bundle: Bundle, networks: tuple[Network, ...] = NETWORKS) -> tuple[dict[Network, Any], str]:

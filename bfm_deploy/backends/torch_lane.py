@@ -183,7 +183,9 @@ class Lane:
         try:
             if self._cuda:
                 (self.stream or self._torch.cuda.current_stream()).synchronize()
-            return [t[:n].cpu().numpy().copy() if not self.options.pinned else t.numpy()[:n].copy() for t in staged]
+            if self.options.pinned:  # the buffers are reused by the next chunk: copy out
+                return [t.numpy()[:n].copy() for t in staged]
+            return [t[:n].cpu().numpy() for t in staged]  # fresh tensors of this chunk alone: no copy needed
         finally:
             self._lock.release()
 
