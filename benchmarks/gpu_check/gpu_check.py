@@ -138,7 +138,7 @@ def run_paths(cfg: CheckConfig, bundle: Any, sets: Any, crops: np.ndarray,
     from bfm_deploy.images import load_image
     from bfm_deploy.verifier import Verifier
 
-    from parity import detection_row, network_rows, pair_row
+    from parity import detection_row, network_rows, pair_row, reference_outputs
 
     rows: list[Any] = []
     pipeline: dict[str, Any] = {}
@@ -147,6 +147,7 @@ def run_paths(cfg: CheckConfig, bundle: Any, sets: Any, crops: np.ndarray,
     images = [load_image(p) for p in photos]
     parity_crops = crops[: min(len(crops), 512)]
     reference = TorchBackend(bundle, device="cpu")  # no reference, no parity: a crash here ends the section
+    ref_out = reference_outputs(reference, parity_crops)  # once, for every path compared with it
     ref_faces = open_detector("bundle", bundle, reference).detect_batch(images)  # type: ignore[attr-defined]
     ref_pairs = {}
     with Verifier(bundle, backend=reference, batch_size=256) as v:
@@ -159,7 +160,7 @@ def run_paths(cfg: CheckConfig, bundle: Any, sets: Any, crops: np.ndarray,
     def one_path(path: str, options: Any) -> None:
         with TorchBackend(bundle, device=cfg.device, options=options) as backend:
             echo(f"{path}: {backend!r}")
-            found = network_rows(path, reference, backend, parity_crops, bundle.mask_threshold)
+            found = network_rows(path, ref_out, backend, parity_crops, bundle.mask_threshold)
             found.append(detection_row(path, ref_faces, open_detector("bundle", bundle, backend).detect_batch(images)))  # type: ignore[attr-defined]
             with Verifier(bundle, backend=backend, batch_size=256) as v:
                 for name, (pairs, aligned) in sets.named().items():
@@ -173,7 +174,7 @@ def run_paths(cfg: CheckConfig, bundle: Any, sets: Any, crops: np.ndarray,
 
     for path, options in device_paths(cfg.device).items():
         sections.run(f"parity {path}", one_path, path, options)
-    trt = sections.run("tensorrt", trt_parity, bundle, reference, parity_crops)
+    trt = sections.run("tensorrt", trt_parity, bundle, ref_out, parity_crops)
     rows += trt[0] if trt else []
     pipeline["tensorrt"] = trt[1] if trt else "crashed"
     reference.close()
@@ -210,8 +211,9 @@ def pipeline_speed(cfg: CheckConfig, label: str, backend: Any, v: Any, sets: Any
             f"{label}: batch-1 verify latency ms (mbf)": latency}
 
 
-def trt_parity(bundle: Any, reference: Any, crops: np.ndarray) -> tuple[list[Any], str]:
-    """TensorRT against the reference where TensorRT is importable (engines built first if missing)."""
+def trt_parity(bundle: Any, ref_out: dict[str, np.ndarray], crops: np.ndarray) -> tuple[list[Any], str]:
+    """TensorRT against the reference's outputs ``ref_out`` for ``crops`` where TensorRT is importable (engines
+    built first if missing)."""
     from bfm_deploy.engine.availability import require_tensorrt
 
     from parity import network_rows
@@ -228,7 +230,8 @@ def trt_parity(bundle: Any, reference: Any, crops: np.ndarray) -> tuple[list[Any
         echo(f"building FP16 engines with TensorRT {version}")
         build_engines(bundle, BuildOptions(profile=BatchProfile(1, 32, 256)))
     with TrtBackend(bundle) as trt:
-        return network_rows(f"trt {version}", reference, trt, crops[:256], bundle.mask_threshold), f"TensorRT {version}"
+        want = {network: out[:256] for network, out in ref_out.items()}
+        return network_rows(f"trt {version}", want, trt, crops[:256], bundle.mask_threshold), f"TensorRT {version}"
 
 
 def run_speed(cfg: CheckConfig, bundle: Any, crops: np.ndarray, sections: Sections) -> tuple[list[Any], dict[str, float]]:

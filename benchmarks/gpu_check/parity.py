@@ -14,6 +14,7 @@ import numpy as np
 
 from bfm_deploy.routing import is_masked, mask_probability
 from bfm_deploy.tensor import preprocess
+from bfm_deploy.verifier import l2_normalise
 
 MIN_COSINE = 0.999
 SCORE_TIE = 5e-3  # |reference score - threshold| below this: a flipped same/different decision is a near tie
@@ -36,23 +37,33 @@ class ParityRow:
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    na = a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)
-    nb = b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
-    return np.sum(na * nb, axis=1)
+    return np.sum(l2_normalise(a) * l2_normalise(b), axis=1)
 
 
-def network_rows(path: str, reference: Any, backend: Any, crops: np.ndarray, mask_threshold: float) -> list[ParityRow]:
-    """full and partial embeddings (cosine) and the classifier's mask decisions, through ``infer`` (host
-    normalisation) and ``infer_crops`` (uint8 upload where the backend does it)."""
+NETWORKS = ("classifier", "full", "partial")
+
+
+def reference_outputs(reference: Any, crops: np.ndarray) -> dict[str, np.ndarray]:
+    """The reference's outputs for ``crops``, once for every path compared with it: on the CPU ``infer_crops``
+    is ``infer`` on the host-normalised tensor, so they stand for both ways in."""
+    batch = preprocess(list(crops))
+    return {network: reference.infer(network, batch) for network in NETWORKS}
+
+
+def network_rows(path: str, want: dict[str, np.ndarray], backend: Any, crops: np.ndarray,
+                 mask_threshold: float) -> list[ParityRow]:
+    """full and partial embeddings (cosine) and the classifier's mask decisions against the reference's outputs
+    ``want`` (``reference_outputs``), through ``infer`` (host normalisation) and ``infer_crops`` (uint8 upload
+    where the backend does it)."""
     batch = preprocess(list(crops))
     rows = []
-    for form, run in (("float", lambda b, n: b.infer(n, batch)), ("uint8", lambda b, n: b.infer_crops(n, crops))):
+    for form, run in (("float", lambda n: backend.infer(n, batch)), ("uint8", lambda n: backend.infer_crops(n, crops))):
         for network in ("full", "partial"):
-            cos = float(_cosines(run(reference, network), run(backend, network)).min())
+            cos = float(_cosines(want[network], run(network)).min())
             rows.append(ParityRow(path, f"embeddings {network} ({form})", len(crops), min_cosine=cos,
                                   ok=cos >= MIN_COSINE))
-        ref_p = mask_probability(run(reference, "classifier"))
-        got_p = mask_probability(run(backend, "classifier"))
+        ref_p = mask_probability(want["classifier"])
+        got_p = mask_probability(run("classifier"))
         differ = is_masked(ref_p, mask_threshold) != is_masked(got_p, mask_threshold)
         ties = int(np.sum(differ & (np.abs(ref_p - mask_threshold) < PROBABILITY_TIE)))
         rows.append(ParityRow(path, f"mask decisions ({form})", len(crops), decisions_differ=int(differ.sum()) - ties,

@@ -13,9 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from bfm_deploy.atomic import atomic_write_text
+
 
 def write_json(path: Path, report: dict[str, Any]) -> None:
-    path.write_text(json.dumps(report, indent=2, default=_plain) + "\n")
+    # written after each part: a run killed mid-write keeps the previous complete report, never half of one
+    atomic_write_text(path, json.dumps(report, indent=2, default=_plain) + "\n")
 
 
 def _plain(value: Any) -> Any:
