@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +29,17 @@ def test_the_demo_bundle_runs_on_torch_and_matches_onnx_runtime(data_dir: Path) 
             a, b = torch_backend.infer(network, batch), ort_backend.infer(network, batch)
             cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
             assert cosine.min() >= 0.9999, (network, cosine.min())
-        pairs = [(crops[i], crops[i + 1]) for i in range(0, len(crops) - 1, 2)]
         with Verifier(bundle, backend=torch_backend) as on_torch, Verifier(bundle, backend=ort_backend) as on_ort:
-            got = list(on_torch.verify_many(pairs, aligned=True))
-            want = list(on_ort.verify_many(pairs, aligned=True))
-    assert [(r.same, r.route) for r in got] == [(r.same, r.route) for r in want]  # type: ignore[union-attr]
-    assert max(abs(r.score - w.score) for r, w in zip(got, want)) < 1e-4  # type: ignore[union-attr]
+            _assert_same_decisions(on_torch, on_ort, crops, max_score_difference=1e-4)
+
+
+def _assert_same_decisions(got: Verifier, want: Verifier, crops: Sequence[np.ndarray] | np.ndarray,
+                           max_score_difference: float) -> None:
+    """verify_many on consecutive crops as pairs: the same decisions and routes, scores within the bound."""
+    pairs = [(crops[i], crops[i + 1]) for i in range(0, len(crops) - 1, 2)]
+    got_pairs, want_pairs = list(got.verify_many(pairs, aligned=True)), list(want.verify_many(pairs, aligned=True))
+    assert [(r.same, r.route) for r in got_pairs] == [(r.same, r.route) for r in want_pairs]  # type: ignore[union-attr]
+    assert max(abs(r.score - w.score) for r, w in zip(got_pairs, want_pairs)) < max_score_difference  # type: ignore[union-attr]
 
 
 def test_an_iresnet_is_rebuilt_from_its_exported_graph(tmp_path: Path) -> None:
@@ -193,12 +199,8 @@ def test_device_normalisation_chunks_and_channels_last_keep_the_cpu_results(data
         assert other.infer("full", batch[:0]).shape == (0, 512)
         # the Verifier hands a backend that takes uint8 its crops, not the float tensor: the same decisions
         assert other.takes_uint8 and not plain.takes_uint8
-        pairs = [(crops[i], crops[i + 1]) for i in range(0, len(crops) - 1, 2)]
         with Verifier(demo, backend=plain) as v_plain, Verifier(demo, backend=other) as v_uint8:
-            want_pairs = list(v_plain.verify_many(pairs, aligned=True))
-            got_pairs = list(v_uint8.verify_many(pairs, aligned=True))
-            assert [(r.same, r.route) for r in got_pairs] == [(r.same, r.route) for r in want_pairs]  # type: ignore[union-attr]
-            assert max(abs(r.score - w.score) for r, w in zip(got_pairs, want_pairs)) < 1e-5  # type: ignore[union-attr]
+            _assert_same_decisions(v_uint8, v_plain, crops, max_score_difference=1e-5)
             embedded = v_uint8.embed(list(crops[:3]), aligned=True)
             assert np.abs(embedded - v_plain.embed(list(crops[:3]), aligned=True)).max() < 1e-5
         with pytest.raises(BfmError, match="uint8 images"):
