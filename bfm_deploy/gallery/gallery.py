@@ -33,7 +33,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..errors import BfmError
-from ..verifier import FaceFeatures
+from ..verifier import FaceFeatures, l2_normalise
 from .index import EXACT_LIMIT, ExactIndex, IvfIndex
 from .store import STRUCTURES, NotEnrolled, SqliteStore
 
@@ -202,12 +202,13 @@ class Gallery:
         if covered[0] > self.store.position()[0]:
             self.notes.append(f"{state_path.parent}: index ahead of the database; rebuilt from it")
             return None
+        removed = self.store.removed_after(0)
         for name, (route, masked) in STRUCTURES.items():
             if name not in structures:  # exact: refilled from the database to the saved point
                 exact = structures[name] = ExactIndex(self.embedding_size)
                 for ids, vectors in self.store.vectors_after(0, covered[0], route, masked):
                     exact.add(ids, vectors)
-                exact.remove(self.store.removed_after(0))
+                exact.remove(removed)
         self._covered = self._saved = covered
         return structures
 
@@ -222,11 +223,12 @@ class Gallery:
         if position == self._covered:
             return self._structures
         last_id, last_removed = self._covered
+        removed = self.store.removed_after(last_removed)
         for name, (route, masked) in STRUCTURES.items():
             structure = self._structures[name]
             for ids, vectors in self.store.vectors_after(last_id, position[0], route, masked):
                 structure.add(ids, vectors)
-            structure.remove(self.store.removed_after(last_removed))
+            structure.remove(removed)
             if isinstance(structure, ExactIndex) and len(structure) > self.exact_limit:
                 self._structures[name] = IvfIndex.train(*structure.vectors())
         self._covered = position
@@ -271,9 +273,10 @@ class Gallery:
 
     def _searches(self, probe: FaceFeatures) -> list[tuple[str, str, np.ndarray]]:
         """(structure, route, query) pairs for ``probe``: balanced as in verification."""
+        partial = _unit(probe.partial)
         if probe.masked:
-            return [("partial_unmasked", "partial", _unit(probe.partial)), ("partial_masked", "partial", _unit(probe.partial))]
-        return [("full_unmasked", "full", _unit(probe.full)), ("partial_masked", "partial", _unit(probe.partial))]
+            return [("partial_unmasked", "partial", partial), ("partial_masked", "partial", partial)]
+        return [("full_unmasked", "full", _unit(probe.full)), ("partial_masked", "partial", partial)]
 
     def identify(self, probe: FaceFeatures, top_k: int = 5, margin: float | None = None,
                  note: str | None = None) -> Identification:
@@ -288,11 +291,12 @@ class Gallery:
             open_set = {route: calibrated[route] for route in ROUTES}
         else:
             open_set = {route: float(margin) for route in ROUTES}
-        total = sum(len(structures[name]) for name, _, _ in self._searches(probe))
+        searches = self._searches(probe)
+        total = sum(len(structures[name]) for name, _, _ in searches)
         k = min(total, 4 * top_k + 16)
         while True:
             found: list[tuple[float, float, float, str, int]] = []  # (key, margin, score, route, id)
-            for name, route, query in self._searches(probe):
+            for name, route, query in searches:
                 scores, ids = structures[name].search(query, k)
                 for score, face_id in zip(scores.tolist(), ids.tolist()):
                     m = score - self.thresholds[route]
@@ -385,5 +389,4 @@ class Gallery:
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
-    v = np.asarray(vector, np.float32)
-    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+    return l2_normalise(np.asarray(vector, np.float32)[None])[0]
