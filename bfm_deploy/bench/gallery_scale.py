@@ -29,6 +29,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..progress import progress
+from ..verifier import l2_normalise
 
 MASKED_SHARE = 0.3
 NOISE = 0.045  # per-dimension noise on a unit centre (normalised after): two faces of one identity at cosine ~0.5
@@ -44,10 +45,6 @@ class GalleryBenchOptions:
     seed: int = 0
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
 class Synthetic:
     """Identity centres, drawn lazily per chunk from a seeded generator (the same faces every run)."""
 
@@ -57,10 +54,10 @@ class Synthetic:
     def centres(self, start: int, stop: int, route: str) -> np.ndarray:
         rng = np.random.default_rng([self.seed, 0 if route == "full" else 1, start])
         scale = np.arange(1, self.size + 1, dtype=np.float32) ** (-SPECTRUM[route] / 2)
-        return _unit(rng.standard_normal((stop - start, self.size)).astype(np.float32) * scale)
+        return l2_normalise(rng.standard_normal((stop - start, self.size)).astype(np.float32) * scale)
 
     def views(self, centres: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return _unit(centres + NOISE * rng.standard_normal(centres.shape).astype(np.float32))
+        return l2_normalise(centres + NOISE * rng.standard_normal(centres.shape).astype(np.float32))
 
 
 CHUNK = 5000  # identities drawn together (their centres depend on the chunk's first index)
@@ -111,12 +108,11 @@ def _search(gallery: Any, probes: list[Any]) -> tuple[list[list[str]], np.ndarra
     return ranked, np.array(times) * 1000
 
 
-def _structure_bytes(gallery: Any) -> tuple[int, str]:
+def _structure_bytes(gallery: Any) -> int:
     from ..gallery.index import ExactIndex, IvfIndex
 
-    total, kinds = 0, set()
+    total = 0
     for structure in gallery._sync().values():
-        kinds.add(structure.kind)
         if isinstance(structure, ExactIndex):
             ids, vectors = structure.vectors()
             total += ids.nbytes + vectors.nbytes
@@ -124,7 +120,7 @@ def _structure_bytes(gallery: Any) -> tuple[int, str]:
             import faiss
 
             total += int(faiss.serialize_index(structure.index).nbytes)  # type: ignore[arg-type]
-    return total, "+".join(sorted(kinds))
+    return total
 
 
 def run_gallery_bench(options: GalleryBenchOptions) -> dict[str, Any]:
@@ -143,7 +139,7 @@ def run_gallery_bench(options: GalleryBenchOptions) -> dict[str, Any]:
             start = time.perf_counter()
             exact_ranked, exact_ms = _search(gallery, probes)
             exact_load = time.perf_counter() - start - exact_ms.sum() / 1000
-            exact_bytes, _ = _structure_bytes(gallery)
+            exact_bytes = _structure_bytes(gallery)
             single = []
             rng = np.random.default_rng([options.seed, 4])
             for i in range(options.single_enrolments):
@@ -160,7 +156,7 @@ def run_gallery_bench(options: GalleryBenchOptions) -> dict[str, Any]:
             kinds = gallery.index_kinds()
             build = time.perf_counter() - start
             ivf_ranked, ivf_ms = _search(gallery, probes)
-            ivf_bytes, _ = _structure_bytes(gallery)
+            ivf_bytes = _structure_bytes(gallery)
             gallery.reset_search()  # nothing to save: the folder is thrown away
             gallery.close()
             disk = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
