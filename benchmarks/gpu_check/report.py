@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from bfm_deploy.atomic import atomic_write_text
+from bfm_deploy.bench.plot import pyplot, save_png
 
 
 def write_json(path: Path, report: dict[str, Any]) -> None:
@@ -38,10 +39,7 @@ def _series(timings: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[int
 def write_png(path: Path, timings: list[dict[str, Any]], title: str) -> None:
     series = _series(timings) or {"no throughput figures (see 'crashed' in the JSON)": {}}
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
     except ImportError:
         _write_png_cv2(path, series, title)
         return
@@ -55,9 +53,7 @@ def write_png(path: Path, timings: list[dict[str, Any]], title: str) -> None:
             ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def _write_png_cv2(path: Path, series: dict[str, dict[str, list[tuple[int, float]]]], title: str) -> None:
