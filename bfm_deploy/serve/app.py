@@ -252,12 +252,15 @@ def create_app(options: ServeOptions) -> FastAPI:
         embedded = iter(await batched(state["batcher"].embed(good)) if good else [])
         return {"faces": [{"error": str(f)} if isinstance(f, BfmError) else next(embedded).to_dict() for f in faces]}
 
+    def need_gallery() -> None:
+        if "gallery" not in state:
+            raise _Failure(404, "no gallery here: start bfm-serve with --gallery FOLDER|postgresql://...")
+
     async def in_gallery(work: Callable[[Any], Any]) -> Any:
         """``work(gallery)`` on the gallery's thread (its connection lives there); BfmErrors as HTTP errors."""
         from ..gallery import AlreadyEnrolled, NotEnrolled
 
-        if "gallery" not in state:
-            raise _Failure(404, "no gallery here: start bfm-serve with --gallery FOLDER|postgresql://...")
+        need_gallery()
         try:
             return await asyncio.get_running_loop().run_in_executor(state["gallery_pool"], work, state["gallery"])
         except AlreadyEnrolled as exc:
@@ -281,7 +284,7 @@ def create_app(options: ServeOptions) -> FastAPI:
         if not isinstance(identity, str) or not identity.strip():
             raise _Failure(422, 'expected {"identity": name, "images": [base64, ...]}')
         blobs = _image_list(body, options.max_pairs)
-        await in_gallery(lambda g: None)  # no gallery: 404 before any image is decoded
+        need_gallery()  # no gallery: 404 before any image is decoded
         features = await features_of(blobs, bool(body.get("aligned", False)))
         failed = next((f for f in features if isinstance(f, BfmError)), None)
         if failed is not None:
@@ -297,7 +300,7 @@ def create_app(options: ServeOptions) -> FastAPI:
         top_k = body.get("top_k", 5)
         if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= 100:
             raise _Failure(422, "top_k must be an integer in 1..100")
-        await in_gallery(lambda g: None)
+        need_gallery()
         features = await features_of(blobs, bool(body.get("aligned", False)))
         good = [f for f in features if not isinstance(f, BfmError)]
         found = iter(await in_gallery(lambda g: [g.identify(f, top_k=top_k, note=f.note).to_dict() for f in good]))
@@ -379,12 +382,19 @@ async def _read_images(request: Request, names: tuple[str, ...]) -> tuple[dict[s
 
 
 def _image_list(body: dict[str, Any], limit: int) -> list[tuple[str, bytes]]:
+    """A JSON body's ``"images": [base64, ...]``, counted before any is decoded."""
     images = body.get("images")
-    if not isinstance(images, list) or not images:
-        raise _Failure(422, 'expected "images": [base64, ...] (one or more)')
-    if len(images) > limit:
-        raise _Failure(413, f"{len(images)} images in one request; at most {limit} (--max-pairs)")
+    if not isinstance(images, list):
+        raise _Failure(422, 'expected {"images": [base64, ...]}')
+    _check_count(len(images), limit)
     return [(f"images[{i}]", _b64(v, f"images[{i}]")) for i, v in enumerate(images)]
+
+
+def _check_count(count: int, limit: int) -> None:
+    if not count:
+        raise _Failure(422, "no images")
+    if count > limit:
+        raise _Failure(413, f"{count} images in one request; at most {limit} (--max-pairs)")
 
 
 async def _read_image_list(request: Request, limit: int) -> tuple[list[tuple[str, bytes]], bool]:
@@ -392,16 +402,7 @@ async def _read_image_list(request: Request, limit: int) -> tuple[list[tuple[str
         form = await request.form()
         uploads = [u for u in form.getlist("images") if isinstance(u, UploadFile)]
         blobs = [(u.filename or f"images[{i}]", await u.read()) for i, u in enumerate(uploads)]
-        aligned = str(form.get("aligned", "false")).lower() in ("1", "true", "yes")
-    else:
-        body = await _json(request)
-        images = body.get("images")
-        if not isinstance(images, list):
-            raise _Failure(422, 'expected {"images": [base64, ...]}')
-        blobs = [(f"images[{i}]", _b64(v, f"images[{i}]")) for i, v in enumerate(images)]
-        aligned = bool(body.get("aligned", False))
-    if not blobs:
-        raise _Failure(422, "no images")
-    if len(blobs) > limit:
-        raise _Failure(413, f"{len(blobs)} images in one request; at most {limit} (--max-pairs)")
-    return blobs, aligned
+        _check_count(len(blobs), limit)
+        return blobs, str(form.get("aligned", "false")).lower() in ("1", "true", "yes")
+    body = await _json(request)
+    return _image_list(body, limit), bool(body.get("aligned", False))
