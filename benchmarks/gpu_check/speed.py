@@ -66,8 +66,8 @@ class Timing:
 
 
 def median_ms(run: Callable[[], Any], min_seconds: float, min_runs: int = 3, warmup: int = 2) -> float:
-    # warm-up captures the CUDA graphs and lets cuDNN pick its algorithms: never timed
-    """Median wall time of ``run`` (which must wait for the device itself) after ``warmup`` calls."""
+    """Median wall time of ``run`` (which must wait for the device itself) after ``warmup`` calls (never timed:
+    they capture the CUDA graphs and let cuDNN pick its algorithms)."""
     for _ in range(warmup):
         run()
     samples: list[float] = []
