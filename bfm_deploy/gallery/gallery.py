@@ -292,8 +292,10 @@ class Gallery:
         else:
             open_set = {route: float(margin) for route in ROUTES}
         searches = self._searches(probe)
-        total = sum(len(structures[name]) for name, _, _ in searches)
-        k = min(total, 4 * top_k + 16)
+        # the templates the searches hold are counted (a query per structure in PostgreSQL) only when the first
+        # round leaves the list short
+        total: int | None = None
+        k = 4 * top_k + 16
         while True:
             found: list[tuple[float, float, float, str, int]] = []  # (key, margin, score, route, id)
             for name, route, query in searches:
@@ -313,7 +315,11 @@ class Gallery:
                 candidates.append(Candidate(name, float(m), float(score), route, int(face_id), float(key)))
                 if len(candidates) == top_k:
                     break
-            if len(candidates) == top_k or k >= total:
+            if len(candidates) == top_k:
+                break
+            if total is None:
+                total = sum(len(structures[name]) for name, _, _ in searches)
+            if k >= total:
                 break
             k = min(total, 4 * k)  # identities with many faces filled the list: look further
         if not candidates:
