@@ -5,7 +5,7 @@ architecture; the modules come from ``bfm_deploy.models.get_model``. A bundle wi
 demo) is rebuilt from its ONNX initialisers (``bfm_deploy.models.pretrained.onnx_state_dict``: MobileFaceNet, the
 classifier and the IResNets, whose exported graphs fold each BatchNorm into the convolution before it); every rebuilt network
 is checked against the graph on a probe batch before it is used. The bundle's detector graph is rebuilt the
-same way (``bfm_deploy.models.onnx_detector``, checked against ONNX Runtime at its first load in a process)
+same way (``bfm_deploy.models.onnx_detector``, checked against ONNX Runtime at load)
 and runs on the device when the device is CUDA, so that a raw photo costs the CPU only its decoding and
 letterboxing; on the CPU it stays on onnxruntime, which runs this small graph about 6x faster than torch there
 (8 images at 320: 84 ms against 530 ms, one measurement on a shared 2-core machine). torch is imported only when this backend is created.
@@ -158,17 +158,8 @@ def torch_detector(bundle: Bundle) -> Any:
     if spec is None:
         raise BfmError(f"bundle {bundle.root} has no detector.onnx")
     module = load_onnx_detector(spec.file, spec.input_name, spec.output_names)
-    stat = spec.file.stat()
-    # The check costs seconds on the CPU (2.7 s at 320 on a 2-core machine) and the rebuild is deterministic, so it
-    # runs once per graph file (as it is on disk) and probe size in a process, not at every backend creation.
-    key = (str(spec.file.resolve()), stat.st_mtime_ns, stat.st_size, spec.input_size)
-    if key not in _DETECTORS_CHECKED:
-        check_against_graph(module, spec.file, spec.input_size)
-        _DETECTORS_CHECKED.add(key)
+    check_against_graph(module, spec.file, spec.input_size)  # at every load, like the extractors' rebuilds
     return module
-
-
-_DETECTORS_CHECKED: set[tuple[str, int, int, int]] = set()
 
 
 def torch_modules(bundle: Bundle, networks: tuple[Network, ...] = NETWORKS) -> tuple[dict[Network, Any], str]:
