@@ -39,7 +39,14 @@ def test_without_a_gpu_it_exits_2_with_one_line(tmp_path: Path) -> None:
 
 
 def test_the_cpu_dry_run_checks_parity_and_writes_its_report(tmp_path: Path, data_dir: Path) -> None:
-    result = _run("--device", "cpu", "--out", str(tmp_path / "out"), cwd=tmp_path, data_dir=data_dir)
+    # on the faces a GPU machine gets: what --pack-data carries
+    sys.path.insert(0, str(CHECK.parent))
+    try:
+        from data import pack
+    finally:
+        sys.path.remove(str(CHECK.parent))
+    pack(data_dir, tmp_path / "packed")
+    result = _run("--device", "cpu", "--out", str(tmp_path / "out"), cwd=tmp_path, data_dir=tmp_path / "packed")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     checks = {row["check"] for row in report["parity"]}
@@ -51,16 +58,38 @@ def test_the_cpu_dry_run_checks_parity_and_writes_its_report(tmp_path: Path, dat
     assert variants == {(v, b) for v in ("fp32 eager", "fp32 +channels-last +uint8") for b in (1, 2)}
     assert any(key.endswith("routed / E_F alone") for key in report["pipeline"])
     assert report["targets"] == []  # targets are GPU figures: never claimed from a CPU run
+    service = report["service"]  # the serve extra is installed here: both servers ran under load
+    assert service["measured"], service
+    assert {name: [row["clients"] for row in rows] for name, rows in service["servers"].items()} == {
+        "batched": [1, 2], "batch-1": [1, 2]}
+    assert all(row["errors"] == 0 and row["completed"] > 0 for rows in service["servers"].values() for row in rows)
     assert (tmp_path / "out" / "gpu_check.png").stat().st_size > 1000
 
 
-def test_the_faces_it_reads_can_be_packed_for_a_gpu_machine(tmp_path: Path, data_dir: Path) -> None:
+def test_the_faces_a_gpu_run_reads_can_be_packed_to_travel_with_the_tree(tmp_path: Path, data_dir: Path) -> None:
     sys.path.insert(0, str(CHECK.parent))
     try:
-        from data import load_pairs, pack
+        from data import PACKED_PAIRS, SERVICE_PAIRS, load_pairs, pack, sets_lfw_head
     finally:
         sys.path.remove(str(CHECK.parent))
-    copied = pack(data_dir, tmp_path / "packed")
-    sets = load_pairs(tmp_path / "packed", 0, 0, 0)  # every pair's images are there
-    assert (len(sets.lfw_aligned), len(sets.lfw_raw), len(sets.mfr2)) == (600, 600, 848)
-    assert copied == len({p for pairs, _ in sets.named().values() for pair in pairs for p in (pair.left, pair.right)}) + 2
+    packed = tmp_path / "packed"
+    files, size = pack(data_dir, packed)
+    sets = load_pairs(packed, **PACKED_PAIRS)  # every pair a GPU run reads is there, the same pairs as here
+    want = load_pairs(data_dir, **PACKED_PAIRS)
+    assert [(p.left.name, p.right.name) for p in sets.mfr2] == [(p.left.name, p.right.name) for p in want.mfr2]
+    assert (len(sets.lfw_aligned), len(sets.lfw_raw), len(sets.mfr2)) == tuple(PACKED_PAIRS.values())
+    assert all(p.left.is_file() and p.right.is_file() for p in sets_lfw_head(packed, SERVICE_PAIRS))
+    assert size == sum(f.stat().st_size for f in packed.rglob("*") if f.is_file()) and files > 100
+    # MFR2's photos travel as JPEG: still the same faces, a little compression apart
+    from bfm_deploy.images import load_image
+
+    first = want.mfr2[0].left
+    got, original = load_image(packed / first.relative_to(data_dir)).astype(float), load_image(first).astype(float)
+    assert got.shape == original.shape and abs(got - original).mean() < 3.0
+    # The device tool carries at most 64 MiB: the tracked tree, this pack and the serve wheels (3.4 MB measured)
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout: the tree's size is unknown")
+    tree = sum((ROOT / name).stat().st_size for name in listed.stdout.decode().split("\0")
+               if name and (ROOT / name).is_file())
+    assert tree + size + 3_600_000 <= 64 * 2**20, f"tree {tree / 1e6:.1f} MB + pack {size / 1e6:.1f} MB + wheels"

@@ -1,8 +1,8 @@
 """The real faces the GPU check runs on: LFW pairs (aligned crops and raw fold-1 photos) and MFR2 pairs.
 
 Parity must be shown on real faces, so missing data is an error (one line), never a silent switch to random
-pixels. A GPU machine may not have the shared data: ``pack`` copies just what the check reads (about 27 MB:
-fold 1's aligned crops, the raw fold-1 photos, MFR2) into a folder that can travel with the working tree.
+pixels. A GPU machine may not have the shared data: ``pack`` copies just what the check reads (the spread pairs of
+fold 1's aligned crops, the raw fold-1 photos and MFR2) into a folder that can travel with the working tree.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from bfm_deploy.datasets import Pair, read_lfw_pairs, read_mfr2_pairs
@@ -18,6 +19,9 @@ from bfm_deploy.errors import BfmError
 from bfm_deploy.images import load_image
 
 LFW_FOLD = 600  # pairs of LFW's first fold (300 same, 300 different), whose raw photos are raw-fold1
+# The most pairs a run reads, spread over each set: what ``pack`` carries (LFW's JPEGs as they are, MFR2's PNG
+# photos as JPEG), sized to fit the device tool's 64 MiB with the working tree (see the pack test).
+PACKED_PAIRS = {"lfw_pairs": 64, "raw_pairs": 24, "mfr2_pairs": 24}
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,8 @@ class PairSets:
 
 
 def _spread(pairs: list[Pair], count: int) -> list[Pair]:
-    """``count`` pairs spread over the list (same and different pairs alike), all of them when count is 0."""
+    """``count`` pairs spread over the list (same and different pairs alike), all of them when count is 0 or
+    more than the list holds."""
     if count <= 0 or count >= len(pairs):
         return pairs
     return [pairs[i] for i in np.linspace(0, len(pairs) - 1, count).round().astype(int)]
@@ -47,12 +52,17 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
-def load_pairs(data_dir: Path, lfw_count: int, raw_count: int, mfr2_count: int) -> PairSets:
+def load_pairs(data_dir: Path, lfw_pairs: int, raw_pairs: int, mfr2_pairs: int) -> PairSets:
+    """The pairs the check runs on: each count spread over the packed pairs of its set (``PACKED_PAIRS``), so
+    that a run of any size finds its faces in a pack."""
     lfw = _need(data_dir / "lfw" / "pairs.txt", "LFW pairs.txt")
     aligned = read_lfw_pairs(lfw, _need(data_dir / "lfw" / "aligned112", "LFW aligned crops"))[:LFW_FOLD]
     raw = read_lfw_pairs(lfw, _need(data_dir / "lfw" / "raw-fold1", "LFW raw fold-1 photos"))[:LFW_FOLD]
     mfr2 = read_mfr2_pairs(_need(data_dir / "mfr2" / "pairs.txt", "MFR2 pairs.txt"), data_dir / "mfr2")
-    sets = PairSets(_spread(aligned, lfw_count), _spread(raw, raw_count), _spread(mfr2, mfr2_count))
+    packed = PACKED_PAIRS
+    sets = PairSets(_spread(_spread(aligned, packed["lfw_pairs"]), lfw_pairs),
+                    _spread(_spread(raw, packed["raw_pairs"]), raw_pairs),
+                    _spread(_spread(mfr2, packed["mfr2_pairs"]), mfr2_pairs))
     for name, (pairs, _) in sets.named().items():
         missing = [p for pair in pairs for p in (pair.left, pair.right) if not p.is_file()]
         if missing:
@@ -67,13 +77,34 @@ def aligned_crops(pairs: list[Pair], count: int) -> np.ndarray:
     return crops[np.arange(count) % len(crops)]
 
 
-def pack(data_dir: Path, target: Path) -> int:
-    """Copy what the check reads (LFW fold 1 aligned and raw, MFR2) to ``target``; the number of files copied."""
-    sets = load_pairs(data_dir, 0, 0, 0)
+SERVICE_PAIRS = 16  # the aligned LFW pairs the service part cycles through
+
+
+def sets_lfw_head(data_dir: Path, count: int) -> list[Pair]:
+    return read_lfw_pairs(data_dir / "lfw" / "pairs.txt", data_dir / "lfw" / "aligned112")[:count]
+
+
+def pack(data_dir: Path, target: Path) -> tuple[int, int]:
+    """Copy what the check reads (``PACKED_PAIRS``) to ``target``: the number of files and their bytes.
+
+    LFW's JPEGs are copied as they are; MFR2's PNG photos are written as JPEG (quality 95) under their own
+    names (the decoder reads the content, not the suffix): lossless they are four times larger, and the
+    device and CPU paths of the check compare each other on the same bytes either way."""
+    sets = load_pairs(data_dir, **PACKED_PAIRS)
     files = {data_dir / "lfw" / "pairs.txt", data_dir / "mfr2" / "pairs.txt"}
     files |= {p for pairs, _ in sets.named().values() for pair in pairs for p in (pair.left, pair.right)}
+    # the service part sends the first pairs of pairs.txt, as bfm-bench --serve does
+    files |= {p for pair in sets_lfw_head(data_dir, SERVICE_PAIRS) for p in (pair.left, pair.right)}
+    size = 0
     for src in sorted(files):
         dst = target / src.relative_to(data_dir)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
-    return len(files)
+        if src.suffix.lower() == ".png":
+            ok, encoded = cv2.imencode(".jpg", load_image(src), [cv2.IMWRITE_JPEG_QUALITY, 95])
+            if not ok:
+                raise BfmError(f"cannot encode {src} as JPEG")
+            dst.write_bytes(encoded.tobytes())
+        else:
+            shutil.copy2(src, dst)
+        size += dst.stat().st_size
+    return len(files), size

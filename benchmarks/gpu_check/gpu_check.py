@@ -13,10 +13,14 @@ shipped ``engines/demo`` (the torch backend rebuilds its networks and detector f
    choice beside the simpler one it replaces (``speed.py``); E_F and E_P on one stream and on two;
 3. the routed pipeline (``Verifier.verify_many``) on aligned crops against E_F alone, and on raw photos;
    batch-1 verify latency (MobileFaceNet);
-4. TensorRT parity where TensorRT is importable.
-Faces come from ``--data-dir`` (default ``$BFM_DATA``, else ../shared/data); ``--pack-data DIR`` copies the 27 MB
-the check reads, to carry to a GPU machine without the shared data (then ``BFM_DATA=DIR``). ``--parts`` runs only
-``parity`` (with the pipeline and latency) or ``speed`` (the throughput ladder and the streams).
+4. TensorRT parity where TensorRT is importable;
+5. the service (``service.py``): ``bfm-serve`` batched against batch-size-1 under 1, 16 and 64 clients, beside
+   the offline ``Verifier.verify_many``, as ``bfm-bench --serve`` measures it.
+Faces come from ``--data-dir`` (default ``$BFM_DATA``, else ../shared/data); ``--pack-data DIR`` copies what the
+check reads on a GPU (2.1 MB: the device tool carries at most 64 MiB with the working tree, which holds
+58 MiB) plus the serve extra's wheels that the GPU machine lacks (3.4 MB), to carry to a GPU machine without the
+shared data (then ``BFM_DATA=DIR``). ``--parts`` runs any of ``parity`` (with the pipeline and latency),
+``speed`` (the throughput ladder and the streams) and ``service``.
 Writes ``gpu_check.json`` (after each part, so a run cut short keeps what it measured) and ``gpu_check.png`` to
 ``--out`` (default ``$OUT``, else ~/.cache/bfm/gpu-check).
 Exit 0: every required parity check passed (targets and the BF16 option's parity are reported, met or not); 1: a
@@ -47,6 +51,7 @@ SHIPPED_BUNDLE = HERE.parents[1] / "engines" / "demo"
 R50_FACES_PER_S = 15_700
 ROUTED_OVER_EF = 0.9
 VERIFY_LATENCY_MS = 2.0
+SERVICE_BATCHED_OVER_BATCH1 = 5.0  # the serving issue's target at 16 clients
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,11 @@ class CheckConfig:
 
     @classmethod
     def for_device(cls, device: Literal["cuda", "cpu"], bundle: Path, data_dir: Path, out: Path) -> CheckConfig:
-        if device == "cuda":
+        from data import PACKED_PAIRS
+
+        if device == "cuda":  # every pair that --pack-data carries
             return cls(device, bundle, data_dir, out, tuple(2 ** i for i in range(11)), ("r50", "mbf"),
-                       lfw_pairs=600, raw_pairs=300, mfr2_pairs=0, pipeline_pairs=1024, min_seconds=0.25,
+                       **PACKED_PAIRS, pipeline_pairs=1024, min_seconds=0.25,
                        latency_runs=200, runs=3)
         # the dry run exercises every step of the check at the smallest size (a CPU test runs it)
         return cls(device, bundle, data_dir, out, (1, 2), ("mbf",), lfw_pairs=4, raw_pairs=2, mfr2_pairs=2,
@@ -264,7 +271,8 @@ def run_speed(cfg: CheckConfig, bundle: Any, crops: np.ndarray, sections: Sectio
     return timings, streams
 
 
-def targets(cfg: CheckConfig, timings: list[Any], pipeline: dict[str, Any]) -> list[dict[str, Any]]:
+def targets(cfg: CheckConfig, timings: list[Any], pipeline: dict[str, Any],
+            service: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's GPU targets, met or missed (a figure that a crash left out is missed, with no value)."""
     if cfg.device != "cuda":
         return []
@@ -273,7 +281,9 @@ def targets(cfg: CheckConfig, timings: list[Any], pipeline: dict[str, Any]) -> l
                ("routed / E_F alone on aligned crops (fast fp16)", pipeline.get("fast fp16: routed / E_F alone"),
                 ROUTED_OVER_EF, 1),
                ("batch-1 verify latency ms, mbf (fast fp16)", pipeline.get("fast fp16: batch-1 verify latency ms (mbf)"),
-                VERIFY_LATENCY_MS, -1)]
+                VERIFY_LATENCY_MS, -1),
+               ("service pairs/s, batched / batch-1 server at 16 clients",
+                service.get("ratios", {}).get("batched_vs_batch1_at_16"), SERVICE_BATCHED_OVER_BATCH1, 1)]
     return [{"what": what, "value": value, "need": f"{'>=' if sign > 0 else '<'} {need}",
              "met": value is not None and (value >= need if sign > 0 else value < need)}
             for what, value, need, sign in figures]
@@ -287,14 +297,8 @@ def torch_flags() -> dict[str, Any]:
             "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_benchmark": torch.backends.cudnn.benchmark}
 
 
-def service_note() -> dict[str, Any]:
-    missing = [m for m in ("fastapi", "uvicorn", "httpx") if __import__("importlib.util").util.find_spec(m) is None]
-    why = (f"the serve extra is not installed here ({', '.join(missing)} missing)" if missing
-           else "not measured by this check yet: bfm-bench --serve --backend torch measures the service")
-    return {"measured": False, "why": why}
-
-
-PARTS = ("parity", "speed")  # parity: parity + pipeline + latency; speed: the throughput ladder + streams
+# parity: parity + pipeline + latency; speed: the throughput ladder + streams; service: bfm-serve under load
+PARTS = ("parity", "speed", "service")
 
 
 def check(cfg: CheckConfig, parts: tuple[str, ...] = PARTS) -> int:
@@ -315,6 +319,7 @@ def check(cfg: CheckConfig, parts: tuple[str, ...] = PARTS) -> int:
     timings: list[Any] = []
     pipeline: dict[str, Any] = {}
     tensorrt: Any = "not run"
+    service: dict[str, Any] = {"measured": False, "why": "not run (--parts)"}
 
     def report() -> dict[str, Any]:
         """The report as it stands; written after each part, so that a run cut short still leaves its figures."""
@@ -323,7 +328,7 @@ def check(cfg: CheckConfig, parts: tuple[str, ...] = PARTS) -> int:
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
             "batches": list(cfg.batches), "pair_counts": {k: len(v[0]) for k, v in sets.named().items()},
             "parity": [asdict(r) for r in rows], "throughput": [asdict(t) for t in timings], "pipeline": pipeline,
-            "targets": targets(cfg, timings, pipeline), "tensorrt": tensorrt, "service": service_note(),
+            "targets": targets(cfg, timings, pipeline, service), "tensorrt": tensorrt, "service": service,
             "float_variants_include_host_preprocess": True, "torch_flags": torch_flags(),
             "crashed": sections.crashed, "seconds": round(time.perf_counter() - started, 1),
         }
@@ -340,6 +345,12 @@ def check(cfg: CheckConfig, parts: tuple[str, ...] = PARTS) -> int:
     if "speed" in parts:
         timings, streams = run_speed(cfg, bundle, crops, sections)
         pipeline.update(streams)
+    if "service" in parts:
+        from service import run_service
+
+        service = sections.run("service", run_service, cfg.bundle, cfg.data_dir, cfg.device,
+                               cfg.out / "serve-site") or {"measured": False, "why": "crashed (traceback in crashed)"}
+        echo(f"service done at {time.perf_counter() - started:.0f} s")
     final = report()
     print_tables(final, echo)
     sections.run("plot", write_png, cfg.out / "gpu_check.png", final["throughput"], device)
@@ -374,9 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None, help="shared data [default: $BFM_DATA, ../shared/data]")
     parser.add_argument("--out", type=Path, default=None, help="results folder [default: $OUT, ~/.cache/bfm/gpu-check]")
     parser.add_argument("--parts", default=",".join(PARTS),
-                        help="which parts to run: parity (with the pipeline and latency), speed (the throughput ladder)")
+                        help="which parts to run: parity (with the pipeline and latency), speed (the throughput ladder), service")
     parser.add_argument("--pack-data", type=Path, metavar="DIR",
-                        help="copy the faces the check reads into DIR (to carry to a GPU machine) and exit")
+                        help="copy the faces a GPU run reads, and the serve wheels it lacks, into DIR (to carry) and exit")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))  # the check's own modules, wherever it is run from
     try:
@@ -386,7 +397,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.pack_data:
             from data import pack
 
-            echo(f"copied {pack(data_dir, args.pack_data)} files to {args.pack_data}")
+            from service import pack_wheels
+
+            files, size = pack(data_dir, args.pack_data)
+            echo(f"copied {files} files ({size / 1e6:.1f} MB) to {args.pack_data}")
+            echo(f"kept {pack_wheels(args.pack_data / 'wheels')} wheels of the serve extra in {args.pack_data / 'wheels'}")
             return 0
         parts = tuple(p for p in args.parts.split(",") if p)
         if not parts or set(parts) - set(PARTS):

@@ -102,6 +102,13 @@ def print_tables(report: dict[str, Any], echo: Any) -> None:
             echo(f"{model:5} {variant:28} {replaces:28} " + " ".join(f"{v:7.0f}" for _, v in points))
     for name, value in report["pipeline"].items():
         echo(f"{name}: {value}")
+    service = report["service"]
+    if service.get("measured"):
+        from bfm_deploy.bench.serve_load import format_serve_table
+
+        echo("\n" + format_serve_table(service))
+    else:
+        echo(f"\nservice: not measured: {service.get('why')}")
     for target in report["targets"]:
         value = "none (crashed)" if target["value"] is None else f"{target['value']:.4g}"
         echo(f"target {target['what']}: {value} (need {target['need']}) "
