@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # E_P variants against Baseline 2, on the data and schedule of the shipped demo (issue "Real masks"):
 # masked twins from bfm-mask (seed 0, MaskTheFace templates 0.5), LFW identities outside folds 6-10 with two or
-# more images, 3 epochs of 65 steps at batch 64, E_P and Baseline 2 from w600k_mbf with layers.0-4 frozen.
+# more images, 3 epochs of 65 steps at batch 64, E_P and Baseline 2 from w600k_mbf with layers.0-4 frozen; and
+# both on every identity outside folds 6-10 ("all identities": 3 epochs of 108 steps).
 # Every run resumes (--resume auto), so this script can be stopped and started again.
 #   bash benchmarks/ep_variants/run.sh        # then: python tools/accuracy_table.py ... (printed at the end)
 set -euo pipefail
@@ -12,7 +13,7 @@ mkdir -p "$OUT" work_dirs/bundles
 
 [ -f work_dirs/lfw_masked/mask_report.json ] || bfm-mask "$DATA/lfw/aligned112" work_dirs/lfw_masked --seed 0 \
     --workers 2 --templates "$DATA/masktheface" --quiet > /dev/null
-for run in baseline2_mbf demo_mbf_distill demo_mbf_distill_w10; do
+for run in baseline2_mbf demo_mbf_distill demo_mbf_distill_w10 baseline2_mbf_all demo_mbf_all; do
   BFM_DATA=$DATA bfm-train --config "configs/$run.yaml" --resume auto --quiet > /dev/null
   bfm-train --report "work_dirs/$run"
   mkdir -p "benchmarks/results/training/$run"
@@ -23,14 +24,17 @@ done
 # figures (each fold is scored at the threshold chosen on the other nine).
 bfm-export work_dirs/baseline2_mbf --out work_dirs/bundles/baseline2 --classifier engines/demo --thresholds 0.25 \
     --no-torch-weights --detector none --overwrite --quiet
-for variant in distill distill_w10; do
+bfm-export work_dirs/baseline2_mbf_all --out work_dirs/bundles/baseline2_all --classifier engines/demo \
+    --thresholds 0.25 --no-torch-weights --detector none --overwrite --quiet
+for variant in distill distill_w10 all; do
   bfm-export "work_dirs/demo_mbf_$variant" --out "work_dirs/bundles/$variant" --classifier engines/demo \
       --thresholds 0.25 --no-torch-weights --detector none --overwrite --quiet
 done
 
 # The first method's bundle (engines/demo) detects MFR2's faces: the runtime's default detector.
 M=("Baseline 1=engines/demo:full" "Baseline 2=work_dirs/bundles/baseline2:full" "ours=engines/demo"
-   "ours (distill)=work_dirs/bundles/distill" "ours (distill x10)=work_dirs/bundles/distill_w10")
+   "ours (distill)=work_dirs/bundles/distill" "ours (distill x10)=work_dirs/bundles/distill_w10"
+   "Baseline 2 (all identities)=work_dirs/bundles/baseline2_all:full" "ours (all identities)=work_dirs/bundles/all")
 for set in lfw masked-lfw; do
   bfm-eval --dataset "$set" --data-dir "$DATA" --folds 6-10 --compare "${M[@]}" --json "$OUT/$set.json" \
       --plot "$OUT/$set.png" --quiet > /dev/null
