@@ -13,7 +13,7 @@ mkdir -p "$OUT" work_dirs/bundles
 
 [ -f work_dirs/lfw_masked/mask_report.json ] || bfm-mask "$DATA/lfw/aligned112" work_dirs/lfw_masked --seed 0 \
     --workers 2 --templates "$DATA/masktheface" --quiet > /dev/null
-for run in baseline2_mbf demo_mbf_distill demo_mbf_distill_w10 baseline2_mbf_all demo_mbf_all; do
+for run in baseline2_mbf demo_mbf_distill demo_mbf_distill_w10 baseline2_mbf_all demo_mbf_all demo_mbf_all_g5; do
   BFM_DATA=$DATA bfm-train --config "configs/$run.yaml" --resume auto --quiet > /dev/null
   bfm-train --report "work_dirs/$run"
   mkdir -p "benchmarks/results/training/$run"
@@ -26,7 +26,7 @@ bfm-export work_dirs/baseline2_mbf --out work_dirs/bundles/baseline2 --classifie
     --no-torch-weights --detector none --overwrite --quiet
 bfm-export work_dirs/baseline2_mbf_all --out work_dirs/bundles/baseline2_all --classifier engines/demo \
     --thresholds 0.25 --no-torch-weights --detector none --overwrite --quiet
-for variant in distill distill_w10 all; do
+for variant in distill distill_w10 all all_g5; do
   bfm-export "work_dirs/demo_mbf_$variant" --out "work_dirs/bundles/$variant" --classifier engines/demo \
       --thresholds 0.25 --no-torch-weights --detector none --overwrite --quiet
 done
@@ -34,7 +34,8 @@ done
 # The first method's bundle (engines/demo) detects MFR2's faces: the runtime's default detector.
 M=("Baseline 1=engines/demo:full" "Baseline 2=work_dirs/bundles/baseline2:full" "ours=engines/demo"
    "ours (distill)=work_dirs/bundles/distill" "ours (distill x10)=work_dirs/bundles/distill_w10"
-   "Baseline 2 (all identities)=work_dirs/bundles/baseline2_all:full" "ours (all identities)=work_dirs/bundles/all")
+   "Baseline 2 (all identities)=work_dirs/bundles/baseline2_all:full" "ours (all identities)=work_dirs/bundles/all"
+   "ours (all identities, guided x5)=work_dirs/bundles/all_g5")
 for set in lfw masked-lfw; do
   bfm-eval --dataset "$set" --data-dir "$DATA" --folds 6-10 --compare "${M[@]}" --json "$OUT/$set.json" \
       --plot "$OUT/$set.png" --quiet > /dev/null
