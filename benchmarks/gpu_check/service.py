@@ -66,7 +66,9 @@ def use_wheels(wheels: Path, site: Path) -> int:
     for wheel in found:
         with zipfile.ZipFile(wheel) as archive:
             archive.extractall(site)
-    sys.path.insert(0, str(site))
+    # Here (the client side) after the machine's own packages, which torch has already loaded; the servers get
+    # the unpacked set first, so that pydantic-core finds the typing-extensions it was resolved with.
+    sys.path.append(str(site))
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
     importlib.invalidate_caches()
     return len(found)
