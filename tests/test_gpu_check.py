@@ -93,3 +93,27 @@ def test_the_faces_a_gpu_run_reads_can_be_packed_to_travel_with_the_tree(tmp_pat
     tree = sum((ROOT / name).stat().st_size for name in listed.stdout.decode().split("\0")
                if name and (ROOT / name).is_file())
     assert tree + size + 3_600_000 <= 64 * 2**20, f"tree {tree / 1e6:.1f} MB + pack {size / 1e6:.1f} MB + wheels"
+
+
+def test_carried_wheels_are_unpacked_onto_the_import_paths_where_the_serve_extra_is_missing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import zipfile
+
+    monkeypatch.syspath_prepend(str(CHECK.parent))
+    import service
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "carried_probe-1.0-py3-none-any.whl", "w") as archive:
+        archive.writestr("carried_probe/__init__.py", "VALUE = 7\n")
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(service, "missing_modules", lambda: [])
+    assert service.use_wheels(wheels, tmp_path / "site") == 0  # nothing missing: nothing unpacked
+    monkeypatch.setattr(service, "missing_modules", lambda: ["fastapi"])
+    assert service.use_wheels(wheels, tmp_path / "site") == 1
+    assert os.environ["PYTHONPATH"] == f"{tmp_path / 'site'}{os.pathsep}/elsewhere"  # first for the servers
+    assert sys.path[-1] == str(tmp_path / "site")  # last here, after the packages already loaded
+    probe = subprocess.run([sys.executable, "-c", "import carried_probe; print(carried_probe.VALUE)"],
+                           capture_output=True, text=True, env=dict(os.environ))
+    assert probe.stdout.strip() == "7", probe.stderr
