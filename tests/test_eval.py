@@ -469,5 +469,7 @@ def test_accuracy_table_merges_reports_and_shows_the_chosen_methods(tmp_path: Pa
     assert "| mfr2 | -0.10 |" in run.output  # ours against Baseline 2
     assert "| mfr2 | 97.50 | 98.5 |" in run.output  # Table III from the newer report
     assert "C before" not in run.output
+    other = CliRunner().invoke(module.main, [*map(str, paths), "--baseline", "Baseline 1"])
+    assert other.exit_code == 0 and "Against Baseline 1" in other.output and "| mfr2 | +0.40 | -0.20 |" in other.output
     bad = CliRunner().invoke(module.main, [*map(str, paths), "--methods", "Baseline 3"])
     assert bad.exit_code != 0 and "Baseline 3 not in these reports" in bad.output

@@ -34,7 +34,7 @@ done
 # The first method's bundle (engines/demo) detects MFR2's faces: the runtime's default detector. Two groups,
 # each evaluated in one run: the demo's data ($OUT/{set}.json, table.md) and all identities ({set}_all.json,
 # table_all.md), each with Baseline 1 and the shipped bundle beside its variants.
-evaluate() {  # evaluate SUFFIX METHOD...
+evaluate() {  # evaluate SUFFIX METHOD...; the table's options in TABLE
   local suffix=$1; shift
   for set in lfw masked-lfw; do
     bfm-eval --dataset "$set" --data-dir "$DATA" --folds 6-10 --compare "$@" --json "$OUT/$set$suffix.json" \
@@ -42,11 +42,13 @@ evaluate() {  # evaluate SUFFIX METHOD...
   done
   bfm-eval --dataset mfr2 --data-dir "$DATA" --compare "$@" --json "$OUT/mfr2$suffix.json" \
       --plot "$OUT/mfr2$suffix.png" --quiet > /dev/null
-  python tools/accuracy_table.py "$OUT"/{lfw,masked-lfw,mfr2}"$suffix".json > "$OUT/table$suffix.md"
+  python tools/accuracy_table.py "$OUT"/{lfw,masked-lfw,mfr2}"$suffix".json "${TABLE[@]}" > "$OUT/table$suffix.md"
   echo "wrote $OUT/table$suffix.md"
 }
+TABLE=()
 evaluate "" "Baseline 1=engines/demo:full" "Baseline 2=work_dirs/bundles/baseline2:full" "ours=engines/demo" \
     "ours (distill)=work_dirs/bundles/distill" "ours (distill x10)=work_dirs/bundles/distill_w10"
+TABLE=(--baseline "Baseline 2 (all identities)" --ours "ours (all identities)")
 evaluate _all "Baseline 1=engines/demo:full" "ours (shipped)=engines/demo" \
     "Baseline 2 (all identities)=work_dirs/bundles/baseline2_all:full" "ours (all identities)=work_dirs/bundles/all" \
     "ours (all identities, guided x5)=work_dirs/bundles/all_g5"
