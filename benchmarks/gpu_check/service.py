@@ -36,6 +36,17 @@ def missing_modules() -> list[str]:
     return [m for m in SERVE_MODULES if importlib.util.find_spec(m) is None]
 
 
+def serve_requirements() -> list[str]:
+    """The serve extra's requirements as the installed bfm declares them (setup.cfg: one place for the pins)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        declared = requires("bfm") or []
+    except PackageNotFoundError:
+        raise BfmError("bfm is not installed here: --pack-data reads the serve extra's pins from its metadata") from None
+    return [r.split(";")[0].strip() for r in declared if r.replace(" ", "").endswith('extra=="serve"')]
+
+
 def pack_wheels(target: Path) -> int:
     """Download the serve extra for the GPU machine's Python into ``target`` and keep only the wheels it
     lacks; the number kept. Needs a package index (run it where ``pip install`` works)."""
@@ -43,7 +54,7 @@ def pack_wheels(target: Path) -> int:
     version, platform = TARGET_PYTHON
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(target), "--only-binary=:all:",
                "--python-version", version, "--platform", platform, "--implementation", "cp",
-               "fastapi>=0.110,<1", "uvicorn>=0.29,<1", "python-multipart>=0.0.9,<1"]
+               *serve_requirements()]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
