@@ -266,6 +266,39 @@ def test_mask_restyle_changes_only_the_mask_and_is_seeded(data_dir: Path) -> Non
         assert np.corrcoef(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY).astype(float).ravel(), grey.ravel())[0, 1] > 0.9
 
 
+def test_occluder_covers_part_of_the_lower_face_only_and_is_seeded(data_dir: Path) -> None:
+    """augment.occluder: an unmasked face gets one object below the nose, far smaller than a mask, fixed by the
+    seed; the masked twin and the other effects' draws are untouched. augment.dark darkens both classes."""
+    from bfm_deploy.masking import MaskConfig, Masker
+    from bfm_train.data import load_face
+    from bfm_train.data.augment import AugmentConfig, Augmenter, augmented_pair, mask_region, occlude
+
+    face = load_face(sorted((data_dir / "lfw" / "aligned112").glob("A*/*.jpg"))[0])
+    twin = Masker(MaskConfig(types=("surgical",), straps=False)).apply(face, aligned=True, rel_key="t").image
+    mask_share = mask_region(face, twin).mean()
+    looks = [occlude(face, np.random.default_rng(seed)) for seed in range(24)]
+    assert np.array_equal(looks[0], occlude(face, np.random.default_rng(0)))
+    assert len({look.tobytes() for look in looks}) == 24
+    for look in looks:
+        assert look.shape == face.shape and look.dtype == np.uint8
+        changed = np.abs(look.astype(int) - face).max(axis=2) > 0
+        assert changed.any()
+        assert not changed[:60].any()  # eyes and nose bridge untouched
+        assert changed.mean() < mask_share / 2  # an object, not a mask
+    # Its own stream: turning it on changes the unmasked face only, and leaves the other effects' draws.
+    plain = Augmenter(AugmentConfig(landmark_noise=2.0, light=0.5))
+    occluded = Augmenter(AugmentConfig(landmark_noise=2.0, light=0.5, occluder=1.0))
+    (a_plain, b_plain), (a_new, b_new) = augmented_pair(plain, 5, face, twin), augmented_pair(occluded, 5, face, twin)
+    assert np.array_equal(b_plain, b_new) and not np.array_equal(a_plain, a_new)
+    assert Augmenter(AugmentConfig(occluder=1.0)).config.enabled
+    with pytest.raises(BfmError, match="augment.occluder is a probability"):
+        AugmentConfig(occluder=-0.1)
+    dark = Augmenter(AugmentConfig(dark=1.0))
+    dark_face, dark_twin = augmented_pair(dark, 3, face, twin)
+    assert np.array_equal(dark_face, augmented_pair(dark, 3, face, twin)[0])
+    assert dark_face.mean() < 0.75 * face.mean() and dark_twin.mean() < 0.75 * twin.mean()
+
+
 def test_training_tensors_are_the_runtimes(data_dir: Path, mbf_bundle: Path) -> None:
     """One decoding and preprocessing path: what E_P trains on is bit for bit what the runtime feeds it, for
     real aligned faces (JPEG), from files and from record payloads, plain and mirrored."""

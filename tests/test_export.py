@@ -321,3 +321,26 @@ def test_classifier_taken_from_a_bundle(mbf_bundle: Path) -> None:
     with torch.no_grad():
         got = source.networks["classifier"](torch.from_numpy(probe)).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_classifier_from_a_bundle_brings_its_calibrated_mask_threshold(mbf_bundle: Path, tmp_path: Path) -> None:
+    """A calibrated mask threshold belongs to its classifier: --classifier BUNDLE carries it into the new bundle,
+    and --mask-calibration would replace it (tested with bfm-export --update in test_routing)."""
+    import json
+    import shutil
+
+    from bfm_deploy.bundle import Bundle
+    from bfm_train.export import ExportOptions, export_source, load_source
+
+    assert load_source(None, ExportOptions(from_pretrained="w600k_mbf", classifier=str(mbf_bundle))).mask_threshold is None
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(mbf_bundle, calibrated)
+    manifest = json.loads((calibrated / "manifest.json").read_text())
+    manifest["mask_threshold"] = {"value": 0.297, "calibration": "balanced-accuracy threshold on 10 faces"}
+    (calibrated / "manifest.json").write_text(json.dumps(manifest))
+    options = ExportOptions(from_pretrained="w600k_mbf", classifier=str(calibrated), out=tmp_path / "new",
+                            thresholds={"full": 0.3, "partial": 0.3}, parity_images=2, torch_weights=False)
+    new = Bundle.load(export_source(load_source(None, options), options, log=lambda _m: None))
+    assert new.mask_threshold == pytest.approx(0.297)
+    assert new.mask_threshold_entry is not None
+    assert new.mask_threshold_entry.calibration.endswith("(carried from bundle mbf)")  # the manifest's name

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mask classifier C on real masks (issue "Real masks"): trains the candidates, chooses one on held-out TRAINING
 # identities (LFW fold 5, never seen by them), and only then measures the choice on the test sets.
-#   bash benchmarks/classifier/run.sh     # about 90 min on 2 shared CPU cores; training runs resume (--resume auto)
+#   bash benchmarks/classifier/run.sh     # about 110 min on 2 shared CPU cores; training runs resume (--resume auto)
 # Writes benchmarks/results/classifier/heldout.{json,txt}. The choice (the best balanced accuracy on the 'all'
 # set) goes into the demo bundle and is measured on the test sets by the commands at the end of this file.
 set -euo pipefail
@@ -47,14 +47,14 @@ fi
 
 # 3. Candidates (configs/demo_classifier_v*.yaml say what each adds), each with its mask threshold calibrated on
 #    all three held-out sets together.
-for v in 2 4 5 6 7 8 9; do
+for v in 2 4 5 6 7 8 9 10; do
   bfm-train --config configs/demo_classifier_v$v.yaml --resume auto --quiet > /dev/null
   rm -rf $W/bundles/demo_c$v && cp -r engines/demo $W/bundles/demo_c$v
   ckpt=$(ls $W/demo_classifier_v$v/checkpoints/*.safetensors | tail -1)
   bfm-export --update $W/bundles/demo_c$v --classifier "$ckpt" --mask-calibration $W/cal_all_fold5.txt --quiet
 done
 python tools/mask_heldout.py --bundle before=work_dirs/bundles/demo_before \
-    $(for v in 2 4 5 6 7 8 9; do echo "--bundle c$v=$W/bundles/demo_c$v"; done) \
+    $(for v in 2 4 5 6 7 8 9 10; do echo "--bundle c$v=$W/bundles/demo_c$v"; done) \
     --set v2=$W/cal_v2_fold5.txt --set fabric=$W/cal_fabric_fold5.txt --set plain=$W/cal_plain_fold5.txt \
     --set all=$W/cal_all_fold5.txt --json "$OUT/heldout.json" | tee "$OUT/heldout.txt"
 

@@ -13,7 +13,8 @@ mkdir -p "$OUT" work_dirs/bundles
 
 [ -f work_dirs/lfw_masked/mask_report.json ] || bfm-mask "$DATA/lfw/aligned112" work_dirs/lfw_masked --seed 0 \
     --workers 2 --templates "$DATA/masktheface" --quiet > /dev/null
-for run in baseline2_mbf demo_mbf_distill demo_mbf_distill_w10 baseline2_mbf_all demo_mbf_all demo_mbf_all_g5; do
+for run in baseline2_mbf demo_mbf_distill demo_mbf_distill_w10 baseline2_mbf_all demo_mbf_all demo_mbf_all_g5 \
+    baseline2_mbf_all_l3 demo_mbf_all_l3; do
   BFM_DATA=$DATA bfm-train --config "configs/$run.yaml" --resume auto --quiet > /dev/null
   bfm-train --report "work_dirs/$run"
   mkdir -p "benchmarks/results/training/$run"
@@ -24,16 +25,19 @@ done
 # figures (each fold is scored at the threshold chosen on the other nine).
 bfm-export work_dirs/baseline2_mbf --out work_dirs/bundles/baseline2 --classifier engines/demo --thresholds 0.25 \
     --no-torch-weights --detector none --overwrite --quiet
-bfm-export work_dirs/baseline2_mbf_all --out work_dirs/bundles/baseline2_all --classifier engines/demo \
-    --thresholds 0.25 --no-torch-weights --detector none --overwrite --quiet
-for variant in distill distill_w10 all all_g5; do
+for variant in all all_l3; do
+  bfm-export "work_dirs/baseline2_mbf_$variant" --out "work_dirs/bundles/baseline2_$variant" --classifier engines/demo \
+      --thresholds 0.25 --no-torch-weights --detector none --overwrite --quiet
+done
+for variant in distill distill_w10 all all_g5 all_l3; do
   bfm-export "work_dirs/demo_mbf_$variant" --out "work_dirs/bundles/$variant" --classifier engines/demo \
       --thresholds 0.25 --no-torch-weights --detector none --overwrite --quiet
 done
 
-# The first method's bundle (engines/demo) detects MFR2's faces: the runtime's default detector. Two groups,
-# each evaluated in one run: the demo's data ($OUT/{set}.json, table.md) and all identities ({set}_all.json,
-# table_all.md), each with Baseline 1 and the shipped bundle beside its variants.
+# The first method's bundle (engines/demo) detects MFR2's faces: the runtime's default detector. Three groups,
+# each evaluated in one run: the demo's data ($OUT/{set}.json, table.md), all identities ({set}_all.json,
+# table_all.md) and all identities with layers.3-7 trained ({set}_all_l3.json, table_all_l3.md), each with
+# Baseline 1 beside its variants.
 evaluate() {  # evaluate SUFFIX METHOD...; the table's options in TABLE
   local suffix=$1; shift
   for set in lfw masked-lfw; do
@@ -52,3 +56,6 @@ TABLE=(--baseline "Baseline 2 (all identities)" --ours "ours (all identities)")
 evaluate _all "Baseline 1=engines/demo:full" "ours (shipped)=engines/demo" \
     "Baseline 2 (all identities)=work_dirs/bundles/baseline2_all:full" "ours (all identities)=work_dirs/bundles/all" \
     "ours (all identities, guided x5)=work_dirs/bundles/all_g5"
+TABLE=(--baseline "Baseline 2 (layers 3-7)" --ours "ours (layers 3-7)")
+evaluate _all_l3 "Baseline 1=engines/demo:full" "ours (shipped)=engines/demo" \
+    "Baseline 2 (layers 3-7)=work_dirs/bundles/baseline2_all_l3:full" "ours (layers 3-7)=work_dirs/bundles/all_l3"

@@ -43,18 +43,26 @@ class AugmentConfig:
     # from, laid at a fine scale: small dense prints average to skin-like colours at the classifier's 4x4
     # stride, which is how held-out fabric masks are missed.
     restyle_fabrics: str = ""
+    # Probability that an unmasked face gets a non-mask object over part of its mouth and chin (``occlude``: a
+    # hand, a microphone, a medal, a glove), staying labelled unmasked. Such faces are most of the bare faces a
+    # classifier calls masked; the object is smaller than a mask and leaves the nose bare, so shape tells them
+    # apart. For a classifier: an extractor's guided loss would compare the occluded face with a twin without it.
+    occluder: float = 0.0
+    # Probability of a strong darkening of the whole crop (gain 0.35-0.7, gamma 1.1-1.8), on both classes: a
+    # classifier that takes a dark lower face for a dark cloth mask calls dark-skinned or underexposed faces masked.
+    dark: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.landmark_noise <= 10.0:
             raise BfmError(f"augment.landmark_noise must be in 0..10 pixels, got {self.landmark_noise}")
-        for name in ("blur", "jpeg", "noise", "light", "colour", "mask_restyle"):
+        for name in ("blur", "jpeg", "noise", "light", "colour", "mask_restyle", "occluder", "dark"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise BfmError(f"augment.{name} is a probability in 0..1, got {getattr(self, name)}")
 
     @property
     def enabled(self) -> bool:
         return any((self.landmark_noise, self.blur, self.jpeg, self.noise, self.light, self.colour,
-                    self.mask_restyle))
+                    self.mask_restyle, self.occluder, self.dark))
 
 
 class Augmenter:
@@ -101,6 +109,10 @@ class Augmenter:
                 out = decoded
         if c.colour and rng.random() < c.colour:  # drawn only when on: older configs keep their draws
             out = _recolour(np.ascontiguousarray(out), rng)
+        if c.dark and rng.random() < c.dark:  # drawn only when on, as colour
+            gain, gamma = rng.uniform(0.35, 0.7), rng.uniform(1.1, 1.8)
+            lut = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma * gain, 0, 255).astype(np.uint8)
+            out = cv2.LUT(np.ascontiguousarray(out), lut)
         return np.ascontiguousarray(out)
 
 
@@ -116,6 +128,10 @@ def augmented_pair(augmenter: Augmenter | None, seed: int | None, x: np.ndarray,
         restyle_rng = np.random.default_rng([seed, _RESTYLE_STREAM])
         if restyle_rng.random() < augmenter.config.mask_restyle:
             x_hat = restyle_mask(x, x_hat, restyle_rng, augmenter.fabrics)
+    if augmenter.config.occluder > 0:
+        occluder_rng = np.random.default_rng([seed, _OCCLUDER_STREAM])  # its own stream, as restyling's
+        if occluder_rng.random() < augmenter.config.occluder:
+            x = occlude(x, occluder_rng)
     return augmenter.apply(x, warp, rng), None if x_hat is None else augmenter.apply(x_hat, warp, rng)
 
 
@@ -129,6 +145,7 @@ def _recolour(bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 _RESTYLE_STREAM = 0x2E57
+_OCCLUDER_STREAM = 0x0CC1
 _MIN_MASK_SHARE = 0.05  # a twin whose mask covers less than this share of the crop is left alone
 # OpenCV hues (0-180) away from skin's reds and oranges: a mask restyled to skin colour would be a face
 # labelled masked that looks unmasked, teaching the classifier to call bare skin a mask.
@@ -194,4 +211,57 @@ def restyle_mask(face: np.ndarray, twin: np.ndarray, rng: np.random.Generator,
         colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR).astype(np.float32)[0, 0] * shading
     alpha = cv2.GaussianBlur(region, (0, 0), 0.8)[..., None]
     out = pixels * (1 - alpha) + np.clip(colour, 0, 255) * alpha
+    return np.ascontiguousarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
+
+
+# Where an occluder sits, in 112x112 ArcFace-template pixels: its centre anywhere between the mouth corners'
+# columns widened by a third and from the mouth (y 92) -8 to +12; the nose tip is at y 72.
+_OCCLUDER_CENTRE_X = (34.0, 78.0)
+_OCCLUDER_CENTRE_Y = (84.0, 104.0)
+
+
+def occlude(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``face`` (an unmasked aligned crop, BGR uint8) with one object over part of its mouth and chin: a blob
+    (hand, glove, food), a tilted plate (medal, trophy, phone) or a bar with a head half the time (microphone,
+    racket handle, cigarette), filled with the face's own cheek colour (a hand), a solid colour (metal, plastic)
+    or a random print, shaded by a linear gradient and feathered by a pixel. Every object is at most a tenth of
+    the crop, a third of what a mask covers, and its centre stays below the nose."""
+    height, width = face.shape[:2]
+    scale = width / 112.0
+    centre = (rng.uniform(*_OCCLUDER_CENTRE_X) * scale, rng.uniform(*_OCCLUDER_CENTRE_Y) * scale)
+    angle = rng.uniform(0.0, 180.0)
+    shape = np.zeros((height, width), np.uint8)
+    kind = int(rng.integers(3))
+    if kind == 0:
+        axes = (int(rng.uniform(10, 24) * scale), int(rng.uniform(8, 18) * scale))
+        cv2.ellipse(shape, (int(centre[0]), int(centre[1])), axes, angle, 0, 360, 1, -1)
+    elif kind == 1:
+        size = (rng.uniform(12, 38) * scale, rng.uniform(10, 30) * scale)
+        corners = cv2.boxPoints((centre, size, angle)).astype(np.int32)
+        cv2.fillPoly(shape, [corners], 1)
+    else:
+        length, thickness = rng.uniform(30, 70) * scale, int(rng.uniform(5, 13) * scale)
+        direction = np.array([np.cos(np.radians(angle)), np.sin(np.radians(angle))])
+        end = np.asarray(centre) + direction * length
+        cv2.line(shape, (int(centre[0]), int(centre[1])), (int(end[0]), int(end[1])), 1, max(thickness, 1))
+        if rng.random() < 0.5:
+            cv2.circle(shape, (int(centre[0]), int(centre[1])), int(rng.uniform(6, 11) * scale), 1, -1)
+    fill = int(rng.integers(3))
+    if fill == 0:  # skin: the median colour of both cheeks, lightened or darkened
+        cheeks = np.concatenate([face[int(70 * scale):int(84 * scale), int(18 * scale):int(32 * scale)].reshape(-1, 3),
+                                 face[int(70 * scale):int(84 * scale), int(80 * scale):int(94 * scale)].reshape(-1, 3)])
+        colour = np.median(cheeks, axis=0).astype(np.float32) * rng.uniform(0.8, 1.2)
+        layer = np.broadcast_to(colour, face.shape).astype(np.float32)
+    elif fill == 1:
+        hsv = np.uint8([[[rng.uniform(0, 180), rng.uniform(0, 255), rng.uniform(15, 250)]]])
+        layer = np.broadcast_to(cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR).astype(np.float32)[0, 0], face.shape)
+    else:
+        tile = random_print(rng, size=64)
+        layer = _lay_tile(tile, face.shape[:2], rng.uniform(0.5, 2.0), *rng.uniform(0, 64, 2))
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    turn = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(turn) * (xs - centre[0]) + np.sin(turn) * (ys - centre[1])) / (20.0 * scale)
+    shading = np.clip(1.0 + rng.uniform(0.1, 0.3) * ramp, 0.6, 1.4)[..., None]
+    alpha = cv2.GaussianBlur(shape.astype(np.float32), (0, 0), 0.8)[..., None]
+    out = face.astype(np.float32) * (1 - alpha) + np.clip(layer * shading, 0, 255) * alpha
     return np.ascontiguousarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))

@@ -27,7 +27,8 @@ from .options import MIN_OPSET, ExportOptions
 @click.option("--from-pretrained", "from_pretrained",
               help="Build E_F = E_P from pretrained weights (e.g. w600k_mbf) instead of a checkpoint.")
 @click.option("--backbone", default="mbf", show_default=True, help="Architecture for --from-pretrained.")
-@click.option("--classifier", help="'random', a checkpoint, or a bundle folder whose classifier to use (default: the source's).")
+@click.option("--classifier", help="'random', a checkpoint, or a bundle folder whose classifier (and calibrated mask threshold) to use "
+                   "(default: the source's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of a random classifier.")
 @click.option("--no-torch-weights", is_flag=True, help="Do not write weights.safetensors (torch backend).")
 @click.option("--licence", help="Licence note for the manifest (default: derived from the source).")

@@ -60,7 +60,7 @@ def export_source(source: ExportSource, options: ExportOptions, log: Any = tool_
             models[network] = export_network(network, source.networks[network], tmp, source.architectures[network],
                                              batch.tensor, options.opset, options.min_cosine, log,
                                              note=source.notes.get(network))
-        mask_threshold = None
+        mask_threshold = source.mask_threshold
         if options.mask_calibration is not None:
             from .update import calibrated_mask_threshold
 

@@ -36,6 +36,9 @@ class ExportSource:
     source: dict[str, Any]  # manifest "source"
     licence: str
     notes: dict[str, str] = field(default_factory=dict)  # per network, e.g. "copy of full"
+    # The manifest's "mask_threshold" entry of a classifier taken from a bundle: a calibrated threshold belongs to
+    # the classifier it was calibrated for, so it travels with it (None: the default threshold).
+    mask_threshold: dict[str, Any] | None = None
 
 
 def load_source(checkpoint: str | Path | None, options: ExportOptions) -> ExportSource:
@@ -63,42 +66,51 @@ def _from_pretrained(options: ExportOptions) -> ExportSource:
         weights_file = w600k_mbf_path()
     else:
         weights_file = Path(name)
-    classifier, classifier_origin = _classifier(None, options)
+    classifier = _classifier(None, options)
     assert system.partial is not None  # BFMSystem.build always makes both extractors
-    networks = {"classifier": classifier, "full": system.full, "partial": system.partial}
+    networks = {"classifier": classifier.module, "full": system.full, "partial": system.partial}
     source = {
         "checkpoint": f"pretrained:{weights_file.name if name != W600K_MBF else name}",
         "sha256": sha256_file(weights_file),
-        "classifier": classifier_origin,
+        "classifier": classifier.origin,
         "extractors": "full and partial both hold the pretrained weights",
     }
     licence = W600K_LICENCE if name == W600K_MBF or "w600k" in name.lower() else OWN_LICENCE
-    return ExportSource(_eval(networks), _architectures(options.backbone), _stem(name), source, licence)
+    return ExportSource(_eval(networks), _architectures(options.backbone), _stem(name), source, licence,
+                        mask_threshold=classifier.mask_threshold)
 
 
 def _from_checkpoint(path: Path, options: ExportOptions) -> ExportSource:
     system = BFMSystem.from_checkpoint(path)
     notes: dict[str, str] = {}
-    classifier, classifier_origin = _classifier(system.classifier, options)
+    classifier = _classifier(system.classifier, options)
     partial = system.partial
     if partial is None:
         # A baseline recipe trains only E_F; routing to a copy of it keeps the bundle contract (three graphs).
         partial = copy.deepcopy(system.full)
         notes["partial"] = "copy of full: the checkpoint has no partial-face extractor (baseline recipe)"
-    networks = {"classifier": classifier, "full": system.full, "partial": partial}
-    source = {"checkpoint": path.name, "sha256": sha256_file(path), "classifier": classifier_origin}
+    networks = {"classifier": classifier.module, "full": system.full, "partial": partial}
+    source = {"checkpoint": path.name, "sha256": sha256_file(path), "classifier": classifier.origin}
     source.update(_checkpoint_metadata(path))
     mentions_w600k = "w600k" in json.dumps(source).lower()
     licence = W600K_LICENCE if mentions_w600k else OWN_LICENCE
-    return ExportSource(_eval(networks), _architectures(system.backbone), path.stem, source, licence, notes)
+    return ExportSource(_eval(networks), _architectures(system.backbone), path.stem, source, licence, notes,
+                        classifier.mask_threshold)
 
 
-def _classifier(from_source: nn.Module | None, options: ExportOptions) -> tuple[nn.Module, str]:
+@dataclass
+class _Classifier:
+    module: nn.Module
+    origin: str  # the manifest's source.classifier
+    mask_threshold: dict[str, Any] | None = None  # a bundle's calibrated entry
+
+
+def _classifier(from_source: nn.Module | None, options: ExportOptions) -> _Classifier:
     choice = options.classifier
     if choice is None:
         if from_source is None:
             raise BfmError("the source has no mask classifier: pass --classifier random or --classifier CHECKPOINT")
-        return from_source, "from the source checkpoint"
+        return _Classifier(from_source, "from the source checkpoint")
     if choice == RANDOM_CLASSIFIER:
         # Seeded so that re-exporting gives the same bundle; such a classifier routes at random.
         generator_state = torch.random.get_rng_state()
@@ -107,7 +119,7 @@ def _classifier(from_source: nn.Module | None, options: ExportOptions) -> tuple[
             model = get_model("classifier")
         finally:
             torch.random.set_rng_state(generator_state)
-        return model, f"random initialisation (seed {options.seed}), untrained: routing is arbitrary"
+        return _Classifier(model, f"random initialisation (seed {options.seed}), untrained: routing is arbitrary")
     path = Path(choice)
     if path.is_dir():  # a bundle: its classifier, rebuilt from classifier.onnx (checked against the graph)
         from bfm_deploy.backends.torch_backend import torch_modules
@@ -116,11 +128,14 @@ def _classifier(from_source: nn.Module | None, options: ExportOptions) -> tuple[
         bundle = Bundle.load(path)
         modules, _ = torch_modules(bundle, ("classifier",))
         origin = f"from bundle {bundle.name} (classifier.onnx sha256 {bundle.models['classifier'].sha256})"
-        return modules["classifier"], origin
+        entry = bundle.mask_threshold_entry
+        threshold = None if entry is None else {
+            "value": entry.value, "calibration": f"{entry.calibration} (carried from bundle {bundle.name})"}
+        return _Classifier(modules["classifier"], origin, threshold)
     other = BFMSystem.from_checkpoint(path)
     if other.classifier is None:
         raise BfmError(f"{path.name} has no classifier.* tensors")
-    return other.classifier, f"from {path.name} (sha256 {sha256_file(path)})"
+    return _Classifier(other.classifier, f"from {path.name} (sha256 {sha256_file(path)})")
 
 
 def _checkpoint_metadata(path: Path) -> dict[str, Any]:
