@@ -309,3 +309,19 @@ def test_serve_load_runs_both_servers_and_the_offline_reference(data_dir: Path, 
     assert set(report["ratios"]) == {f"batched_vs_{ref}_at_{c}" for ref in ("offline", "batch1") for c in (1, 3)}
     assert (tmp_path / "serve.png").read_bytes().startswith(b"\x89PNG")
     assert _run(["--serve", "--concurrency", "1,x"]).exit_code == 2
+
+
+def test_plots_are_written_as_palette_pngs(tmp_path: Path) -> None:
+    """Committed result plots are palette PNGs (a third of RGBA's size: the tree travels to the GPU machine)."""
+    from PIL import Image
+
+    from bfm_deploy.bench.plot import pyplot, save_png
+
+    fig, axis = pyplot().subplots(figsize=(4, 3))
+    axis.plot([1, 2, 3], [3, 1, 2], label="a line")
+    axis.legend()
+    save_png(fig, tmp_path / "plot.png")
+    with Image.open(tmp_path / "plot.png") as image:
+        assert image.mode == "P" and image.size == (440, 330)  # 110 dpi
+        assert len(image.getcolors(256) or []) > 4  # the line and text survive, not one flat colour
+    assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]  # no temporary file left

@@ -154,13 +154,9 @@ def format_serve_table(report: dict[str, Any]) -> str:
 
 
 def plot_serve(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    from .plot import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..atomic import atomic_path
-
+    plt = pyplot()
     fig, (rate_ax, lat_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, levels in report["servers"].items():
         clients = [r["clients"] for r in levels]
@@ -172,7 +168,4 @@ def plot_serve(report: dict[str, Any], path: Path) -> None:
     lat_ax.set(xscale="log", yscale="log", xlabel="concurrent clients", ylabel="ms", title="latency per request")
     for ax in (rate_ax, lat_ax):
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path
 from .metrics import VerificationMetrics
 from .scoring import MethodScores
 
@@ -94,11 +93,9 @@ def _route_split(result: MethodResult) -> str:
 
 def write_plot(path: Path, results: list[MethodResult]) -> None:
     """ROC curves (one panel per evaluation set) and per-route score histograms (one panel per method)."""
-    import matplotlib
+    from ..bench.plot import pyplot, save_png
 
-    matplotlib.use("Agg")  # no display on servers; must precede pyplot
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     methods = list(dict.fromkeys(r.method for r in results))
     variants = list(dict.fromkeys(r.variant for r in results))
     by = {(r.variant, r.method): r for r in results}
@@ -121,10 +118,7 @@ def write_plot(path: Path, results: list[MethodResult]) -> None:
         roc_axis.legend(fontsize=7, loc="lower right")
         for col, method in enumerate(methods, start=1):
             _histogram(axes[row][col], by[(variant, method)])
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def _histogram(axis: Any, result: MethodResult) -> None:

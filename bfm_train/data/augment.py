@@ -135,6 +135,12 @@ def augmented_pair(augmenter: Augmenter | None, seed: int | None, x: np.ndarray,
     return augmenter.apply(x, warp, rng), None if x_hat is None else augmenter.apply(x_hat, warp, rng)
 
 
+def _hsv_to_bgr(hue: float, saturation: float, value: float) -> np.ndarray:
+    """One OpenCV HSV colour (hue 0-180; each truncated to uint8) as BGR float32, shape (3,)."""
+    hsv = np.array([[[hue, saturation, value]]], dtype=np.float64).astype(np.uint8)
+    return np.asarray(cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR), np.float32)[0, 0]
+
+
 def _recolour(bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.25:
         return np.ascontiguousarray(np.repeat(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)[..., None], 3, axis=2))
@@ -207,8 +213,7 @@ def restyle_mask(face: np.ndarray, twin: np.ndarray, rng: np.random.Generator,
         colour = _lay_tile(tile, twin.shape[:2], scale, dx, dy) * shading
     else:
         value = rng.uniform(10, 60) if rng.random() < 0.5 else rng.uniform(170, 250)
-        hsv = np.uint8([[[rng.uniform(*_NON_SKIN_HUES), rng.uniform(0, 120), value]]])
-        colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR).astype(np.float32)[0, 0] * shading
+        colour = _hsv_to_bgr(rng.uniform(*_NON_SKIN_HUES), rng.uniform(0, 120), value) * shading
     alpha = cv2.GaussianBlur(region, (0, 0), 0.8)[..., None]
     out = pixels * (1 - alpha) + np.clip(colour, 0, 255) * alpha
     return np.ascontiguousarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
@@ -253,8 +258,7 @@ def occlude(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         colour = np.median(cheeks, axis=0).astype(np.float32) * rng.uniform(0.8, 1.2)
         layer = np.broadcast_to(colour, face.shape).astype(np.float32)
     elif fill == 1:
-        hsv = np.uint8([[[rng.uniform(0, 180), rng.uniform(0, 255), rng.uniform(15, 250)]]])
-        layer = np.broadcast_to(cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR).astype(np.float32)[0, 0], face.shape)
+        layer = np.broadcast_to(_hsv_to_bgr(rng.uniform(0, 180), rng.uniform(0, 255), rng.uniform(15, 250)), face.shape)
     else:
         tile = random_print(rng, size=64)
         layer = _lay_tile(tile, face.shape[:2], rng.uniform(0.5, 2.0), *rng.uniform(0, 64, 2))

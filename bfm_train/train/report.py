@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bfm_deploy.atomic import atomic_path, atomic_write_text
+from bfm_deploy.atomic import atomic_write_text
 from bfm_deploy.errors import BfmError
 
 REPORT_FORMAT = "bfm-train-report/1"
@@ -70,11 +70,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
 
 def plot(run_dir: Path, out: Path) -> None:
     """Loss terms (log scale) against step beside validation accuracies against step."""
-    import matplotlib
+    from bfm_deploy.bench.plot import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     train, val = read_metrics(run_dir / "metrics.jsonl")
     fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
     steps = [r["step"] for r in train]
@@ -87,10 +85,7 @@ def plot(run_dir: Path, out: Path) -> None:
     for ax in (loss_ax, val_ax):
         if ax.lines:
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, out)
 
 
 def write_report(run_dir: Path) -> tuple[Path, Path]:
