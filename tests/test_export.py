@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import shutil
 from pathlib import Path
 
@@ -323,9 +324,10 @@ def test_classifier_taken_from_a_bundle(mbf_bundle: Path) -> None:
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
-def test_classifier_from_a_bundle_brings_its_calibrated_mask_threshold(mbf_bundle: Path, tmp_path: Path) -> None:
+def test_classifier_from_a_bundle_brings_its_calibrated_mask_threshold(mbf_bundle: Path, data_dir: Path,
+                                                                        tmp_path: Path) -> None:
     """A calibrated mask threshold belongs to its classifier: --classifier BUNDLE carries it into the new bundle,
-    and --mask-calibration would replace it (tested with bfm-export --update in test_routing)."""
+    and --mask-calibration replaces it."""
     import json
     import shutil
 
@@ -344,3 +346,9 @@ def test_classifier_from_a_bundle_brings_its_calibrated_mask_threshold(mbf_bundl
     assert new.mask_threshold == pytest.approx(0.297)
     assert new.mask_threshold_entry is not None
     assert new.mask_threshold_entry.calibration.endswith("(carried from bundle mbf)")  # the manifest's name
+    faces = sorted((data_dir / "lfw" / "aligned112").glob("*/*.jpg"))[:6]
+    calibration = tmp_path / "calibration.txt"  # labels need not be true: any faces calibrate some threshold
+    calibration.write_text("".join(f"{face}\t{i % 2}\n" for i, face in enumerate(faces)))
+    recalibrated = replace(options, out=tmp_path / "recalibrated", mask_calibration=calibration)
+    entry = Bundle.load(export_source(load_source(None, recalibrated), recalibrated, log=lambda _m: None)).mask_threshold_entry
+    assert entry is not None and "calibration.txt" in entry.calibration and "carried" not in entry.calibration

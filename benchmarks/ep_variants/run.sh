@@ -2,7 +2,8 @@
 # E_P variants against Baseline 2, on the data and schedule of the shipped demo (issue "Real masks"):
 # masked twins from bfm-mask (seed 0, MaskTheFace templates 0.5), LFW identities outside folds 6-10 with two or
 # more images, 3 epochs of 65 steps at batch 64, E_P and Baseline 2 from w600k_mbf with layers.0-4 frozen; and
-# both on every identity outside folds 6-10 ("all identities": 3 epochs of 108 steps).
+# both on every identity outside folds 6-10 ("all identities": 3 epochs of 108 steps), also with layers.0-2 frozen
+# only ("layers 3-7").
 # Every run resumes (--resume auto), so this script can be stopped and started again.
 #   bash benchmarks/ep_variants/run.sh        # then: python tools/accuracy_table.py ... (printed at the end)
 set -euo pipefail

@@ -229,8 +229,8 @@ def occlude(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``face`` (an unmasked aligned crop, BGR uint8) with one object over part of its mouth and chin: a blob
     (hand, glove, food), a tilted plate (medal, trophy, phone) or a bar with a head half the time (microphone,
     racket handle, cigarette), filled with the face's own cheek colour (a hand), a solid colour (metal, plastic)
-    or a random print, shaded by a linear gradient and feathered by a pixel. Every object is at most a tenth of
-    the crop, a third of what a mask covers, and its centre stays below the nose."""
+    or a random print, shaded by a linear gradient and feathered by a pixel. Every object covers at most about
+    a tenth of the crop, a third of what a mask covers, and its centre stays below the nose."""
     height, width = face.shape[:2]
     scale = width / 112.0
     centre = (rng.uniform(*_OCCLUDER_CENTRE_X) * scale, rng.uniform(*_OCCLUDER_CENTRE_Y) * scale)
@@ -255,10 +255,9 @@ def occlude(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if fill == 0:  # skin: the median colour of both cheeks, lightened or darkened
         cheeks = np.concatenate([face[int(70 * scale):int(84 * scale), int(18 * scale):int(32 * scale)].reshape(-1, 3),
                                  face[int(70 * scale):int(84 * scale), int(80 * scale):int(94 * scale)].reshape(-1, 3)])
-        colour = np.median(cheeks, axis=0).astype(np.float32) * rng.uniform(0.8, 1.2)
-        layer = np.broadcast_to(colour, face.shape).astype(np.float32)
+        layer = np.median(cheeks, axis=0).astype(np.float32) * rng.uniform(0.8, 1.2)  # one BGR colour
     elif fill == 1:
-        layer = np.broadcast_to(_hsv_to_bgr(rng.uniform(0, 180), rng.uniform(0, 255), rng.uniform(15, 250)), face.shape)
+        layer = _hsv_to_bgr(rng.uniform(0, 180), rng.uniform(0, 255), rng.uniform(15, 250))
     else:
         tile = random_print(rng, size=64)
         layer = _lay_tile(tile, face.shape[:2], rng.uniform(0.5, 2.0), *rng.uniform(0, 64, 2))

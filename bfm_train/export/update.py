@@ -84,8 +84,10 @@ def calibrated_mask_threshold(classifier_onnx: Path, calibration: Path) -> dict[
     probs = np.concatenate(probabilities)
     value, balanced = calibrate_mask_threshold(probs[~labels], probs[labels])
     at_half = (np.mean(probs[~labels] < 0.5) + np.mean(probs[labels] >= 0.5)) / 2
+    # Six decimals keep the manifest readable; a classifier sure of every face can put the threshold below 5e-7,
+    # which must not round to 0 (a bundle's mask threshold lies strictly inside (0, 1)).
     return {
-        "value": round(value, 6),
+        "value": min(max(round(value, 6), 1e-6), 1 - 1e-6),
         "calibration": (f"balanced-accuracy threshold on {len(labels)} held-out faces of {calibration.name} "
                         f"(sha256 {sha256_file(calibration)[:12]}, {int(labels.sum())} masked): balanced accuracy "
                         f"{100 * balanced:.2f}% (at 0.5: {100 * at_half:.2f}%)"),
