@@ -28,22 +28,28 @@ def _copy_sources(dest: Path) -> Path:
     return dest
 
 
-def _pip(python: Path | str, *args: str) -> None:
-    # No index and no build isolation: the build tools and dependencies are those of this environment.
-    result = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+def _pip(python: Path | str, command: str, *args: str) -> None:
+    # No index and no build isolation: the build backend (setuptools, from the dev extra) and the dependencies are
+    # those of the environment the tests run in, so the test passes or fails the same on any machine.
+    result = subprocess.run([str(python), "-m", "pip", command, "-q", "--no-deps", "--no-build-isolation", "--no-index",
                              *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """bfm's wheel and the demo bundle's, both built by this environment's Python."""
     src = _copy_sources(tmp_path_factory.mktemp("src"))
     out = tmp_path_factory.mktemp("wheel")
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                             str(src), "-w", str(out)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
-    (built,) = out.glob("bfm-*.whl")
-    return built
+    _pip(sys.executable, "wheel", str(src), str(src / "packaging" / "bfm-demo-bundle"), "-w", str(out))
+    (bfm,) = out.glob("bfm-*.whl")
+    (bundle,) = out.glob("bfm_demo_bundle-*.whl")
+    return bfm, bundle
+
+
+@pytest.fixture(scope="module")
+def wheel(wheels: tuple[Path, Path]) -> Path:
+    return wheels[0]
 
 
 def test_wheel_carries_licences_and_type_markers(wheel: Path) -> None:
@@ -59,12 +65,13 @@ def test_wheel_carries_licences_and_type_markers(wheel: Path) -> None:
     assert "License: Apache-2.0" in metadata or "License-Expression: Apache-2.0" in metadata
 
 
-def test_installed_bfm_verify_outside_the_repo_matches_the_checkout(wheel: Path, tmp_path: Path, data_dir: Path) -> None:
+def test_installed_bfm_verify_outside_the_repo_matches_the_checkout(wheels: tuple[Path, Path], tmp_path: Path,
+                                                                   data_dir: Path) -> None:
     venv = tmp_path / "venv"
     # The new environment sees this one's packages (numpy, onnxruntime, ...) but gets its own bfm.
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    _pip(python, str(wheel), str(_copy_sources(tmp_path / "src") / "packaging" / "bfm-demo-bundle"))
+    _pip(python, "install", *map(str, wheels))  # wheels only: nothing is built with the new environment's tools
     env = {k: v for k, v in os.environ.items() if k not in ("BFM_BUNDLE", "BFM_DATA", "PYTHONPATH")}
     where = subprocess.run([str(python), "-c", "import bfm_deploy.bundle as b; print(b.__file__); print(b.default_bundle())"],
                            cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout.split()
