@@ -23,6 +23,7 @@ from .contract import NETWORKS as NETWORKS
 from .contract import ROUTES as ROUTES
 from .contract import Network as Network
 from .contract import sha256_file as sha256_file
+from .detect.fallback import parse_chain
 from .detect.spec import DetectorSpec
 from .errors import BfmError
 from .onnx_graph import FLOAT, GraphInfo, TensorInfo, read_graph_info
@@ -132,6 +133,11 @@ class Bundle:
         if verify_files:
             bundle.verify_files()
         return bundle
+
+    @property
+    def digest(self) -> str:
+        """sha256 of manifest.json: the manifest names every file's sha256, so this names the whole bundle."""
+        return sha256_file(self.root / MANIFEST)
 
     def path(self, network: Network) -> Path:
         return self.models[network].file
@@ -295,6 +301,9 @@ def _parse_detector(root: Path, obj: dict[str, Any], f: _Fields) -> DetectorSpec
     if not outputs or not all(isinstance(o, str) and o for o in outputs):
         raise f.fail(p + "outputs", "must be a list of output tensor names")
     norm = f.get(obj, "normalisation", dict, p)
+    fallback = f.get(obj, "fallback", list, p) if "fallback" in obj else []
+    if not all(isinstance(step, str) for step in fallback):
+        raise f.fail(p + "fallback", "must be a list of step names such as \"pad:0.25\"")
     try:
         return DetectorSpec(
             file=root / _plain_file_name(f.get(obj, "file", str, p), p + "file", f),
@@ -311,6 +320,7 @@ def _parse_detector(root: Path, obj: dict[str, Any], f: _Fields) -> DetectorSpec
             sha256=_check_sha(f.get(obj, "sha256", str, p), p + "sha256", f),
             licence=f.get(obj, "licence", str, p),
             source=f.get(obj, "source", str, p),
+            fallback=parse_chain(fallback),
         )
     except BfmError as exc:
         raise BfmError(f"{f.where}: {exc}; re-export the bundle with bfm-export") from None
@@ -333,6 +343,7 @@ def detector_entry(spec: DetectorSpec, params: int) -> dict[str, Any]:
         "sha256": sha256_file(spec.file),
         "licence": spec.licence,
         "source": spec.source,
+        **({"fallback": [str(step) for step in spec.fallback]} if spec.fallback else {}),
     }
 
 

@@ -6,7 +6,8 @@
 ``--backend``      ``auto|trt|ort|torch`` (``bfm-bench`` adds ``all``); ``auto`` picks the fastest that works
 ``--data-dir DIR`` the shared face data; default ``$BFM_DATA``, else ``../shared/data`` beside the checkout
 ``--detector``     ``auto|bundle|scrfd|yunet|mtcnn|PATH`` (``bfm_deploy.detect.choice``)
-``--json [PATH]``  the result as JSON: alone (or ``-``) on stdout, else written atomically to ``PATH.json``
+``--json``         the result as JSON on stdout (a flag: it never takes the next argument)
+``--json-out F``  the result as JSON, written atomically to the file ``F`` (``.json``)
 ``--plot PATH``    a PNG of the result
 ``--quiet``        no progress bars and no "wrote ..." notes (errors still print)
 ``--debug``        the traceback of an unexpected error (``OneLineCommand``)
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -60,20 +62,26 @@ def data_dir_option(func: F) -> F:
                         help="Shared face data (default: $BFM_DATA, else ../shared/data beside the checkout).")(func)
 
 
-def _json_target(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is None or value == STDOUT:
-        return value
-    if not value.lower().endswith(".json"):
-        # An optional value swallows the next word: never let it overwrite an input the user meant as an argument.
-        raise click.BadParameter(f"takes an optional PATH ending in .json, got {value!r} (put --json after the "
-                                 "arguments, or write --json - for stdout)")
-    return value
-
-
 def json_option(func: F) -> F:
-    return click.option("--json", "json_out", metavar="[PATH]", is_flag=False, flag_value=STDOUT, default=None,
-                        callback=_json_target,
-                        help="The result as JSON: on stdout when given alone, else written to PATH (.json).")(func)
+    """``--json`` (a flag: the result on stdout) and ``--json-out PATH`` (written atomically), given to the
+    command as one ``json_out`` value: None, ``"-"`` or the path. A flag cannot swallow the next argument, so
+    ``bfm-verify --json a.jpg b.jpg`` means what it says."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, json_stdout: bool, json_file: Path | None, **kwargs: Any) -> Any:
+        if json_stdout and json_file is not None:
+            raise click.UsageError("give --json (stdout) or --json-out PATH, not both")
+        return func(*args, json_out=STDOUT if json_stdout else None if json_file is None else str(json_file), **kwargs)
+
+    wrapper = click.option("--json-out", "json_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                           callback=_json_file, help="Write the result as JSON to PATH (.json), atomically.")(wrapper)
+    return click.option("--json", "json_stdout", is_flag=True, help="Print the result as JSON on stdout.")(wrapper)  # type: ignore[return-value]
+
+
+def _json_file(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and value.suffix.lower() != ".json":
+        raise click.BadParameter(f"must name a .json file, got {value}")
+    return value
 
 
 def _png_target(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
@@ -145,5 +153,5 @@ def open_set_report_option(func: F) -> F:
     report of training folds (``bfm_deploy.eval.identification.open_set_thresholds``)."""
     return click.option("--open-set", "open_set_report", type=click.Path(dir_okay=False, exists=True, path_type=Path),
                         default=None, metavar="REPORT.json",
-                        help="Open-set thresholds from a bfm-eval --dataset lfw-identification --folds 1-5 --json "
+                        help="Open-set thresholds from a bfm-eval --dataset lfw-identification --folds 1-5 --json-out "
                              "report (training identities; its target FPIR).")(func)

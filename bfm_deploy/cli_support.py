@@ -63,8 +63,52 @@ def _enable_debug(_ctx: click.Context, _param: click.Parameter, value: bool) -> 
         os.environ["BFM_DEBUG"] = "1"  # this process only: the tool's own run, read by one_line_errors
 
 
+def _bundle_argument(args: Sequence[str]) -> str | None:
+    """The value of ``--bundle`` on a command line, wherever it stands (``--bundle B`` or ``--bundle=B``)."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--bundle" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--bundle="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def version_lines(ctx: click.Context, args: Sequence[str]) -> list[str]:
+    """What ``--version`` prints: the tool and bfm's version, then, for a tool that loads a bundle, the bundle
+    it would load (``--bundle``, else the default) with its name and digest."""
+    from . import __version__
+
+    lines = [f"{ctx.command_path} (bfm) {__version__}"]
+    command = ctx.command
+    if any(isinstance(param, click.Option) and "--bundle" in param.opts for param in command.params):
+        from .bundle import Bundle, default_bundle
+
+        path = _bundle_argument(args) or default_bundle()
+        bundle = Bundle.load(path)
+        lines.append(f"bundle {bundle.name} at {bundle.root} (manifest sha256 {bundle.digest[:12]})")
+    return lines
+
+
+def _version_requested(args: Sequence[str]) -> bool:
+    return "--version" in list(args)[: list(args).index("--")] if "--" in args else "--version" in args
+
+
 class _OneLineMain:
-    """``main`` for click commands and groups: usage errors as one line, exit 2 (see ``OneLineCommand``)."""
+    """``main`` for click commands and groups: usage errors as one line, exit 2 (see ``OneLineCommand``), and
+    ``--version`` answered before the arguments are checked (``bfm-verify --version`` needs no images)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if _version_requested(args) and (not isinstance(self, click.Group) or args.index("--version") == 0
+                                         or args[0].startswith("-")):
+            try:
+                for line in version_lines(ctx, args):
+                    click.echo(line)
+            except BfmError as exc:
+                fail(str(exc))
+            ctx.exit(0)
+        return super().parse_args(ctx, args)  # type: ignore[misc, no-any-return]
 
     # click types main() with overloads on standalone_mode; this override always runs standalone
     def main(
@@ -96,6 +140,7 @@ class OneLineCommand(_OneLineMain, click.Command):
         self.params.append(click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=True,
                                         callback=_enable_debug,
                                         help="Print the traceback of an unexpected error (or set BFM_DEBUG=1)."))
+        self.params.append(_version_option())
 
 
 class OneLineGroup(_OneLineMain, click.Group):
@@ -103,3 +148,13 @@ class OneLineGroup(_OneLineMain, click.Group):
     subcommands are ``OneLineCommand`` too."""
 
     command_class = OneLineCommand
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(_version_option())
+
+
+def _version_option() -> click.Option:
+    # Listed in --help; _OneLineMain.parse_args answers it before anything else is parsed.
+    return click.Option(["--version"], is_flag=True, expose_value=False,
+                        help="Print the version (and the bundle this command would load) and exit.")

@@ -32,7 +32,10 @@ JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 JPEG_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xDA)])
 JPEG_SOS = 0xDA
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what folder-walking tools (bfm-mask, bfm-gallery --folder) pick up
+# What every folder-walking tool (bfm-mask, bfm-gallery enroll --folder, bfm-real-masks) picks up: the types
+# load_image decodes, by their usual suffixes.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp", ".pbm", ".pgm",
+                  ".ppm", ".pnm", ".pam")
 
 
 @dataclass(frozen=True)

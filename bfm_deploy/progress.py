@@ -25,3 +25,10 @@ def quiet() -> bool:
     the Python API, which runs outside any command, is never quiet)."""
     ctx = click.get_current_context(silent=True)
     return bool(ctx is not None and ctx.find_root().meta.get(QUIET_KEY))
+
+
+def stage(message: str) -> None:
+    """One line on stderr for a stage of long work when no progress bar is drawn (stderr is not a terminal):
+    a log then still shows what the tool is doing. Silenced by ``--quiet``; on a terminal the bars say it."""
+    if not quiet() and not sys.stderr.isatty():
+        click.echo(message, err=True)

@@ -40,10 +40,13 @@ class VerifyResult:
     case: int  # 1 both unmasked, 2 one masked, 3 both masked
     mask_probability: tuple[float, float]
     note: str | None = None  # e.g. several faces found, the largest was used
+    # how each face was found: "detector" (first pass), a fallback step of the bundle's chain, or "aligned"
+    found_by: tuple[str, str] = ("aligned", "aligned")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["mask_probability"] = list(self.mask_probability)
+        data["found_by"] = list(self.found_by)
         if self.note is None:
             del data["note"]
         return data
@@ -87,6 +90,7 @@ class PairError:
 class Face:
     crop: np.ndarray  # 112x112x3 BGR uint8, aligned to the ArcFace template
     note: str | None = None
+    found_by: str = "aligned"  # "detector", the fallback step that found it, or "aligned" (given as a crop)
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -149,10 +153,10 @@ class Verifier:
     def aligner(self) -> FaceAligner:
         """The detector and aligner, created on first use (only photos that need detection pay for it)."""
         if self._aligner is None:
-            from .detect import FaceAligner, open_detector
+            from .detect import open_aligner
 
             # the bundle's detector runs on the verifier's backend; open_detector ignores it for the others
-            self._aligner = FaceAligner(open_detector(self.detector_choice, self.bundle, self.backend))
+            self._aligner = open_aligner(self.detector_choice, self.bundle, self.backend)
         return self._aligner
 
     @property
@@ -174,7 +178,7 @@ class Verifier:
         Photos are decoded and aligned on a thread pool and detected in one batch."""
         if aligned:
             return [self._aligned(image) for image in images]
-        return [item if isinstance(item, BfmError) else Face(item.crop, item.note)
+        return [item if isinstance(item, BfmError) else Face(item.crop, item.note, item.found_by)
                 for item in self.aligner.align_many(images)]
 
     def _aligned(self, image: Image) -> Face | BfmError:
@@ -326,7 +330,7 @@ class Verifier:
             results.append(VerifyResult(
                 same=score >= threshold, score=score, threshold=threshold, route=route, case=cases[k],
                 mask_probability=(float(probs[k, 0]), float(probs[k, 1])),
-                note="; ".join(notes) or None,
+                note="; ".join(notes) or None, found_by=(pair[0].found_by, pair[1].found_by),
             ))
         return results
 

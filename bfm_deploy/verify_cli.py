@@ -38,6 +38,9 @@ def describe(result: VerifyResult) -> str:
         f"route: {result.route}, case {result.case} ({CASE_NAMES[result.case]})",
         f"mask probability: {result.mask_probability[0]:.3f}, {result.mask_probability[1]:.3f}",
     ]
+    retried = [f"image {i + 1} by {by}" for i, by in enumerate(result.found_by) if by not in ("detector", "aligned")]
+    if retried:
+        lines.append(f"found on a retry of the detector: {', '.join(retried)}")
     if result.note:
         lines.append(f"note: {result.note}")
     return "\n".join(lines)

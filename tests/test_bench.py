@@ -16,7 +16,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 
-def _graph(nodes, inputs, outputs, initializers) -> "onnx.ModelProto":
+def _graph(nodes, inputs, outputs, initializers) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=initializers)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -209,7 +209,7 @@ def _run(args: list[str]):
 def test_quick_latency_writes_json_and_png(tiny_bundle, data_dir, tmp_path):
     out_json, out_png = tmp_path / "lat.json", tmp_path / "lat.png"
     result = _run(["--latency", "--quick", "--bundle", str(tiny_bundle), "--batches", "1,4", "--pair-count", "4",
-                   "--raw-pair-count", "1", "--runs", "2", "--json", str(out_json), "--plot", str(out_png)])
+                   "--raw-pair-count", "1", "--runs", "2", "--json-out", str(out_json), "--plot", str(out_png)])
     assert result.exit_code == 0, result.output
     report = json.loads(out_json.read_text())
     assert isinstance(report["routing_overhead"], float) and report["routing_overhead"] > 0
@@ -228,8 +228,9 @@ def test_quick_latency_writes_json_and_png(tiny_bundle, data_dir, tmp_path):
     assert aligned["ms_per_pair"]["detect"] == 0  # aligned inputs skip the detector
     assert raw["ms_per_pair"]["detect"] > 0 and raw["ms_per_pair"]["decode_align"] > 0
     comparison = report["pipeline"]["raw_comparison"]
-    assert comparison["photos"] == 2 and set(comparison["faces_per_s"]) == {"runtime", "mtcnn", "reference"}
+    assert comparison["photos"] == 2 and set(comparison["faces_per_s"]) == {"runtime", "no_fallback", "mtcnn", "reference"}
     assert comparison["runtime_over_mtcnn"] > 0 and comparison["runtime_over_reference"] > 0
+    assert comparison["runtime_over_no_fallback"] > 0 and comparison["fallback_detectors_opened"] == []
     assert sum(aligned["share"].values()) == pytest.approx(1.0, abs=0.05)
     prevalence = report["pipeline"]["prevalence"]
     assert [row["masked_pairs"] for row in prevalence] == [0.0, 0.25, 0.5, 1.0]
@@ -261,7 +262,7 @@ def test_bad_options_exit_2_with_one_line(args, message):
 def test_flops_json_schema_and_counts_agree(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "flops.json"
-    result = _run(["--flops", "--backbone", "mbf", "--json", str(out)])
+    result = _run(["--flops", "--backbone", "mbf", "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["backbone"] == "mbf"
@@ -296,7 +297,7 @@ def test_serve_load_runs_both_servers_and_the_offline_reference(data_dir: Path, 
     demo = Path(__file__).resolve().parents[1] / "engines" / "demo"
     out = tmp_path / "serve.json"
     result = _run(["--serve", "--bundle", str(demo), "--data-dir", str(data_dir), "--concurrency", "1,3",
-                   "--requests", "9", "--json", str(out), "--plot", str(tmp_path / "serve.png"), "--quiet"])
+                   "--requests", "9", "--json-out", str(out), "--plot", str(tmp_path / "serve.png"), "--quiet"])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert set(report["servers"]) == {"batched", "batch-1"} and report["offline_verify_many_pairs_per_s"] > 0

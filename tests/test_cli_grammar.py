@@ -44,7 +44,29 @@ def test_every_tool_has_help_debug_and_quiet(name: str) -> None:
     assert result.exit_code == 0 and "--quiet" in result.output
 
 
-@pytest.mark.parametrize("option", ["--json", "--quiet", "--debug", "--data-dir", "--bundle", "--backend", "--plot"])
+@pytest.mark.parametrize("name", sorted(TOOLS))
+def test_every_tool_answers_version_before_its_arguments(name: str) -> None:
+    from bfm_deploy import __version__
+    from bfm_deploy.bundle import Bundle
+
+    command = TOOLS[name]
+    # no arguments at all, and --version wherever it stands: it is answered before anything is checked
+    for args in (["--version"], ["missing.jpg", "--version"]):
+        result = CliRunner().invoke(command, args, prog_name=name)
+        assert result.exit_code == 0, (args, result.output)
+        lines = result.output.splitlines()
+        assert lines[0] == f"{name} (bfm) {__version__}"
+        if _option(command, "--bundle") is not None:
+            demo = Bundle.load(REPO / "engines" / "demo")
+            assert lines[1] == f"bundle demo at {demo.root} (manifest sha256 {demo.digest[:12]})"
+        else:
+            assert len(lines) == 1
+    bad = CliRunner().invoke(command, ["--version", "--bundle", str(REPO)], prog_name=name)
+    if _option(command, "--bundle") is not None:
+        assert bad.exit_code == 2 and "is not a bundle" in bad.output
+
+
+@pytest.mark.parametrize("option", ["--json", "--json-out", "--version", "--quiet", "--debug", "--data-dir", "--bundle", "--backend", "--plot"])
 def test_a_shared_option_is_the_same_everywhere(option: str) -> None:
     """Same type, default and value handling wherever the option exists (bfm-eval's --bundle also takes a route,
     bfm-bench's --backend also 'all': their help says so, the rest is the shared definition)."""
@@ -71,15 +93,20 @@ def test_json_alone_on_stdout_with_a_path_to_the_file(mbf_bundle: Path, data_dir
     record = json.loads(alone.stdout)
     assert alone.exit_code == 0 and record["same"] is True and record["route"] == "full"
     out = tmp_path / "r.json"
-    to_file = CliRunner().invoke(main, [*args, "--json", str(out), "--quiet"])
+    to_file = CliRunner().invoke(main, [*args, "--json-out", str(out), "--quiet"])
     assert to_file.exit_code == 0 and json.loads(out.read_text()) == record
     assert "same person" in to_file.stdout and "wrote" not in to_file.stderr  # the usual line; --quiet drops the note
-    noted = CliRunner().invoke(main, [*args, "--json", str(tmp_path / "s.json")])
+    noted = CliRunner().invoke(main, [*args, "--json-out", str(tmp_path / "s.json")])
     assert noted.stderr.strip() == f"wrote {tmp_path / 's.json'}"
-    # An optional value never swallows an input: --json before the images is refused, the image untouched.
+    # --json is a flag: before the images it is the natural spelling and takes nothing from them.
     before = faces[0].read_bytes()
-    swallowed = CliRunner().invoke(main, ["--json", str(faces[0]), str(faces[1]), "--bundle", str(mbf_bundle)])
-    assert swallowed.exit_code == 2 and "ending in .json" in swallowed.stderr and faces[0].read_bytes() == before
+    first = CliRunner().invoke(main, ["--json", str(faces[0]), str(faces[1]), "--bundle", str(mbf_bundle), "--aligned"])
+    assert first.exit_code == 0 and json.loads(first.stdout) == record and faces[0].read_bytes() == before
+    # --json-out names a .json file and nothing else; with --json as well it is a usage error.
+    swallowed = CliRunner().invoke(main, ["--json-out", str(faces[0]), str(faces[1]), "--bundle", str(mbf_bundle)])
+    assert swallowed.exit_code == 2 and "must name a .json file" in swallowed.stderr and faces[0].read_bytes() == before
+    both = CliRunner().invoke(main, [*args, "--json", "--json-out", str(out)])
+    assert both.exit_code == 2 and "not both" in both.stderr
 
 
 BLOCK_TRAINING_EXTRAS = """

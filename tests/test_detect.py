@@ -215,9 +215,9 @@ def _direct_scrfd(outputs: list[np.ndarray], size: int, threshold: float) -> lis
                 continue
             row, col = divmod(index // 2, cells)
             cx, cy = col * stride, row * stride
-            l, t, r, b = boxes[index] * stride
+            left, top, right, bottom = boxes[index] * stride
             marks = np.array([[cx + points[index, 2 * k] * stride, cy + points[index, 2 * k + 1] * stride] for k in range(5)])
-            found.append((float(scores[index, 0]), np.array([cx - l, cy - t, cx + r, cy + b]), marks))
+            found.append((float(scores[index, 0]), np.array([cx - left, cy - top, cx + right, cy + bottom]), marks))
     return found
 
 

@@ -372,14 +372,14 @@ def _tiny_pairs_file(data_dir: Path, out: Path) -> int:
 def test_cli_on_a_tiny_pairs_file(data_dir: Path, mbf_bundle: Path, tmp_path: Path) -> None:
     count = _tiny_pairs_file(data_dir, tmp_path)
     args = ["--dataset", "pairs", "--data-dir", str(tmp_path), "--bundle", str(mbf_bundle), "--backend", "ort",
-            "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"),
+            "--json-out", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"),
             "--compare", f"full only={mbf_bundle}:full", f"partial only={mbf_bundle}:partial"]  # paper-style list
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     document = json.loads((tmp_path / "r.json").read_text())
     assert document["dataset"] == "pairs" and document["pairs"] == count == 20
     assert list(document["results"]) == ["bundle", "full only", "partial only"]
-    for name, entry in document["results"].items():
+    for entry in document["results"].values():
         assert set(entry) == {"accuracy", "std", "eer", "tar_at_far_1e-3", "cases", "mask_accuracy"}
         assert set(entry["cases"]) == {"1", "2", "3"} and all(v is not None for v in entry["cases"].values())
         assert 0 <= entry["accuracy"] <= 100 and 0 <= entry["eer"] <= 100
@@ -436,7 +436,7 @@ def test_landmarks_dataset_reports_the_detector_error(data_dir: Path, tmp_path: 
         (photos / source.parent.name / source.name).write_bytes(source.read_bytes())
     out = tmp_path / "lm.json"
     result = CliRunner().invoke(main, ["--dataset", "landmarks", "--bundle", str(DEMO_BUNDLE), "--data-dir",
-                                       str(data_dir), "--photos", str(photos), "--json", str(out)])
+                                       str(data_dir), "--photos", str(photos), "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["detector"] == "bundle:scrfd-500m" and report["photos"] == report["found"] == 6
@@ -461,8 +461,8 @@ def test_accuracy_table_merges_reports_and_shows_the_chosen_methods(tmp_path: Pa
     new = {"dataset": "mfr2", "pairs": 848, "results": {"Baseline 1": result(98.3), "ours": result(98.7, 97.5),
                                                           "ours (C before)": result(98.1, 93.2)}}
     paths = [tmp_path / "old.json", tmp_path / "new.json"]
-    for path, report in zip(paths, (old, new)):
-        path.write_text(json.dumps(report))
+    for path, document in zip(paths, (old, new)):
+        path.write_text(json.dumps(document))
     run = CliRunner().invoke(module.main, [*map(str, paths), "--methods", "Baseline 1,Baseline 2,ours"])
     assert run.exit_code == 0, run.output
     assert "| mfr2 | 848 | 98.30 ± 0.50 | 98.80 ± 0.50 | 98.70 ± 0.50 | 94.5 / 96.0 / 96.4 |" in run.output

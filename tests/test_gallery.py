@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -223,6 +224,40 @@ def test_lfw_identification_protocol_and_evaluation_on_a_few_identities(data_dir
     unmasked = results["unmasked probes"]["methods"]
     assert unmasked["E_F alone"]["rank1"] >= 0.8 and unmasked["routed"]["rank1"] >= 0.8
     assert results["masked probes"]["methods"]["E_F alone"] == unmasked["E_F alone"]
+
+
+def test_feature_cache_embeds_once_per_bundle_and_survives_damage(tmp_path: Path, data_dir: Path, demo: Bundle) -> None:
+    import shutil
+
+    from bfm_deploy.eval.feature_cache import FeatureCache
+    from bfm_deploy.eval.protocols import load_aligned
+    from bfm_deploy.verifier import Verifier
+
+    images = sorted((data_dir / "lfw" / "aligned112").glob("A*/*.jpg"))[:12]
+    with Verifier(demo, backend="ort") as verifier:
+        first = FeatureCache(tmp_path, verifier)
+        want = first.features(images, load_aligned)
+        assert (first.hits, first.misses) == (0, 12) and first.path.is_file()
+        again = FeatureCache(tmp_path, verifier)
+        got = again.features(images[3:], load_aligned)
+        assert (again.hits, again.misses) == (9, 0)  # read back, nothing embedded
+        for a, b in zip(want[3:], got):
+            assert a.masked == b.masked and np.array_equal(a.full, b.full) and np.array_equal(a.partial, b.partial)
+        first.path.write_bytes(b"PK\x03\x04 damaged")
+        rebuilt = FeatureCache(tmp_path, verifier)
+        rebuilt.features(images[:2], load_aligned)
+        assert rebuilt.misses == 2  # a damaged file is embedded again, never trusted
+    # Another bundle (here: the same networks with another mask threshold) is another file.
+    other = tmp_path / "other"
+    shutil.copytree(DEMO, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["mask_threshold"]["value"] = 0.9
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with Verifier(Bundle.load(other), backend="ort") as verifier:
+        changed = FeatureCache(tmp_path, verifier)
+        changed.features(images[:1], load_aligned)
+        assert changed.path != first.path
+        assert changed.misses == 1
 
 
 def clustered(n_people: int, per_person: int, seed: int = 0, noise: float = 0.6) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,8 @@ NOT_RUN = {
         "needs TensorRT and a GPU (benchmarks/gpu_check/run.sh)",
     "bash benchmarks/gpu_check/run.sh --device cpu":
         "the GPU check's dry run: tests/test_gpu_check.py runs it (and the check's no-GPU exit)",
+    "bfm-real-masks work_dirs/face-mask-detection work_dirs/real_masks":
+        "needs the 162 MB copy of Face-Mask-Detection: tests/test_real_masks.py builds the committed sample",
     "bfm-serve --port 8000": "a server that runs until stopped: tests/test_serve.py starts it on a free port",
     "curl -F a=@examples/zakayev_1.jpg -F b=@examples/zakayev_3_masked.jpg http://127.0.0.1:8000/v1/verify":
         "talks to that server: tests/test_serve.py sends the same multipart request",
@@ -38,11 +40,11 @@ NOT_RUN = {
         "Ray's CLI for the same application as bfm-serve --ray, which tests/test_serve.py runs",
     "bfm-gallery calibrate people --fpir 0.01": "the LFW folds 1-5 protocol (minutes on 2 cores); tests/test_gallery.py "
         "calibrates from a report",
-    "bfm-eval --dataset lfw-identification --folds 1-5 --json "
+    "bfm-eval --dataset lfw-identification --folds 1-5 --json-out "
     "benchmarks/results/identification/lfw_identification_folds1-5_demo.json":
         "the whole protocol, minutes on 2 cores: tests/test_gallery.py runs it on a few identities",
     "bfm-eval --dataset lfw-identification --open-set "
-    "benchmarks/results/identification/lfw_identification_folds1-5_demo.json --json "
+    "benchmarks/results/identification/lfw_identification_folds1-5_demo.json --json-out "
     "benchmarks/results/identification/lfw_identification_demo.json --plot "
     "benchmarks/results/identification/lfw_identification_demo.png":
         "the whole protocol again, with the thresholds of the run above",

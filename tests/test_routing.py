@@ -109,7 +109,7 @@ def test_update_swaps_the_classifier_and_calibrates_its_threshold(mbf_bundle: Pa
     heldout = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(heldout)
     run = CliRunner().invoke(heldout.main, ["--bundle", f"dark={copy}", "--bundle", f"plain={mbf_bundle}",
-                                            "--set", f"six={calibration}", "--json", "-"])
+                                            "--set", f"six={calibration}", "--json"])
     assert run.exit_code == 0, run.output
     report = json.loads(run.stdout)
     assert report["results"]["dark"]["six"] == {"threshold": bundle.mask_threshold, "unmasked_accuracy": 100.0,

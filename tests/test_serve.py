@@ -175,7 +175,7 @@ def test_batches_form_across_concurrent_requests(server: Server) -> None:
 
 def _batch_count(server: Server) -> int:
     with server.client() as client:
-        line = next(l for l in client.metrics().splitlines() if l.startswith("bfm_batch_faces_count"))
+        line = next(row for row in client.metrics().splitlines() if row.startswith("bfm_batch_faces_count"))
     return int(line.split()[-1])
 
 

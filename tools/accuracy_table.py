@@ -44,10 +44,10 @@ def _pct(value: float | None, std: float | None = None) -> str:
               help="Comma-separated methods to show, in this order (default: every method, in the reports' order).")
 @one_line_errors
 def main(reports: tuple[Path, ...], ours: str, baseline: str, methods: str | None) -> None:
-    """Tables II and III from bfm-eval --json reports; methods in the order the reports name them (several
+    """Tables II and III from bfm-eval --json-out reports; methods in the order the reports name them (several
     reports of one data set merge, so a variant evaluated later joins the table)."""
     if not reports:
-        raise BfmError("give one or more bfm-eval --json reports")
+        raise BfmError("give one or more bfm-eval --json-out reports")
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     rows: dict[str, dict[str, dict]] = {}
     pairs: dict[str, int] = {}

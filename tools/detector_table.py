@@ -27,7 +27,7 @@ def main(folder: Path) -> None:
         raw = _load(folder, f"landmarks_raw_{key}") or {}
         masked = _load(folder, f"landmarks_masked_{key}") or {}
 
-        def acc(method: str) -> str:
+        def acc(method: str, results: dict = results) -> str:
             r = results.get(method)
             return f"{r['accuracy']:.2f} ± {r['std']:.2f}" if r else "-"
 

@@ -38,7 +38,7 @@ def _fold_range(spec: str) -> set[int]:
 @quiet_option
 @one_line_errors
 def main(folds: str, masked_root: Path, data_dir: Path, out: Path) -> None:
-    root = data_dir / "lfw"
+    root = data_dir.resolve() / "lfw"  # read_lfw_pairs gives resolved paths
     aligned = root / "aligned112"
     chosen = _fold_range(folds)
     pairs = [p for p in read_lfw_pairs(root / "pairs.txt", aligned) if p.fold in chosen]

@@ -1,7 +1,7 @@
 """Mask accuracy of bundles' classifiers on held-out training faces: how C is chosen without test data.
 
     python tools/mask_heldout.py --bundle old=engines/demo --bundle c4=work_dirs/bundles/demo_c4 \
-        --set v2=work_dirs/cal_v2_fold5.txt --set fabric=work_dirs/cal_fabric_fold5.txt --json out.json
+        --set v2=work_dirs/cal_v2_fold5.txt --set fabric=work_dirs/cal_fabric_fold5.txt --json-out out.json
 
 Each set is a ``tools/mask_calibration_list.py`` file ('image<TAB>0|1', aligned crops; 1 = masked). For every
 bundle and set it prints the accuracy on unmasked and on masked faces and their mean (balanced accuracy), at

@@ -61,7 +61,7 @@ def markdown() -> str:
              "What each option means, tool by tool (the `--help` text):", "",
              "| tool | option | meaning |", "|---|---|---|"]
     for name, opts in options.items():
-        for opt, param in opts.items():
+        for param in opts.values():
             names = sorted(param.opts, key=len) + param.secondary_opts
             lines.append(f"| `{name}` | `{'/'.join(names)}` | {_help(param)} |")
     return "\n".join(lines) + "\n"

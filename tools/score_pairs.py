@@ -1,6 +1,6 @@
 """Score a ``bfm-verify --pairs`` JSON-lines output against the truth of a pairs protocol.
 
-    python tools/score_pairs.py OUT.jsonl --dataset mfr2 [--data-dir ../shared/data] [--json summary.json]
+    python tools/score_pairs.py OUT.jsonl --dataset mfr2 [--data-dir ../shared/data] [--json-out summary.json]
 
 Counts pairs decided right at the bundle's own thresholds (no cross-validation: what a user of
 ``bfm-verify`` gets), failed pairs, and the split by route and matching case.
@@ -65,7 +65,7 @@ def main(results: Path, dataset: str, data_dir: Path, json_out: str | None) -> N
         "routes": dict(routes), "cases": {str(k): v for k, v in sorted(cases.items())},
         "wrong_by_case": {str(k): v for k, v in sorted(wrong_by_case.items())},
     }
-    emit_json(json_out or "-", summary)  # the summary is the output: on stdout unless --json names a file
+    emit_json(json_out or "-", summary)  # the summary is the output: on stdout unless --json-out names a file
 
 
 if __name__ == "__main__":

@@ -12,31 +12,8 @@ OUT=benchmarks/results/classifier
 W=work_dirs
 mkdir -p "$OUT" "$W/bundles"
 
-# 1. Masked twins for training (all LFW; training leaves folds 5-10 out), the v2 looks.
-[ -f $W/lfw_masked_v2/mask_report.json ] || bfm-mask "$DATA/lfw/aligned112" $W/lfw_masked_v2 --seed 0 --workers 2 \
-    --templates "$DATA/masktheface" --fabrics "$DATA/masktheface/textures" --fabric-share 0.6 --low-share 0.15 --quiet > /dev/null
-
-# 2. Held-out sets on fold 5's identities: the v2 twins, cloth masks printed with fabric photos, plain cloth
-#    masks (another seed), each with the same faces unmasked.
-python - "$DATA" <<'EOF'
-import sys
-from pathlib import Path
-from bfm_deploy.datasets import lfw_identities_in_folds, read_lfw_pairs
-root = Path(sys.argv[1]) / "lfw"
-target = Path("work_dirs/fold5_src")
-target.mkdir(parents=True, exist_ok=True)
-for name in lfw_identities_in_folds(read_lfw_pairs(root / "pairs.txt", root / "aligned112"), {4}):
-    if not (target / name).exists():
-        (target / name).symlink_to((root / "aligned112" / name).resolve())
-EOF
-[ -f $W/fold5_cloth_fabric/mask_report.json ] || bfm-mask $W/fold5_src $W/fold5_cloth_fabric --seed 1 --types cloth \
-    --fabrics "$DATA/masktheface/textures" --fabric-share 1.0 --low-share 0.15 --quiet > /dev/null
-[ -f $W/fold5_cloth_plain/mask_report.json ] || bfm-mask $W/fold5_src $W/fold5_cloth_plain --seed 1 --types cloth \
-    --templates "$DATA/masktheface" --template-share 0.5 --quiet > /dev/null
-for set in v2:lfw_masked_v2 fabric:fold5_cloth_fabric plain:fold5_cloth_plain; do
-  python tools/mask_calibration_list.py --folds 5 --masked-root "$W/${set#*:}" --out "$W/cal_${set%%:*}_fold5.txt" --quiet
-done
-cat $W/cal_v2_fold5.txt $W/cal_fabric_fold5.txt $W/cal_plain_fold5.txt > $W/cal_all_fold5.txt
+# 1-2. Masked twins for training and the held-out fold-5 sets.
+bash benchmarks/classifier/sets.sh
 
 # The C shipped before this work (commit 0fedc0f's engines/demo; it saw fold 5 in training: optimistic there).
 if [ ! -f $W/bundles/demo_before/manifest.json ]; then
@@ -56,7 +33,7 @@ done
 python tools/mask_heldout.py --bundle before=work_dirs/bundles/demo_before \
     $(for v in 2 4 5 6 7 8 9 10; do echo "--bundle c$v=$W/bundles/demo_c$v"; done) \
     --set v2=$W/cal_v2_fold5.txt --set fabric=$W/cal_fabric_fold5.txt --set plain=$W/cal_plain_fold5.txt \
-    --set all=$W/cal_all_fold5.txt --json "$OUT/heldout.json" | tee "$OUT/heldout.txt"
+    --set all=$W/cal_all_fold5.txt --json-out "$OUT/heldout.json" | tee "$OUT/heldout.txt"
 
 # 4. The choice, C9 (configs/demo_classifier_v9.yaml), shipped and then measured on the test sets:
 #   bfm-export --update engines/demo --classifier work_dirs/demo_classifier_v9/checkpoints/step-00002256.safetensors \
@@ -65,6 +42,6 @@ python tools/mask_heldout.py --bundle before=work_dirs/bundles/demo_before \
 #   python tools/lfw_calibration_pairs.py --folds 1-5 --masked-root work_dirs/lfw_masked --out work_dirs/calibration_pairs.txt
 #   bfm-export --update engines/demo --calibrate work_dirs/calibration_pairs.txt   # route thresholds, C9's routing
 #   M=("Baseline 1=engines/demo:full" "ours (C before)=work_dirs/bundles/demo_before" "ours=engines/demo")
-#   bfm-eval --dataset mfr2 --compare "${M[@]}" --json benchmarks/results/accuracy_mfr2.json --plot benchmarks/results/accuracy_mfr2.png
-#   bfm-eval --dataset lfw --folds 6-10 --compare "${M[@]}" --json benchmarks/results/accuracy_lfw.json --plot benchmarks/results/accuracy_lfw.png
-#   bfm-eval --dataset masked-lfw --folds 6-10 --compare "${M[@]}" --json benchmarks/results/accuracy_masked-lfw.json --plot benchmarks/results/accuracy_masked-lfw.png
+#   bfm-eval --dataset mfr2 --compare "${M[@]}" --json-out benchmarks/results/accuracy_mfr2.json --plot benchmarks/results/accuracy_mfr2.png
+#   bfm-eval --dataset lfw --folds 6-10 --compare "${M[@]}" --json-out benchmarks/results/accuracy_lfw.json --plot benchmarks/results/accuracy_lfw.png
+#   bfm-eval --dataset masked-lfw --folds 6-10 --compare "${M[@]}" --json-out benchmarks/results/accuracy_masked-lfw.json --plot benchmarks/results/accuracy_masked-lfw.png

@@ -24,13 +24,13 @@ for detector in auto yunet mtcnn; do
   bfm-verify --bundle "$BUNDLE" --backend ort --detector "$detector" --pairs "$WORK/mfr2_pairs.txt" \
       --out "$WORK/mfr2_verify_$detector.jsonl" 2>/dev/null || true   # exit 2 when some pairs failed
   python tools/score_pairs.py "$WORK/mfr2_verify_$detector.jsonl" --dataset mfr2 --data-dir "$DATA" \
-      --json "$OUT/mfr2_verify_$detector.json" > /dev/null
+      --json-out "$OUT/mfr2_verify_$detector.json" > /dev/null
 done
 
 # 2. MFR2, the paper's 10-fold protocol, per detector.
 for detector in auto yunet mtcnn; do
   bfm-eval --dataset mfr2 --data-dir "$DATA" --backend ort --detector "$detector" \
-      --compare "Baseline 1=$BUNDLE:full" "ours=$BUNDLE" --json "$OUT/mfr2_eval_$detector.json" > /dev/null 2>&1
+      --compare "Baseline 1=$BUNDLE:full" "ours=$BUNDLE" --json-out "$OUT/mfr2_eval_$detector.json" > /dev/null 2>&1
 done
 
 # 3. Landmark error on the 807 raw LFW fold-1 photos, then on the same photos with synthetic masks.
@@ -38,8 +38,8 @@ bfm-mask "$DATA/lfw/raw-fold1" "$WORK/raw_fold1_masked" --raw --seed 0 --workers
     --templates "$DATA/masktheface" --quiet > /dev/null
 for detector in auto yunet mtcnn; do
   bfm-eval --dataset landmarks --bundle "$BUNDLE" --data-dir "$DATA" --detector "$detector" \
-      --json "$OUT/landmarks_raw_$detector.json" 2>/dev/null | grep -v '^wrote'
+      --json-out "$OUT/landmarks_raw_$detector.json" 2>/dev/null | grep -v '^wrote'
   bfm-eval --dataset landmarks --bundle "$BUNDLE" --data-dir "$DATA" --detector "$detector" \
-      --photos "$WORK/raw_fold1_masked" --json "$OUT/landmarks_masked_$detector.json" 2>/dev/null | grep -v '^wrote'
+      --photos "$WORK/raw_fold1_masked" --json-out "$OUT/landmarks_masked_$detector.json" 2>/dev/null | grep -v '^wrote'
 done
 python tools/detector_table.py "$OUT"

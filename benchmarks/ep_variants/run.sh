@@ -42,10 +42,10 @@ done
 evaluate() {  # evaluate SUFFIX METHOD...; the table's options in TABLE
   local suffix=$1; shift
   for set in lfw masked-lfw; do
-    bfm-eval --dataset "$set" --data-dir "$DATA" --folds 6-10 --compare "$@" --json "$OUT/$set$suffix.json" \
+    bfm-eval --dataset "$set" --data-dir "$DATA" --folds 6-10 --compare "$@" --json-out "$OUT/$set$suffix.json" \
         --plot "$OUT/$set$suffix.png" --quiet > /dev/null
   done
-  bfm-eval --dataset mfr2 --data-dir "$DATA" --compare "$@" --json "$OUT/mfr2$suffix.json" \
+  bfm-eval --dataset mfr2 --data-dir "$DATA" --compare "$@" --json-out "$OUT/mfr2$suffix.json" \
       --plot "$OUT/mfr2$suffix.png" --quiet > /dev/null
   python tools/accuracy_table.py "$OUT"/{lfw,masked-lfw,mfr2}"$suffix".json "${TABLE[@]}" > "$OUT/table$suffix.md"
   echo "wrote $OUT/table$suffix.md"

@@ -261,7 +261,7 @@ def run_speed(cfg: CheckConfig, bundle: Any, crops: np.ndarray, sections: Sectio
         for two in (False, True):
             with TorchBackend(bundle, device="cuda", options=TorchOptions(streams=two)) as backend:
                 for b in (32, 256):
-                    ms = median_ms(lambda: backend.infer_concurrent_crops({"full": crops[:b], "partial": crops[:b]}),
+                    ms = median_ms(lambda b=b: backend.infer_concurrent_crops({"full": crops[:b], "partial": crops[:b]}),
                                    cfg.min_seconds, cfg.runs)
                     streams[f"E_F+E_P concurrent, {'two streams' if two else 'one stream'}, batch {b}, faces/s"] = (
                         2 * b / ms * 1000)

@@ -70,7 +70,7 @@ def _write_png_cv2(path: Path, series: dict[str, dict[str, list[tuple[int, float
         ys = [math.log10(max(v, 1e-3)) for _, v in points]
         x0, x1, y0, y1 = min(xs), max(xs) or 1.0, min(ys), max(ys)
 
-        def at(b: int, v: float) -> tuple[int, int]:
+        def at(b: int, v: float, x0: float = x0, x1: float = x1, y0: float = y0, y1: float = y1) -> tuple[int, int]:
             x = margin + (math.log2(b) - x0) / max(x1 - x0, 1e-9) * (width - 2 * margin)
             y = height - margin - (math.log10(max(v, 1e-3)) - y0) / max(y1 - y0, 1e-9) * (height - 2 * margin)
             return int(x), int(y)

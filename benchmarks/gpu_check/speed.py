@@ -95,9 +95,9 @@ def sweep(model_name: str, model: Any, crops: np.ndarray, batches: Sequence[int]
         for b in batches:
             part = crops[:b]
             if variant.form == "uint8":
-                run = lambda: lane.run(part, "uint8")  # noqa: E731
+                run = lambda lane=lane, part=part: lane.run(part, "uint8")  # noqa: E731
             else:
-                run = lambda: lane.run(preprocess(list(part)), "float")  # noqa: E731
+                run = lambda lane=lane, part=part: lane.run(preprocess(list(part)), "float")  # noqa: E731
             ms = median_ms(run, min_seconds, min_runs=runs, warmup=max(runs, 2))
             timings.append(Timing(model_name, variant.name, variant.replaces, b, ms, b / ms * 1000.0))
         log(f"  {model_name} {variant.name}: " + ", ".join(f"{t.batch}:{t.faces_per_s:.0f}" for t in timings

@@ -62,7 +62,7 @@ class Backend(ABC):
     def close(self) -> None:
         """Release device memory and sessions."""
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -56,10 +56,10 @@ def main(flops: bool, latency_mode: bool, serve_mode: bool, gallery_mode: bool, 
     """Measure the cost claim of the paper (--flops) or the latency of a bundle (--latency).
 
     \b
-    bfm-bench --flops --backbone r50 --json flops_r50.json
-    bfm-bench --latency --bundle engines/demo --quick --json latency.json --plot latency.png
-    bfm-bench --serve --json serve.json --plot serve.png
-    bfm-bench --gallery-scale --json gallery.json --plot gallery.png
+    bfm-bench --flops --backbone r50 --json-out flops_r50.json
+    bfm-bench --latency --bundle engines/demo --quick --json-out latency.json --plot latency.png
+    bfm-bench --serve --json-out serve.json --plot serve.png
+    bfm-bench --gallery-scale --json-out gallery.json --plot gallery.png
     """
     if flops + latency_mode + serve_mode + gallery_mode != 1:
         raise BfmError("choose what to measure: --flops, --latency, --serve or --gallery-scale (one of them)")

@@ -72,7 +72,7 @@ def _load(gallery: Any, data: Synthetic, chunk: int = CHUNK) -> float:
         rng = np.random.default_rng([data.seed, 2, first])
         full_c, part_c = data.centres(first, last, "full"), data.centres(first, last, "partial")
         rows = []
-        for face in range(2):
+        for _face in range(2):
             full, partial = data.views(full_c, rng), data.views(part_c, rng)
             masked = rng.random(last - first) < MASKED_SHARE
             rows += [(f"id{first + i:07d}", "", 0.9 if masked[i] else 0.1, bool(masked[i]), full[i], partial[i])

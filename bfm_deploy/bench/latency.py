@@ -191,6 +191,7 @@ def format_latency_table(report: dict[str, Any], networks: Sequence[str] = NETWO
         fps = c["faces_per_s"]
         rows.append(f"\nraw photos ({c['photos']}), faces/s: runtime ({c['runtime_detector']}) {fps['runtime']:.1f}, "
                     f"runtime with mtcnn {fps['mtcnn']:.1f}, reference SCRFD-640 + E_F {fps['reference']:.1f}; "
+                    f"runtime/no-fallback {c['runtime_over_no_fallback']:.2f}, "
                     f"runtime/mtcnn {c['runtime_over_mtcnn']:.2f}, runtime/reference {c['runtime_over_reference']:.2f}")
     first = pipe["prevalence"][0]
     rows.append(f"\nmask prevalence (aligned crops in memory, {first['faces']} faces, batch {first['batch_size']}): "

@@ -49,7 +49,7 @@ def _onnx() -> Any:
     return onnx
 
 
-def _fix_batch(model: "onnx.ModelProto", batch: int) -> None:
+def _fix_batch(model: onnx.ModelProto, batch: int) -> None:
     """Give every graph input a concrete leading dimension so shape inference yields concrete sizes."""
     initializers = {init.name for init in model.graph.initializer}
     for value in model.graph.input:
@@ -61,7 +61,7 @@ def _fix_batch(model: "onnx.ModelProto", batch: int) -> None:
             dims[0].dim_value = batch
 
 
-def _shapes(model: "onnx.ModelProto") -> dict[str, tuple[int, ...]]:
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     """Concrete shapes of every tensor we can resolve: initializers, inputs, inferred values, outputs."""
     shapes: dict[str, tuple[int, ...]] = {init.name: tuple(init.dims) for init in model.graph.initializer}
     for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
@@ -114,7 +114,7 @@ def _node_macs(node: Any, shapes: dict[str, tuple[int, ...]]) -> int:
     raise AssertionError(op)
 
 
-def count_onnx_macs(model: "str | Path | onnx.ModelProto", batch: int = 1) -> OnnxMacCount:
+def count_onnx_macs(model: str | Path | onnx.ModelProto, batch: int = 1) -> OnnxMacCount:
     """MACs of ``model`` at ``batch`` images; raises BfmError if a counted op's shapes cannot be inferred."""
     onnx = _onnx()
     if batch < 1:

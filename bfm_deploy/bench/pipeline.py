@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +90,11 @@ def masked_crops(bundle: Bundle, data_dir: Path, masked_dir: Path | None, limit:
     labels_file = data_dir / "mfr2" / "mfr2_labels.txt"
     if not labels_file.is_file():
         raise BfmError(f"no masked faces: {labels_file} not found (pass --masked-dir with aligned masked crops)")
-    from ..detect import FaceAligner, open_detector
+    from ..detect import open_aligner
 
     labelled = read_mfr2_labels(labels_file, data_dir / "mfr2")
     paths = sorted(p for p, label in labelled.items() if label != MASK_FREE_LABEL and p.is_file())[:limit]
-    with FaceAligner(open_detector("auto", bundle)) as aligner:
+    with open_aligner("auto", bundle) as aligner:
         crops = [item.crop for item in aligner.align_many(paths) if not isinstance(item, BfmError)]
         name = aligner.detector.name
     if not crops:
@@ -284,6 +284,8 @@ def raw_comparison(
     machine's load hits all three, and the median of the per-run ratios:
 
     - ``runtime``: ``Verifier.verify_many`` with ``config.detector`` (by default the bundle's: what users get);
+    - ``no_fallback``: the same without the bundle's fallback chain: on photos whose faces the detector finds at
+      once the chain must cost nothing (``runtime_over_no_fallback`` near 1);
     - ``mtcnn``: the same with ``--detector mtcnn``, the runtime's detector before the bundle carried one;
     - ``reference``: ``reference.ReferencePipeline`` (SCRFD-500M at 640, alignment, the bundle's E_F),
       which embeds the faces and does not classify or route them.
@@ -293,10 +295,13 @@ def raw_comparison(
 
     photos = [p for pair in pairs for p in pair]
     runtime = verifier.Verifier(bundle, backend, batch_size=config.batch_size, detector=config.detector)
+    chainless = bundle if bundle.detector is None else replace(bundle, detector=replace(bundle.detector, fallback=()))
+    no_fallback = verifier.Verifier(chainless, backend, batch_size=config.batch_size, detector=config.detector)
     today = verifier.Verifier(bundle, backend, batch_size=config.batch_size, detector="mtcnn")
     peer = ReferencePipeline(vectron_model_path(), bundle.path("full"))
     contenders: dict[str, Callable[[], Any]] = {
         "runtime": lambda: run_verifier(runtime, pairs, aligned=False),
+        "no_fallback": lambda: run_verifier(no_fallback, pairs, aligned=False),
         "mtcnn": lambda: run_verifier(today, pairs, aligned=False),
         "reference": lambda: peer.embed(photos),
     }
@@ -310,18 +315,25 @@ def raw_comparison(
             rates[name].append(len(photos) / (time.perf_counter() - start))
         progress()
     runtime_name = runtime.detector_name
-    runtime.close()
-    today.close()
-    ratio = {other: median([a / b for a, b in zip(rates["runtime"], rates[other])]) for other in ("mtcnn", "reference")}
+    chain = runtime.aligner.fallback
+    retried = sorted(chain._opened) if chain is not None else []
+    for opened in (runtime, no_fallback, today):
+        opened.close()
+    ratio = {other: median([a / b for a, b in zip(rates["runtime"], rates[other])])
+             for other in ("no_fallback", "mtcnn", "reference")}
     return {
         "photos": len(photos),
         "runs": config.runs,
         "runtime_detector": runtime_name,
         "faces_per_s": {name: median(values) for name, values in rates.items()},
         "faces_per_s_runs": {name: [round(v, 2) for v in values] for name, values in rates.items()},
+        "fallback_chain": [str(step) for step in chain.steps] if chain is not None else [],
+        "fallback_detectors_opened": retried,  # empty: no photo needed a retry
+        "runtime_over_no_fallback": ratio["no_fallback"],
         "runtime_over_mtcnn": ratio["mtcnn"],
         "runtime_over_reference": ratio["reference"],
-        "definition": "faces/s on the same raw LFW photos; runtime and mtcnn verify pairs (detect, align, classify, "
+        "definition": "faces/s on the same raw LFW photos; runtime, no_fallback (the runtime without the bundle's "
+                      "detector fallback chain) and mtcnn verify pairs (detect, align, classify, "
                       "route, embed), reference embeds each face with E_F (SCRFD-500M at 640, insightface-style); "
                       "ratios are medians of per-run ratios",
     }

@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -109,7 +110,7 @@ def sweep_network(
     for batch in sorted(batches):
         try:
             x = random_batch(batch)
-            summary, calls = time_calls(lambda: backend.infer(network, x), batch, config)
+            summary, calls = time_calls(partial(backend.infer, network, x), batch, config)
         except _TooSlow as slow:
             return points, f"stopped before batch {batch}: {slow} (limit {config.max_call_seconds} s)"
         except MemoryError:

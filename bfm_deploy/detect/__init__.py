@@ -5,7 +5,8 @@ detectors on the CPU); ``open_detector`` picks one by the ``--detector`` grammar
 into aligned crops.
 """
 
-from .choice import DETECTOR_HELP, DETECTOR_NAMES, check_choice, open_detector, scrfd_spec
+from .choice import DETECTOR_HELP, DETECTOR_NAMES, check_choice, open_aligner, open_detector, scrfd_spec
+from .fallback import FIRST_PASS, FallbackChain, FallbackStep, parse_chain
 from .face import AlignedFace, AlignerConfig, Detector, FaceAligner, NoFaceError, face_priority
 from .mtcnn import Face, MtcnnConfig, MtcnnDetector
 from .network import NetworkDetector, OnnxRunner, letterbox
@@ -26,6 +27,11 @@ __all__ = [
     "NetworkDetector",
     "NoFaceError",
     "OnnxRunner",
+    "FIRST_PASS",
+    "FallbackChain",
+    "FallbackStep",
+    "parse_chain",
+    "open_aligner",
     "YunetConfig",
     "YunetDetector",
     "check_choice",

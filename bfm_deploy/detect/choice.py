@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from ..errors import BfmError
 from . import scrfd
-from .face import Detector
+from .face import AlignerConfig, Detector, FaceAligner
+from .fallback import FallbackChain, FallbackStep, bundle_step_detector
 from .spec import DetectorSpec
 
 if TYPE_CHECKING:
@@ -100,3 +101,22 @@ def open_detector(choice: str, bundle: Bundle | None = None, backend: Backend | 
         spec = scrfd_spec(path)
     return NetworkDetector(spec, OnnxRunner(spec.file, spec.input_name, spec.output_names, threads),
                            name=choice if choice == "scrfd" else f"scrfd:{Path(choice).name}")
+
+
+def open_aligner(choice: str, bundle: Bundle | None = None, backend: Backend | None = None, threads: int = 0,
+                 config: AlignerConfig | None = None) -> FaceAligner:
+    """The aligner every tool uses: the detector ``choice``, then the bundle's fallback chain (its manifest's
+    ``detector.fallback``) for the photos it finds no face in."""
+    detector = open_detector(choice, bundle, backend, threads)
+    spec = bundle.detector if bundle is not None else None
+    chain = None
+    if spec is not None and spec.fallback:
+        bundle_spec = spec
+
+        def open_step(step: FallbackStep) -> Detector:
+            if step.detector:
+                return open_detector(step.detector, threads=threads)
+            return bundle_step_detector(bundle_spec, step)
+
+        chain = FallbackChain(spec.fallback, detector, open_step, primary_name=choice)
+    return FaceAligner(detector, config, chain)

@@ -19,6 +19,7 @@ import numpy as np
 from ..alignment import CROP_SIZE, align_face
 from ..errors import BfmError, NoFaceError
 from ..images import ImageLimits, load_image, shrink_to
+from .fallback import FIRST_PASS, FallbackChain
 from .mtcnn import Face
 
 Image = Union[str, "os.PathLike[str]", np.ndarray]
@@ -62,6 +63,7 @@ class AlignedFace:
     face: Face  # the face that was aligned, in the (possibly shrunk) working image's pixels
     num_faces: int
     note: str | None
+    found_by: str = FIRST_PASS  # the detector's first pass, or the fallback step that found the face
 
     @property
     def multiple_faces(self) -> bool:
@@ -81,10 +83,13 @@ def image_name(source: Image) -> str:
 
 
 class FaceAligner:
-    """Turns images into aligned face crops with ``detector``. Build one and reuse it (it holds a pool)."""
+    """Turns images into aligned face crops with ``detector``, retrying the photos it finds no face in with
+    ``fallback`` (the bundle's chain; ``open_aligner`` builds both). Build one and reuse it (it holds a pool)."""
 
-    def __init__(self, detector: Detector, config: AlignerConfig | None = None) -> None:
+    def __init__(self, detector: Detector, config: AlignerConfig | None = None,
+                 fallback: FallbackChain | None = None) -> None:
         self.detector = detector
+        self.fallback = fallback
         self.config = config or AlignerConfig()
         workers = self.config.threads or min(4, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bfm-align")
@@ -95,8 +100,9 @@ class FaceAligner:
         decoded = list(self._pool.map(self._decode, sources))
         good = [i for i, item in enumerate(decoded) if not isinstance(item, BfmError)]
         images = [item for item in decoded if not isinstance(item, BfmError)]
-        found = self.detector.detect_batch(images) if images else []
-        jobs = [(image, faces, image_name(sources[i])) for i, image, faces in zip(good, images, found)]
+        found, by = self._detect(images)
+        jobs = [(image, faces, image_name(sources[i]), step)
+                for i, image, faces, step in zip(good, images, found, by)]
         aligned = list(self._pool.map(lambda job: self._align(*job), jobs))
         results: list[AlignedFace | BfmError] = list(decoded)  # type: ignore[arg-type]  # errors stay in place
         for i, item in zip(good, aligned):
@@ -106,7 +112,14 @@ class FaceAligner:
     def detect_and_align(self, bgr: np.ndarray, name: str = "image") -> AlignedFace:
         """The aligned crop of the largest, most centred face in ``bgr``; ``NoFaceError`` when there is none."""
         bgr = shrink_to(bgr, self.config.work_side)
-        return self._checked(self._align(bgr, self.detector.detect(bgr), name))
+        (faces,), (step,) = self._detect([bgr])
+        return self._checked(self._align(bgr, faces, name, step))
+
+    def _detect(self, images: Sequence[np.ndarray]) -> tuple[list[list[Face]], list[str]]:
+        found = self.detector.detect_batch(images) if images else []
+        if self.fallback:
+            return self.fallback.retry(images, found)
+        return found, [FIRST_PASS] * len(found)
 
     def _decode(self, source: Image) -> np.ndarray | BfmError:
         try:
@@ -114,14 +127,15 @@ class FaceAligner:
         except BfmError as exc:
             return exc
 
-    def _align(self, bgr: np.ndarray, faces: list[Face], name: str) -> AlignedFace | BfmError:
+    def _align(self, bgr: np.ndarray, faces: list[Face], name: str, step: str = FIRST_PASS) -> AlignedFace | BfmError:
         if not faces:
-            return NoFaceError(f"no face found in {name}")
+            tried = f" (retried: {', '.join(map(str, self.fallback.steps))})" if self.fallback else ""
+            return NoFaceError(f"no face found in {name}{tried}")
         height, width = bgr.shape[:2]
         best = max(faces, key=lambda f: face_priority(f, height, width, self.config.centre_weight))
         note = f"{len(faces)} faces found in {name}, using the largest centred one" if len(faces) > 1 else None
         crop = np.ascontiguousarray(align_face(bgr, best.landmarks, self.config.crop_size))
-        return AlignedFace(crop=crop, face=best, num_faces=len(faces), note=note)
+        return AlignedFace(crop=crop, face=best, num_faces=len(faces), note=note, found_by=step)
 
     @staticmethod
     def _checked(item: AlignedFace | BfmError) -> AlignedFace:

@@ -19,14 +19,17 @@ from ..errors import BfmError
 from ..onnx_graph import read_graph
 from . import scrfd
 from .choice import scrfd_spec
+from .fallback import FallbackStep
 from .network import NetworkDetector, OnnxRunner
 
 DETECTOR_FILE = "detector.onnx"
 
 
-def install_detector(folder: Path, choice: str, input_size: int = scrfd.DEFAULT_INPUT_SIZE) -> dict[str, Any]:
+def install_detector(folder: Path, choice: str, input_size: int = scrfd.DEFAULT_INPUT_SIZE,
+                     fallback: tuple[FallbackStep, ...] = ()) -> dict[str, Any]:
     """Copy the detector ``choice`` (``scrfd`` or an SCRFD .onnx path) into ``folder`` as detector.onnx,
-    check that it runs and decodes at ``input_size``, and return its manifest entry."""
+    check that it runs and decodes at ``input_size``, and return its manifest entry with the retry chain
+    ``fallback``."""
     if choice == "scrfd":
         source_path, source, architecture = scrfd.vectron_model_path(), scrfd.vectron_source(), "scrfd-500m"
     elif Path(choice).suffix.lower() == ".onnx":
@@ -39,7 +42,7 @@ def install_detector(folder: Path, choice: str, input_size: int = scrfd.DEFAULT_
                        "(yunet and mtcnn run on the host: choose them with --detector when verifying)")
     dest = folder / DETECTOR_FILE
     shutil.copyfile(source_path, dest)
-    spec = replace(scrfd_spec(dest, input_size, source=source), architecture=architecture)
+    spec = replace(scrfd_spec(dest, input_size, source=source), architecture=architecture, fallback=fallback)
     runner = OnnxRunner(dest, spec.input_name, spec.output_names)
     # A blank image must run and decode at this size (the decoder checks every output's anchor count).
     NetworkDetector(spec, runner).detect(np.zeros((input_size, input_size, 3), np.uint8))

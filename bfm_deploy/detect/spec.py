@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BfmError
+from .fallback import FallbackStep
 
 DECODINGS = ("scrfd",)
 
@@ -28,6 +29,7 @@ class DetectorSpec:
     sha256: str = ""
     licence: str = ""
     source: str = ""
+    fallback: tuple[FallbackStep, ...] = ()  # the retries when no face is found (``detect.fallback``)
 
     def __post_init__(self) -> None:
         if self.decoding not in DECODINGS:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 from .. import __version__
@@ -80,7 +80,7 @@ def build_engines(bundle: BundleLike, options: BuildOptions, device: int = 0, ve
                 outputs=list(source.outputs),
                 max_batch=profile.max if source.chw is not None else 0,
             )
-        created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         tools = {"bfm": __version__, "fp16": "fp16 graph" if fp16_graph else "builder flag"}
         manifest = build_manifest(facts, options, entries, created, tools=tools)
         (tmp / ENGINE_MANIFEST).write_text(manifest.to_json(), encoding="utf-8")

@@ -163,8 +163,12 @@ def run_identification(options: EvalOptions, max_probes_per_identity: int = 10, 
     protocol = lfw_identification(options.data_dir, folds, max_probes_per_identity)
     images = sorted({p for _, p in protocol.gallery} | {p for _, p in protocol.mated} | set(protocol.non_mated))
     masked = _mask_cache(options.data_dir, options.seed, options.mask_templates, options.cache_dir).ensure(images)
+    from ..progress import stage
+
+    stage(f"lfw-identification: {len(images)} faces of folds {options.folds or '6-10'}")
     with Verifier(bundle, backend=options.backend, batch_size=max(2, options.batch_size)) as verifier:
-        return evaluate_identification(verifier, protocol, masked, target_fpir, open_set)
+        return evaluate_identification(verifier, protocol, masked, target_fpir, open_set,
+                                       cache_dir=(options.cache_dir or Path("work_dirs") / "cache") / "features")
 
 
 def _notes(evalsets: list[protocols.EvalSet], fold_spec: str | None) -> list[str]:

@@ -56,7 +56,7 @@ JSON result names: the method name ('bundle' for --bundle); for masked-lfw
 
 \b
 Example:
-  bfm-eval --dataset lfw --bundle engines/demo --folds 6-10 --json lfw.json
+  bfm-eval --dataset lfw --bundle engines/demo --folds 6-10 --json-out lfw.json
   bfm-eval --dataset mfr2 --compare "Baseline 1=engines/b1:full" \\
       "Baseline 2=engines/b2:full" "ours=engines/demo" --plot mfr2.png
 """

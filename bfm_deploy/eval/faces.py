@@ -36,6 +36,7 @@ class DetectingLoader:
     crops: dict[Path, np.ndarray] = field(default_factory=dict)
     fallbacks: list[Path] = field(default_factory=list)
     multiple_faces: int = 0
+    retried: dict[str, int] = field(default_factory=dict)  # fallback step -> faces it found (none at first pass)
     _aligner: Any = None
 
     def __post_init__(self) -> None:
@@ -64,7 +65,7 @@ class DetectingLoader:
                 bar.update(len(chunk))
 
     def _crop(self, path: Path, item: Any) -> np.ndarray:
-        from ..detect import NoFaceError
+        from ..detect import FIRST_PASS, NoFaceError
         from ..images import load_image
 
         if isinstance(item, NoFaceError):
@@ -73,13 +74,15 @@ class DetectingLoader:
         if isinstance(item, BfmError):
             raise item
         self.multiple_faces += item.num_faces > 1
+        if item.found_by != FIRST_PASS:
+            self.retried[item.found_by] = self.retried.get(item.found_by, 0) + 1
         return np.ascontiguousarray(item.crop)
 
     def _get_aligner(self) -> Any:
         if self._aligner is None:
-            from ..detect import FaceAligner, open_detector
+            from ..detect import open_aligner
 
-            self._aligner = FaceAligner(open_detector(self.detector, self.bundle))
+            self._aligner = open_aligner(self.detector, self.bundle)
         return self._aligner
 
     def notes(self) -> list[str]:
@@ -87,6 +90,9 @@ class DetectingLoader:
         if self.fallbacks:
             names = ", ".join(p.name for p in self.fallbacks[:5]) + (" ..." if len(self.fallbacks) > 5 else "")
             notes.append(f"no face detected in {len(self.fallbacks)} images, used them resized whole: {names}")
+        if self.retried:
+            steps = ", ".join(f"{count} by {step}" for step, count in self.retried.items())
+            notes.append(f"faces found only on a retry of the bundle's fallback chain: {steps}")
         if self.multiple_faces:
             notes.append(f"{self.multiple_faces} images held several faces; the largest centred one was used")
         return notes

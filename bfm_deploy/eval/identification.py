@@ -30,7 +30,7 @@ from ..bundle import Bundle
 from ..datasets import lfw_identities_in_folds, read_lfw_pairs
 from ..errors import BfmError
 from ..gallery import Gallery
-from ..progress import progress
+from ..progress import progress, stage
 from ..verifier import Face, FaceFeatures, Verifier
 from .protocols import load_aligned, require_file
 
@@ -146,22 +146,37 @@ def _folds(folds: Sequence[int]) -> str:
 
 
 def evaluate_identification(verifier: Verifier, protocol: IdentificationProtocol, masked_path: dict[Path, Path],
-                            target_fpir: float = TARGET_FPIR, open_set: dict[str, Any] | None = None) -> dict[str, Any]:
+                            target_fpir: float = TARGET_FPIR, open_set: dict[str, Any] | None = None,
+                            cache_dir: Path | None = None) -> dict[str, Any]:
     """Every condition x method on ``protocol``; ``masked_path`` maps an LFW image to its masked twin (images the
     masker refused are left out of the conditions that need their twin). With ``open_set`` (per-route
     thresholds, from ``open_set_thresholds`` of training folds) the routed method is scored by its margin over
-    them and the report gives FPIR/TPIR at that operating point."""
+    them and the report gives FPIR/TPIR at that operating point. ``cache_dir``: keep the faces' features there
+    (``FeatureCache``), so that a second run with the same bundle embeds nothing."""
+    from .feature_cache import FeatureCache
+
     if not 0 < target_fpir < 1:
         raise BfmError(f"the target FPIR must be in (0, 1), got {target_fpir}")
     needed = [p for _, p in protocol.gallery] + [p for _, p in protocol.mated] + protocol.non_mated
     features: dict[Path, FaceFeatures] = {}
     masked_features: dict[Path, FaceFeatures] = {}
-    for sources, store in (({p: p for p in needed}, features), (masked_path, masked_features)):
+    cache = FeatureCache(cache_dir, verifier) if cache_dir is not None else None
+    for what, sources, store in (("faces", {p: p for p in needed}, features),
+                                 ("masked twins", masked_path, masked_features)):
         todo = [p for p in needed if p in sources]
-        for start in progress(range(0, len(todo), 256), desc="embedding faces", unit="batch"):
-            chunk = todo[start : start + 256]
-            faces = [Face(load_aligned(sources[p])) for p in chunk]
-            store.update(zip(chunk, verifier.features(faces)))
+        images = [sources[p] for p in todo]
+        stage(f"embedding {len(todo)} {what}" + (f" (cache {cache.path})" if cache is not None else ""))
+        with progress(total=len(todo), desc=f"embedding {what}", unit="face") as bar:
+            if cache is not None:
+                store.update(zip(todo, cache.features(images, load_aligned, on_batch=bar.update)))
+                continue
+            for start in range(0, len(todo), 256):
+                chunk = images[start : start + 256]
+                store.update(zip(todo[start : start + 256], verifier.features([Face(load_aligned(p)) for p in chunk])))
+                bar.update(len(chunk))
+    if cache is not None:
+        stage(f"features: {cache.hits} from the cache, {cache.misses} embedded")
+    stage("searching the gallery")
     results: dict[str, Any] = {}
     for condition in CONDITIONS:
         gallery_feats = masked_features if condition == "masked gallery" else features

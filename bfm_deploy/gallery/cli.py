@@ -71,7 +71,7 @@ def main() -> None:
 
 def face_input_options(func: Any) -> Any:
     """What the commands that read faces (enroll, identify) share: --aligned, the bundle, backend and detector,
-    --json and --quiet, and one-line errors."""
+    --json, --json-out and --quiet, and one-line errors."""
     for decorate in reversed((click.option("--aligned", is_flag=True,
                                            help="The images are aligned 112x112 crops (no detection)."),
                               bundle_option, backend_option(), detector_option, json_option, quiet_option,

@@ -80,6 +80,33 @@ def bundle_fingerprint(bundle: Bundle) -> dict[str, str]:
             **{f"sha256_{network}": bundle.models[network].sha256 for network in ("classifier", "full", "partial")}}
 
 
+
+MAX_IDENTITY_LENGTH = 256
+
+
+def check_identity(name: str) -> str:
+    """An identity name as every front end (Python, ``bfm-gallery``, ``bfm-serve``) enrols it: stripped, and
+    refused unless it can be stored, printed and removed again everywhere. So no control characters (a NUL
+    ends a C string), no lone surrogates (not UTF-8: the stores cannot encode them), not ``.`` or ``..`` (an URL
+    path normalises them away, so ``DELETE /v1/gallery/identities/..`` could never reach them)."""
+    if not isinstance(name, str):
+        raise BfmError(f"an identity must be a string, got {type(name).__name__}")
+    name = name.strip()
+    if not name:
+        raise BfmError("an identity must be a non-empty name")
+    if len(name) > MAX_IDENTITY_LENGTH:
+        raise BfmError(f"an identity name has at most {MAX_IDENTITY_LENGTH} characters, got {len(name)}")
+    if name in (".", ".."):
+        raise BfmError(f"{name!r} cannot be an identity name (URL paths drop it)")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise BfmError(f"identity {name.encode('unicode_escape').decode()!r} holds a control character")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BfmError(f"identity {name.encode('utf-8', 'backslashreplace').decode()!r} is not valid Unicode "
+                       "(a lone surrogate)") from None
+    return name
+
 class Gallery:
     """An enrolled set of faces in a folder::
 
@@ -149,9 +176,7 @@ class Gallery:
             extend: bool = False) -> list[int]:
         """Enrol ``faces`` of ``identity`` in one transaction; returns their face ids. An identity already in
         the gallery is refused unless ``extend`` (more faces of the same person)."""
-        identity = identity.strip()
-        if not identity:
-            raise BfmError("an identity must be a non-empty name")
+        identity = check_identity(identity)
         if not faces:
             raise BfmError(f"{identity}: no faces to enrol")
         sources = list(sources) if sources is not None else [""] * len(faces)
@@ -168,6 +193,10 @@ class Gallery:
 
     def remove(self, identity: str) -> int:
         """Remove every face of ``identity``; returns how many."""
+        try:
+            identity = check_identity(identity)
+        except BfmError:
+            raise NotEnrolled(f"{identity!r} is not enrolled (no such name can be)") from None
         removed = self.store.remove_identity(identity)
         if not removed:
             raise NotEnrolled(f"{identity} is not enrolled")

@@ -21,13 +21,12 @@ import cv2
 
 from bfm_deploy.atomic import atomic_write_bytes, atomic_write_text
 from bfm_deploy.errors import BfmError
-from bfm_deploy.images import load_image
+from bfm_deploy.images import IMAGE_SUFFIXES, load_image
 from bfm_deploy.progress import progress
 
 from .landmarks import NoFaceError
 from .masker import MaskConfig, Masker
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 REPORT_NAME = "mask_report.json"
 REPORT_FORMAT = "bfm-mask-report/1"
 # Bump when a change to the masking code changes pixels: a resumed run must not mix two versions.
@@ -58,7 +57,7 @@ def list_images(src: Path) -> list[str]:
         if image.is_file() and image.suffix.lower() in IMAGE_SUFFIXES and not image.name.startswith(".")
     ]
     if not rels:
-        raise BfmError(f"no images found as {src}/<identity>/*{'|*'.join(IMAGE_SUFFIXES)}")
+        raise BfmError(f"no images found as {src}/<identity>/<image> ({', '.join(IMAGE_SUFFIXES)})")
     return rels
 
 

@@ -72,7 +72,7 @@ class MaskResult:
 
 def image_seed(seed: int, key: str) -> int:
     """A per-image seed from the global seed and the image's key, independent of process and order."""
-    digest = hashlib.blake2b(f"{seed}\0{key}".encode("utf-8"), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
 
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from bfm_deploy.contract import EMBEDDING_SIZE
 from bfm_deploy.errors import BfmError
 
 from .classifier import MaskClassifier
@@ -17,7 +18,6 @@ from .macs import count_macs, count_params
 from .mobilefacenet import MobileFaceNet
 
 INPUT_SIZE = (3, 112, 112)
-from bfm_deploy.contract import EMBEDDING_SIZE
 
 Kind = Literal["extractor", "classifier"]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,6 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from ..bundle import default_bundle
 from ..errors import BfmError
@@ -87,10 +89,15 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 class _BodyLimit:
-    """ASGI middleware: a body over the limit is a 413 before it is parsed (declared length or bytes read)."""
+    """ASGI middleware, outermost: the whole body is read here, at most ``limit`` bytes, before anything parses it.
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+    A declared length over the limit is a 413 before a byte is read; a chunked body is a 413 as soon as its bytes
+    pass the limit (so memory holds at most ``limit`` per request); a client that goes away mid-upload gets no
+    answer and leaves no traceback, only a count in ``bfm_errors_total{kind="client_disconnected"}``. The app
+    then reads the body from memory."""
+
+    def __init__(self, app: Any, limit: int, metrics: Metrics) -> None:
+        self.app, self.limit, self.metrics = app, limit, metrics
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -98,22 +105,29 @@ class _BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         message = f"request body over the {self.limit / 2**20:g} MiB limit (--max-body-mb)"
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            self.metrics.error("http_413")
             return await _error(413, message)(scope, receive, send)
-        seen = 0
-
-        async def limited() -> Any:
-            nonlocal seen
+        chunks, seen = [], 0
+        while True:
             event = await receive()
-            if event["type"] == "http.request":
-                seen += len(event.get("body", b""))
-                if seen > self.limit:
-                    raise _Failure(413, message)
-            return event
+            if event["type"] == "http.disconnect":
+                self.metrics.error("client_disconnected")
+                return None
+            body = event.get("body", b"")
+            seen += len(body)
+            if seen > self.limit:
+                self.metrics.error("http_413")
+                return await _error(413, message)(scope, receive, send)
+            chunks.append(body)
+            if not event.get("more_body", False):
+                break
+        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+        chunks.clear()
 
-        try:
-            await self.app(scope, limited, send)
-        except _Failure as exc:
-            await _error(exc.status, str(exc))(scope, receive, send)
+        async def buffered() -> Any:
+            return replay.pop() if replay else await receive()  # after the body: the disconnect, when it comes
+
+        await self.app(scope, buffered, send)
 
 
 def create_app(options: ServeOptions) -> FastAPI:
@@ -152,20 +166,28 @@ def create_app(options: ServeOptions) -> FastAPI:
 
     app = FastAPI(title="bfm", description="Masked-face verification by balanced feature matching", lifespan=lifespan)
 
+    def template(request: Request) -> str:
+        """The route a request matched, as written (``/v1/gallery/identities/{identity:path}``), never its
+        path: metric labels then stay few, and carry no name a client sent."""
+        for route in app.router.routes:
+            match, _ = route.matches(request.scope)
+            if match == Match.FULL:
+                return str(getattr(route, "path", "other"))
+        return "unmatched"
+
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
         started = time.perf_counter()
-        path = request.url.path
-        if path.startswith("/v1/") and digests:
+        endpoint = template(request)
+        if request.url.path.startswith("/v1/") and digests:
             presented = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization"))
             if not key_accepted(presented, digests):
                 metrics.error("unauthorized")
                 response = _error(401, "missing or wrong API key (X-API-Key or Authorization: Bearer)")
-                metrics.request(path, 401, time.perf_counter() - started)
+                metrics.request(endpoint, 401, time.perf_counter() - started)
                 return response
         response = await call_next(request)
-        if path.startswith("/v1/"):
-            metrics.request(path, response.status_code, time.perf_counter() - started)
+        metrics.request(endpoint, response.status_code, time.perf_counter() - started)
         return response
 
     @app.exception_handler(_Failure)
@@ -211,7 +233,7 @@ def create_app(options: ServeOptions) -> FastAPI:
             return await asyncio.wait_for(call, options.timeout_s)
         except QueueFull:
             raise _Failure(503, "busy: the batch queue is full, retry shortly") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise _Failure(504, f"no answer within {options.timeout_s:g} s (--timeout-s)") from None
 
     @app.post("/v1/verify")
@@ -234,7 +256,7 @@ def create_app(options: ServeOptions) -> FastAPI:
             raise _Failure(413, f"{len(pairs)} pairs in one request; at most {options.max_pairs} (--max-pairs)")
         blobs = [(f"pairs[{i}].{side}", _b64(p.get(side), f"pairs[{i}].{side}")) for i, p in enumerate(pairs)
                  for side in ("a", "b")]
-        faces = await faces_of(blobs, bool(body.get("aligned", False)))
+        faces = await faces_of(blobs, _flag(body, "aligned"))
         good = [(faces[2 * i], faces[2 * i + 1]) for i in range(len(pairs))
                 if not isinstance(faces[2 * i], BfmError) and not isinstance(faces[2 * i + 1], BfmError)]
         scored = iter(await batched(state["batcher"].verify(good)) if good else [])
@@ -280,18 +302,25 @@ def create_app(options: ServeOptions) -> FastAPI:
     @app.post("/v1/gallery/enroll")
     async def gallery_enroll(request: Request) -> dict[str, Any]:
         body = await _json(request)
+        from ..gallery.gallery import check_identity
+
         identity = body.get("identity")
         if not isinstance(identity, str) or not identity.strip():
             raise _Failure(422, 'expected {"identity": name, "images": [base64, ...]}')
+        try:
+            identity = check_identity(identity)
+        except BfmError as exc:
+            raise _Failure(422, str(exc)) from None
         blobs = _image_list(body, options.max_pairs)
         need_gallery()  # no gallery: 404 before any image is decoded
-        features = await features_of(blobs, bool(body.get("aligned", False)))
+        aligned, extend = _flag(body, "aligned"), _flag(body, "extend")
+        features = await features_of(blobs, aligned)
         failed = next((f for f in features if isinstance(f, BfmError)), None)
         if failed is not None:
             raise _Failure(422, f"{failed}; nothing enrolled")
         ids = await in_gallery(lambda g: g.add(identity, features, [name for name, _ in blobs],
-                                               extend=bool(body.get("extend", False))))
-        return {"identity": identity.strip(), "face_ids": ids, "masked": sum(f.masked for f in features)}
+                                               extend=extend))
+        return {"identity": identity, "face_ids": ids, "masked": sum(f.masked for f in features)}
 
     @app.post("/v1/gallery/identify")
     async def gallery_identify(request: Request) -> dict[str, Any]:
@@ -301,12 +330,12 @@ def create_app(options: ServeOptions) -> FastAPI:
         if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= 100:
             raise _Failure(422, "top_k must be an integer in 1..100")
         need_gallery()
-        features = await features_of(blobs, bool(body.get("aligned", False)))
+        features = await features_of(blobs, _flag(body, "aligned"))
         good = [f for f in features if not isinstance(f, BfmError)]
         found = iter(await in_gallery(lambda g: [g.identify(f, top_k=top_k, note=f.note).to_dict() for f in good]))
         return {"probes": [{"error": str(f)} if isinstance(f, BfmError) else next(found) for f in features]}
 
-    @app.delete("/v1/gallery/identities/{identity}")
+    @app.delete("/v1/gallery/identities/{identity:path}")  # a name may hold "/": every enrolable name is removable
     async def gallery_remove(identity: str) -> dict[str, Any]:
         return {"identity": identity, "removed": await in_gallery(lambda g: g.remove(identity))}
 
@@ -331,7 +360,7 @@ def create_app(options: ServeOptions) -> FastAPI:
     async def metrics_text() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    app.add_middleware(_BodyLimit, limit=int(options.max_body_mb * 2**20))  # outermost: before any parsing
+    app.add_middleware(_BodyLimit, limit=int(options.max_body_mb * 2**20), metrics=metrics)  # outermost
     return app
 
 
@@ -356,9 +385,31 @@ def _b64(value: Any, name: str) -> bytes:
         raise _Failure(422, f"{name}: not valid base64") from None
 
 
+def _flag(body: dict[str, Any], key: str) -> bool:
+    """A JSON boolean option: ``true``/``false`` or absent (false); ``"false"``, 0 or null is a 422, never
+    read as Python's bool() would read it."""
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise _Failure(422, f"{key} must be a JSON boolean (true or false), got {json.dumps(value)[:40]}")
+    return value
+
+
+def _form_flag(form: Any, key: str) -> bool:
+    """A multipart boolean field: true/false, 1/0 or yes/no (any case), or absent (false); anything else a 422."""
+    value = form.get(key)
+    if value is None:
+        return False
+    text = str(value).strip().lower()
+    if text not in ("1", "true", "yes", "0", "false", "no"):
+        raise _Failure(422, f"{key} must be true or false, got {str(value)[:40]!r}")
+    return text in ("1", "true", "yes")
+
+
 async def _json(request: Request) -> dict[str, Any]:
     try:
         body = await request.json()
+    except RecursionError:
+        raise _Failure(422, "the body's JSON is nested too deeply") from None
     except ValueError:
         raise _Failure(422, "the body is not valid JSON") from None
     if not isinstance(body, dict):
@@ -376,9 +427,9 @@ async def _read_images(request: Request, names: tuple[str, ...]) -> tuple[dict[s
             if not isinstance(upload, UploadFile):
                 raise _Failure(422, f"missing file field {name!r}")
             found[name] = (upload.filename or name, await upload.read())
-        return found, str(form.get("aligned", "false")).lower() in ("1", "true", "yes")
+        return found, _form_flag(form, "aligned")
     body = await _json(request)
-    return {name: (name, _b64(body.get(name), name)) for name in names}, bool(body.get("aligned", False))
+    return {name: (name, _b64(body.get(name), name)) for name in names}, _flag(body, "aligned")
 
 
 def _image_list(body: dict[str, Any], limit: int) -> list[tuple[str, bytes]]:
@@ -403,6 +454,6 @@ async def _read_image_list(request: Request, limit: int) -> tuple[list[tuple[str
         uploads = [u for u in form.getlist("images") if isinstance(u, UploadFile)]
         blobs = [(u.filename or f"images[{i}]", await u.read()) for i, u in enumerate(uploads)]
         _check_count(len(blobs), limit)
-        return blobs, str(form.get("aligned", "false")).lower() in ("1", "true", "yes")
+        return blobs, _form_flag(form, "aligned")
     body = await _json(request)
-    return _image_list(body, limit), bool(body.get("aligned", False))
+    return _image_list(body, limit), _flag(body, "aligned")

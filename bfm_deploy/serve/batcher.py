@@ -87,7 +87,7 @@ class Batcher:
                     break
                 try:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             self.metrics.queue_depth = self._queue.qsize()
             self.metrics.batch(sum(job.faces for job in batch))

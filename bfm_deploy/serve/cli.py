@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -66,9 +68,40 @@ def main(bundle: Path, backend: str, detector: str, host: str, port: int, api_ke
     if replicas != 1:
         raise BfmError("--replicas needs --ray (one process serves one replica)")
     app = create_app(options)
-    note(f"bfm-serve on http://{host}:{port} (bundle {bundle}, docs at /docs)")
+    # Everything that can fail is opened before the server listens, so that a bad bundle, a damaged gallery or a
+    # port in use is one error line and exit 2, never a traceback after "bfm-serve on http://..." was printed.
+    check_before_listening(options)
+    sock = listening_socket(host, port)
+    note(f"bfm-serve on http://{host}:{sock.getsockname()[1]} (bundle {bundle}, docs at /docs)")
     # uvicorn stops accepting on SIGTERM/SIGINT and lets the requests in flight finish before the app shuts down.
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=60)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=60)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def check_before_listening(options: Any) -> None:
+    """Load the bundle (files and hashes) and open the gallery once, as the app will."""
+    from ..bundle import Bundle, default_bundle
+
+    bundle = Bundle.load(options.bundle or default_bundle())
+    if options.gallery is not None:
+        from ..gallery import Gallery
+
+        with Gallery.open(options.gallery, bundle, create=True):
+            pass
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound here so that a port in use is a BfmError (uvicorn would log and exit 3)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart over TIME_WAIT
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise BfmError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 if __name__ == "__main__":

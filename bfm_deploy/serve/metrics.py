@@ -10,8 +10,13 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
+def escape(value: str) -> str:
+    """A label value as the exposition format needs it: backslash, double quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def _labels(labels: tuple[tuple[str, str], ...]) -> str:
-    return "{" + ",".join(f'{k}="{v}"' for k, v in labels) + "}" if labels else ""
+    return "{" + ",".join(f'{k}="{escape(v)}"' for k, v in labels) + "}" if labels else ""
 
 
 class Histogram:
@@ -54,7 +59,7 @@ class Metrics:
             lines = ["# TYPE bfm_requests_total counter"]
             lines += [f"bfm_requests_total{_labels(k)} {v}" for k, v in sorted(self.requests.items())]
             lines.append("# TYPE bfm_errors_total counter")
-            lines += [f'bfm_errors_total{{kind="{k}"}} {v}' for k, v in sorted(self.errors.items())]
+            lines += [f"bfm_errors_total{_labels((('kind', k),))} {v}" for k, v in sorted(self.errors.items())]
             lines.append("# TYPE bfm_queue_depth gauge")
             lines.append(f"bfm_queue_depth {self.queue_depth}")
             lines.append("# TYPE bfm_request_seconds histogram")

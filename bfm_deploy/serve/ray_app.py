@@ -25,7 +25,7 @@ def deployment(options: ServeOptions, replicas: int) -> Any:
     class BfmReplica:
         """A replica: the app's lifespan loads the bundle and starts its batcher."""
 
-    return BfmReplica.bind()
+    return BfmReplica.bind()  # type: ignore[attr-defined]  # serve.deployment's wrapper adds bind()
 
 
 def build_app(args: dict[str, str]) -> Any:

@@ -8,9 +8,11 @@ import click
 
 from bfm_deploy.cli_options import bfm_command, quiet_option
 from bfm_deploy.cli_support import one_line_errors
+from bfm_deploy.detect.fallback import DEFAULT_CHAIN
 from bfm_deploy.errors import BfmError
 
 from .exporter import export_bundle
+
 from .options import MIN_OPSET, ExportOptions
 
 
@@ -37,19 +39,24 @@ from .options import MIN_OPSET, ExportOptions
                    "(non-commercial research licence, the default of an export), an SCRFD *_bnkps .onnx, or none.")
 @click.option("--detector-size", type=int, default=320, show_default=True,
               help="The detector's square input (letterbox) side, a multiple of 32.")
+@click.option("--detector-fallback", default=None, metavar="STEPS|none",
+              help="The detector's retries when it finds no face, in order, comma-separated: pad:FRACTION (a black "
+                   "border), detector:yunet|mtcnn|scrfd, letterbox:SIDE (default of an export: "
+                   "pad:0.25,detector:yunet,letterbox:640; with --update: the bundle's).")
 @click.option("--mask-calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="'image<TAB>0|1' lines of held-out aligned faces (1 = masked): calibrate the bundle's mask "
                    "threshold (balanced accuracy).")
 @click.option("--update", "update", type=click.Path(file_okay=False, path_type=Path), metavar="BUNDLE",
               help="Change the existing BUNDLE instead of exporting one: its --classifier (a checkpoint), "
-                   "--detector, --mask-calibration and/or route thresholds (--calibrate); its extractors stay "
+                   "--detector, --detector-fallback, --mask-calibration and/or route thresholds (--calibrate); its extractors stay "
                    "as they are.")
 @quiet_option
 @one_line_errors
 def main(checkpoint: Path | None, name: str | None, out: Path | None, opset: int, thresholds: str | None,
          calibrate: Path | None, overwrite: bool, from_pretrained: str | None, backbone: str,
          classifier: str | None, seed: int, no_torch_weights: bool, licence: str | None, detector: str | None,
-         detector_size: int, mask_calibration: Path | None, update: Path | None) -> None:
+         detector_size: int, detector_fallback: str | None, mask_calibration: Path | None,
+         update: Path | None) -> None:
     """Export CHECKPOINT (a bfm-train safetensors file, or a run directory: its latest one) to a model bundle: classifier.onnx, full.onnx,
     partial.onnx, the detector's detector.onnx and manifest.json, each network checked against the torch
     model on real faces."""
@@ -59,7 +66,8 @@ def main(checkpoint: Path | None, name: str | None, out: Path | None, opset: int
         from .update import UpdateOptions, update_bundle
 
         update_bundle(update, UpdateOptions(classifier=Path(classifier) if classifier else None, detector=detector,
-                                            detector_size=detector_size, mask_calibration=mask_calibration,
+                                            detector_size=detector_size, detector_fallback=detector_fallback,
+                                            mask_calibration=mask_calibration,
                                             calibrate=calibrate, opset=opset))
         return
     options = ExportOptions(
@@ -67,6 +75,7 @@ def main(checkpoint: Path | None, name: str | None, out: Path | None, opset: int
         from_pretrained=from_pretrained, backbone=backbone, classifier=classifier, seed=seed,
         torch_weights=not no_torch_weights, licence=licence, detector=detector or "scrfd",
         detector_size=detector_size, mask_calibration=mask_calibration,
+        detector_fallback=",".join(DEFAULT_CHAIN) if detector_fallback is None else detector_fallback,
     )
     export_bundle(checkpoint, options)
 

@@ -19,6 +19,7 @@ from bfm_deploy.atomic import atomic_dir, atomic_write_text
 from bfm_deploy.bundle import FORMAT, FORMAT_VERSION, MANIFEST, ROUTES, sha256_file
 from bfm_deploy.cli_options import note as tool_note
 from bfm_deploy.datasets import default_data_dir
+from bfm_deploy.detect.fallback import parse_chain_option
 from bfm_deploy.detect.install import install_detector
 from bfm_deploy.errors import BfmError
 from bfm_deploy.progress import progress
@@ -42,11 +43,13 @@ def export_bundle(checkpoint: str | Path | None, options: ExportOptions | None =
     """Export ``checkpoint`` (a bfm-checkpoint/1 safetensors file; ``None`` with ``options.from_pretrained``)
     to a bundle folder and return its path."""
     options = options or ExportOptions()
+    options.check_inputs()
     return export_source(load_source(checkpoint, options), options)
 
 
 def export_source(source: ExportSource, options: ExportOptions, log: Any = tool_note) -> Path:
     """Export already-built networks (see ``source.load_source``): the step the tests drive directly."""
+    options.check_inputs()
     name, out = options.resolve_out(source.default_name)
     if out.exists() and not options.overwrite:
         raise BfmError(f"{out} exists; pass --overwrite to replace it")
@@ -72,8 +75,10 @@ def export_source(source: ExportSource, options: ExportOptions, log: Any = tool_
         if mask_threshold is not None:
             manifest["mask_threshold"] = mask_threshold
         if options.detector != "none":
-            manifest["detector"] = install_detector(tmp, options.detector, options.detector_size)
-            log(f"detector: {manifest['detector']['architecture']} at {options.detector_size}x{options.detector_size}")
+            manifest["detector"] = install_detector(tmp, options.detector, options.detector_size,
+                                                    parse_chain_option(options.detector_fallback))
+            log(f"detector: {manifest['detector']['architecture']} at {options.detector_size}x{options.detector_size}, "
+                f"fallback {', '.join(manifest['detector'].get('fallback', [])) or 'none'}")
         if options.torch_weights:
             write_weights(tmp / WEIGHTS_FILE, source)
             manifest["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE)}
@@ -150,7 +155,7 @@ def _manifest(name: str, source: ExportSource, options: ExportOptions, threshold
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "name": name,
-        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "input": {
             "size": [CROP_SIZE, CROP_SIZE],
             "layout": "NCHW",

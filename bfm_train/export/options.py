@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bfm_deploy.bundle import MIN_OPSET, ROUTES
+from bfm_deploy.detect.fallback import DEFAULT_CHAIN, parse_chain_option
 from bfm_deploy.errors import BfmError
 
 RANDOM_CLASSIFIER = "random"
@@ -80,6 +81,8 @@ class ExportOptions:
     # .onnx, or "none" (the runtime then detects with MTCNN unless told otherwise).
     detector: str = "scrfd"
     detector_size: int = 320  # the detector's square letterbox side
+    # its retries when it finds no face (bfm_deploy.detect.fallback), as --detector-fallback spells them
+    detector_fallback: str = ",".join(DEFAULT_CHAIN)
     mask_calibration: Path | None = None  # held-out "image<TAB>0|1" faces: calibrate the mask threshold
 
     def __post_init__(self) -> None:
@@ -97,10 +100,21 @@ class ExportOptions:
             raise BfmError(f"opset {self.opset} is too old: bundles need opset >= {MIN_OPSET}")
         if self.detector not in ("scrfd", "none") and Path(self.detector).suffix.lower() != ".onnx":
             raise BfmError(f"detector must be 'scrfd', 'none' or a path to an SCRFD .onnx, got {self.detector!r}")
+        parse_chain_option(self.detector_fallback)  # fail before any export work
         if self.parity_images < 2:
             raise BfmError("parity_images must be at least 2")
         if self.name is not None and (not self.name or Path(self.name).name != self.name or self.name.startswith(".")):
             raise BfmError(f"bundle name {self.name!r} must be a plain folder name")
+
+    def check_inputs(self) -> None:
+        """The files the export will read, opened and parsed before any work starts (a typo costs nothing)."""
+        from .calibrate import read_labelled_pairs
+        from .update import read_mask_calibration
+
+        if self.calibrate is not None:
+            read_labelled_pairs(Path(self.calibrate))
+        if self.mask_calibration is not None:
+            read_mask_calibration(Path(self.mask_calibration))
 
     def resolve_out(self, default_name: str) -> tuple[str, Path]:
         """(bundle name, bundle folder) from ``name``/``out`` and the source's default name."""

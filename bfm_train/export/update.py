@@ -21,6 +21,7 @@ from bfm_deploy.atomic import atomic_dir, atomic_write_text
 from bfm_deploy.bundle import MANIFEST, Bundle, sha256_file
 from bfm_deploy.cli_options import note as tool_note
 from bfm_deploy.datasets import default_data_dir
+from bfm_deploy.detect.fallback import parse_chain_option
 from bfm_deploy.detect.install import DETECTOR_FILE, install_detector
 from bfm_deploy.errors import BfmError
 from bfm_deploy.images import load_image
@@ -38,6 +39,7 @@ class UpdateOptions:
     classifier: Path | None = None  # a checkpoint whose classifier.* replaces the bundle's
     detector: str | None = None  # "scrfd", "none" or an SCRFD .onnx path; None keeps the bundle's
     detector_size: int = 320
+    detector_fallback: str | None = None  # --detector-fallback steps or "none"; None keeps the bundle's
     mask_calibration: Path | None = None  # "image<TAB>0|1" lines of held-out aligned crops (1 = masked)
     calibrate: Path | None = None  # labelled pairs of training identities: each route's threshold again
     opset: int = 17
@@ -97,9 +99,21 @@ def calibrated_mask_threshold(classifier_onnx: Path, calibration: Path) -> dict[
 def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[[str], Any] = tool_note) -> Path:
     root = Path(bundle_dir)
     bundle = Bundle.load(root)
-    if all(x is None for x in (options.classifier, options.detector, options.mask_calibration, options.calibrate)):
-        raise BfmError("--update needs something to change: --classifier, --detector, --mask-calibration or "
-                       "--calibrate")
+    if all(x is None for x in (options.classifier, options.detector, options.detector_fallback,
+                               options.mask_calibration, options.calibrate)):
+        raise BfmError("--update needs something to change: --classifier, --detector, --detector-fallback, "
+                       "--mask-calibration or --calibrate")
+    if options.mask_calibration is not None:
+        read_mask_calibration(options.mask_calibration)  # a bad list fails before any export work
+    if options.calibrate is not None:
+        from .calibrate import read_labelled_pairs
+
+        read_labelled_pairs(Path(options.calibrate))
+    # The chain is kept across a detector change unless a new one is given.
+    old_chain = bundle.detector.fallback if bundle.detector is not None else ()
+    chain = old_chain if options.detector_fallback is None else parse_chain_option(options.detector_fallback)
+    if options.detector_fallback is not None and options.detector is None and bundle.detector is None:
+        raise BfmError(f"bundle {root} has no detector.onnx to give a fallback chain (add one with --detector scrfd)")
     manifest: dict[str, Any] = json.loads(json.dumps(bundle.manifest))
     with atomic_dir(root, overwrite=True) as tmp:
         for item in root.iterdir():
@@ -117,7 +131,12 @@ def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[
             manifest.pop("detector", None)
             (tmp / DETECTOR_FILE).unlink(missing_ok=True)
         elif options.detector is not None:
-            manifest["detector"] = install_detector(tmp, options.detector, options.detector_size)
+            manifest["detector"] = install_detector(tmp, options.detector, options.detector_size, chain)
+        elif options.detector_fallback is not None:
+            manifest["detector"].pop("fallback", None)
+            if chain:
+                manifest["detector"]["fallback"] = [str(step) for step in chain]
+            log(f"detector fallback: {', '.join(map(str, chain)) or 'none'}")
         if options.mask_calibration is not None:
             manifest["mask_threshold"] = calibrated_mask_threshold(tmp / CLASSIFIER_FILE, options.mask_calibration)
             log(f"mask threshold {manifest['mask_threshold']['value']}: {manifest['mask_threshold']['calibration']}")
@@ -143,7 +162,7 @@ def _route_thresholds(bundle: Bundle, pairs_file: Path, log: Callable[[str], Any
     from .calibrate import calibrate
 
     modules, _ = torch_modules(bundle)
-    calibrated = calibrate(pairs_file, modules, bundle.mask_threshold)
+    calibrated = calibrate(pairs_file, {str(k): v for k, v in modules.items()}, bundle.mask_threshold)
     for route, cal in calibrated.items():
         log(f"{route} threshold {cal.value:.4f}: {cal.description}")
     return {route: {"value": round(cal.value, 6), "calibration": cal.description} for route, cal in calibrated.items()}

@@ -38,6 +38,10 @@ class DataConfig:
     flip: bool = True
     workers: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # effects of real photos (off by default)
+    # A bfm-real-masks folder whose train split joins the twins as unpaired real photos, for C alone (recipe bfm
+    # with E_F and E_P frozen; bfm_train.data.real_masks), each real photo real_repeat times an epoch.
+    real_masks: str | None = None
+    real_repeat: int = 1
 
 
 @dataclass

@@ -11,10 +11,23 @@ from bfm_deploy.datasets import lfw_identities_in_folds, read_lfw_pairs
 from bfm_deploy.errors import BfmError
 
 from ..data import PairedFolderDataset, RecordDataset
+from ..data.real_masks import JoinedPairs, RealMaskPairs
 from .config import TrainConfig, resolve_path
 
 
 def build_dataset(config: TrainConfig) -> Dataset[Any]:
+    twins = _twin_dataset(config)
+    data = config.data
+    if data.real_masks is None:
+        return twins
+    model = config.model
+    if config.recipe != "bfm" or not (model.full.frozen and model.partial.frozen):
+        raise BfmError("data.real_masks trains the mask classifier alone: it needs recipe bfm with model.full.frozen "
+                       "and model.partial.frozen (real photos have no masked twin and no identity label)")
+    return JoinedPairs(twins, RealMaskPairs(resolve_path(data.real_masks), "train", data.real_repeat, data.augment))
+
+
+def _twin_dataset(config: TrainConfig) -> Dataset[Any]:
     data = config.data
     augment = data.augment
     if augment.restyle_fabrics:
