@@ -9,7 +9,7 @@ detection, fallback chain and alignment (``open_aligner``), so that C learns the
 
 The split is fixed by the bytes of each file: ``sha256`` -> bucket ``int(sha[:8], 16) % 20``, 0-13 train,
 14-16 validation, 17-19 test. It does not depend on file names, listing order or the detector, so the split file
-the builder writes (``split.tsv``: split, label, sha256, name) is the same on every machine; a file whose bytes
+the builder writes (``split.tsv``: split, label, sha256[:16], name) is the same on every machine; a file whose bytes
 occur in both classes is left out (its label is unknown), and a repeated file counts once.
 """
 
@@ -34,7 +34,8 @@ from .progress import progress
 
 LABELS = ("with_mask", "without_mask")  # the source's folder names; with_mask is C's class 1
 SPLITS = ("train", "val", "test")
-SPLIT_HEADER = "split\tlabel\tsha256\tname"
+SPLIT_HEADER = "split\tlabel\tsha256_16\tname"
+HASH_CHARS = 16  # the split file keeps sha256[:16]: 64 bits tell 4,000 files apart, and the bucket needs 8 hex
 REPORT_NAME = "report.json"
 SPLIT_NAME = "split.tsv"
 BATCH = 32
@@ -62,7 +63,7 @@ class SourcePhoto:
 class SplitRow:
     split: str
     label: str
-    sha256: str
+    sha256: str  # its first HASH_CHARS hex digits
     name: str
 
     def line(self) -> str:
@@ -132,7 +133,8 @@ def read_source(source: Path) -> tuple[list[SourcePhoto], dict[str, int]]:
 
 
 def split_rows(photos: Sequence[SourcePhoto]) -> list[SplitRow]:
-    return [SplitRow(p.split, p.label, p.sha256, p.name) for p in sorted(photos, key=lambda p: (p.label, p.name))]
+    return [SplitRow(p.split, p.label, p.sha256[:HASH_CHARS], p.name)
+            for p in sorted(photos, key=lambda p: (p.label, p.name))]
 
 
 def format_split(rows: Sequence[SplitRow]) -> str:
@@ -151,8 +153,9 @@ def read_split(path: Path) -> list[SplitRow]:
     rows = []
     for number, line in enumerate(lines[1:], start=2):
         fields = line.split("\t")
-        if len(fields) != 4 or fields[0] not in SPLITS or fields[1] not in LABELS or len(fields[2]) != 64:
-            raise BfmError(f"{path}:{number}: expected split, label, sha256 and name separated by tabs")
+        if (len(fields) != 4 or fields[0] not in SPLITS or fields[1] not in LABELS or len(fields[2]) != HASH_CHARS
+                or any(c not in "0123456789abcdef" for c in fields[2])):
+            raise BfmError(f"{path}:{number}: expected split, label, sha256[:{HASH_CHARS}] and name separated by tabs")
         row = SplitRow(*fields)
         if split_of(row.sha256) != row.split:
             raise BfmError(f"{path}:{number}: {row.name} is in {row.split}, its hash puts it in {split_of(row.sha256)}")

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import BfmError
-from ..progress import progress
+from ..progress import progress, stage
 from .protocols import EvalPair, EvalSet, load_aligned
 
 MaskFunction = Callable[[np.ndarray, str], np.ndarray]  # (aligned BGR crop, path key) -> masked crop
@@ -82,6 +82,8 @@ class MaskedImageCache:
                 self.failures[image] = failed.read_text(encoding="utf-8").strip()
             else:
                 todo.append(image)
+        stage(f"masked LFW: {len(masked)} of {len(images)} faces cached in {self.root}"
+              + (f", masking {len(todo)}" if todo else ""))
         if todo:
             mask = self.mask_function or default_mask_function(self.settings)
             for image in progress(todo, desc=f"masking LFW (seed {self.settings.seed})", unit="img"):
