@@ -16,14 +16,13 @@ from .config import TrainConfig, resolve_path
 
 
 def build_dataset(config: TrainConfig) -> Dataset[Any]:
-    twins = _twin_dataset(config)
-    data = config.data
-    if data.real_masks is None:
-        return twins
-    model = config.model
-    if config.recipe != "bfm" or not (model.full.frozen and model.partial.frozen):
+    data, model = config.data, config.model
+    if data.real_masks is not None and (config.recipe != "bfm" or not (model.full.frozen and model.partial.frozen)):
         raise BfmError("data.real_masks trains the mask classifier alone: it needs recipe bfm with model.full.frozen "
                        "and model.partial.frozen (real photos have no masked twin and no identity label)")
+    twins = _twin_dataset(config)
+    if data.real_masks is None:
+        return twins
     return JoinedPairs(twins, RealMaskPairs(resolve_path(data.real_masks), "train", data.real_repeat, data.augment))
 
 
