@@ -91,8 +91,15 @@ def version_lines(ctx: click.Context, args: Sequence[str]) -> list[str]:
     return lines
 
 
-def _version_requested(args: Sequence[str]) -> bool:
-    return "--version" in list(args)[: list(args).index("--")] if "--" in args else "--version" in args
+def _asks_version(args: Sequence[str], group: bool) -> bool:
+    """Whether ``--version`` is on the command line (before ``--``); a group answers it only before its
+    subcommand's name, after which the subcommand answers it itself."""
+    for arg in args:
+        if arg == "--version":
+            return True
+        if arg == "--" or (group and not arg.startswith("-")):
+            return False
+    return False
 
 
 class _OneLineMain:
@@ -100,8 +107,7 @@ class _OneLineMain:
     ``--version`` answered before the arguments are checked (``bfm-verify --version`` needs no images)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if _version_requested(args) and (not isinstance(self, click.Group) or args.index("--version") == 0
-                                         or args[0].startswith("-")):
+        if _asks_version(args, group=isinstance(self, click.Group)):
             try:
                 for line in version_lines(ctx, args):
                     click.echo(line)

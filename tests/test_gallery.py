@@ -237,6 +237,8 @@ def test_feature_cache_embeds_once_per_bundle_and_survives_damage(tmp_path: Path
     with Verifier(demo, backend="ort") as verifier:
         first = FeatureCache(tmp_path, verifier)
         want = first.features(images, load_aligned)
+        assert first.path is not None and not first.path.is_file()  # written by save(), once a run
+        first.save()
         assert (first.hits, first.misses) == (0, 12) and first.path.is_file()
         again = FeatureCache(tmp_path, verifier)
         got = again.features(images[3:], load_aligned)
@@ -247,6 +249,8 @@ def test_feature_cache_embeds_once_per_bundle_and_survives_damage(tmp_path: Path
         rebuilt = FeatureCache(tmp_path, verifier)
         rebuilt.features(images[:2], load_aligned)
         assert rebuilt.misses == 2  # a damaged file is embedded again, never trusted
+        rebuilt.save()
+        assert FeatureCache(tmp_path, verifier).features(images[:2], load_aligned) and len(np.load(first.path)["keys"]) == 2
     # Another bundle (here: the same networks with another mask threshold) is another file.
     other = tmp_path / "other"
     shutil.copytree(DEMO, other)

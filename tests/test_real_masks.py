@@ -119,7 +119,7 @@ def test_photos_found_at_once_never_meet_the_chain(data_dir: Path) -> None:
     photos = sorted((data_dir / "mfr2").glob("*/*.png"))[::40]
     with open_aligner("auto", Bundle.load(DEMO)) as aligner:
         items = aligner.align_many(photos)
-        assert aligner.fallback is not None and not aligner.fallback._opened  # no retry detector was even opened
+        assert aligner.fallback is not None and not aligner.fallback.opened  # no retry detector was even opened
     assert all(not isinstance(i, BfmError) and i.found_by == FIRST_PASS for i in items)
 
 

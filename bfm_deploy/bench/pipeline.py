@@ -316,7 +316,7 @@ def raw_comparison(
         progress()
     runtime_name = runtime.detector_name
     chain = runtime.aligner.fallback
-    retried = sorted(chain._opened) if chain is not None else []
+    retried = chain.opened if chain is not None else []
     for opened in (runtime, no_fallback, today):
         opened.close()
     ratio = {other: median([a / b for a, b in zip(rates["runtime"], rates[other])])

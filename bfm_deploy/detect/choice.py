@@ -116,7 +116,7 @@ def open_aligner(choice: str, bundle: Bundle | None = None, backend: Backend | N
         def open_step(step: FallbackStep) -> Detector:
             if step.detector:
                 return open_detector(step.detector, threads=threads)
-            return bundle_step_detector(bundle_spec, step)
+            return bundle_step_detector(bundle_spec, step, threads)
 
         chain = FallbackChain(spec.fallback, detector, open_step, primary_name=choice)
     return FaceAligner(detector, config, chain)

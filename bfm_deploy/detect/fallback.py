@@ -35,7 +35,7 @@ FIRST_PASS = "detector"  # what ``AlignedFace.found_by`` says of a face the dete
 STEP_KINDS = ("pad", "detector", "letterbox", "score")
 RETRY_DETECTORS = ("yunet", "mtcnn", "scrfd")
 # What bfm-export writes unless told otherwise, chosen on the train and validation photos of
-# chandrikadeb7/Face-Mask-Detection (benchmarks/results/real_masks/README.md): close-ups first (the cheapest
+# chandrikadeb7/Face-Mask-Detection (README.md, "When the detector finds no face"): close-ups first (the cheapest
 # retry), then YuNet as it is and padded, small faces, and last the bundle's detector at a lower score
 # threshold, which finds tight crops cut at the brow and chin whose faces score under 0.5.
 DEFAULT_CHAIN = ("pad:0.25", "detector:yunet", "detector:yunet+pad:0.25", "letterbox:640", "score:0.2",
@@ -132,8 +132,8 @@ def _shifted(face: Face, offset: float) -> Face:
 class FallbackChain:
     """Runs the chain's steps on the photos a first detection pass left without a face.
 
-    ``open_step_detector(step)`` gives the detector of a ``detector:`` or ``letterbox:`` step; it is called on
-    a step's first use only, and its result is kept.
+    ``open_step_detector(step)`` gives the detector of a step with a ``detector:``, ``letterbox:`` or ``score:``
+    part; it is called on the first use of that detector only, and its result is kept (``opened``).
     """
 
     def __init__(self, steps: Sequence[FallbackStep], primary: Detector,
@@ -146,6 +146,11 @@ class FallbackChain:
 
     def __bool__(self) -> bool:
         return bool(self.steps)
+
+    @property
+    def opened(self) -> list[str]:
+        """The retry detectors opened so far: none while every photo is found at once."""
+        return sorted(self._opened)
 
     def retry(self, images: Sequence[np.ndarray], found: list[list[Face]]) -> tuple[list[list[Face]], list[str]]:
         """``found`` with the empty entries retried step by step; and the step that found each image's faces
@@ -176,7 +181,7 @@ class FallbackChain:
         return [[_shifted(f, border) for f in image_faces] for image_faces, (_, border) in zip(faces, padded)]
 
 
-def bundle_step_detector(spec: DetectorSpec, step: FallbackStep) -> Detector:
+def bundle_step_detector(spec: DetectorSpec, step: FallbackStep, threads: int = 0) -> Detector:
     """The bundle's detector graph as a ``letterbox:`` or ``score:`` step wants it, on its own CPU session: the
     backend's detector may be an engine built for one input size, and only photos that failed come here."""
     from .network import NetworkDetector, OnnxRunner
@@ -185,5 +190,5 @@ def bundle_step_detector(spec: DetectorSpec, step: FallbackStep) -> Detector:
         spec = replace(spec, input_size=step.letterbox)
     if step.score:
         spec = replace(spec, score_threshold=step.score)
-    return NetworkDetector(spec, OnnxRunner(spec.file, spec.input_name, spec.output_names),
+    return NetworkDetector(spec, OnnxRunner(spec.file, spec.input_name, spec.output_names, threads),
                            name=f"bundle:{spec.architecture}[{step}]")

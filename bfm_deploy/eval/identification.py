@@ -31,7 +31,7 @@ from ..datasets import lfw_identities_in_folds, read_lfw_pairs
 from ..errors import BfmError
 from ..gallery import Gallery
 from ..progress import progress, stage
-from ..verifier import Face, FaceFeatures, Verifier
+from ..verifier import FaceFeatures, Verifier
 from .protocols import load_aligned, require_file
 
 CONDITIONS = ("unmasked probes", "masked probes", "masked gallery")
@@ -160,21 +160,15 @@ def evaluate_identification(verifier: Verifier, protocol: IdentificationProtocol
     needed = [p for _, p in protocol.gallery] + [p for _, p in protocol.mated] + protocol.non_mated
     features: dict[Path, FaceFeatures] = {}
     masked_features: dict[Path, FaceFeatures] = {}
-    cache = FeatureCache(cache_dir, verifier) if cache_dir is not None else None
+    cache = FeatureCache(cache_dir, verifier)
     for what, sources, store in (("faces", {p: p for p in needed}, features),
                                  ("masked twins", masked_path, masked_features)):
         todo = [p for p in needed if p in sources]
-        images = [sources[p] for p in todo]
-        stage(f"embedding {len(todo)} {what}" + (f" (cache {cache.path})" if cache is not None else ""))
+        stage(f"embedding {len(todo)} {what}" + (f" (cache {cache.path})" if cache.path is not None else ""))
         with progress(total=len(todo), desc=f"embedding {what}", unit="face") as bar:
-            if cache is not None:
-                store.update(zip(todo, cache.features(images, load_aligned, on_batch=bar.update)))
-                continue
-            for start in range(0, len(todo), 256):
-                chunk = images[start : start + 256]
-                store.update(zip(todo[start : start + 256], verifier.features([Face(load_aligned(p)) for p in chunk])))
-                bar.update(len(chunk))
-    if cache is not None:
+            store.update(zip(todo, cache.features([sources[p] for p in todo], load_aligned, on_batch=bar.update)))
+    cache.save()
+    if cache.path is not None:
         stage(f"features: {cache.hits} from the cache, {cache.misses} embedded")
     stage("searching the gallery")
     results: dict[str, Any] = {}

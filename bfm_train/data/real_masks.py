@@ -29,7 +29,7 @@ Triple = tuple[torch.Tensor, torch.Tensor, int]
 class RealMaskPairs(Dataset[Triple]):
     """``repeat`` x max(bare, masked) items a pass; item i pairs bare face i and masked face i (each cycled).
 
-    Each face gets its own augmentation draw (the two are different photos): seeds ``(seed, 0)``, ``(seed, 1)``.
+    Each face gets its own augmentation draw (the two are different photos): seeds ``2 * seed`` and ``2 * seed + 1``.
     """
 
     def __init__(self, root: str | Path, split: str = "train", repeat: int = 1,
@@ -69,7 +69,5 @@ class JoinedPairs(Dataset[Triple]):
 
     def __getitem__(self, item: Item) -> Triple:
         index, flip, seed = split_item(item)
-        if index < self._split:
-            return self.twins[(index, flip) if seed is None else (index, flip, seed)]  # type: ignore[index]
-        index -= self._split
-        return self.real[(index, flip) if seed is None else (index, flip, seed)]
+        part, index = (self.twins, index) if index < self._split else (self.real, index - self._split)
+        return part[(index, flip) if seed is None else (index, flip, seed)]  # type: ignore[index]

@@ -41,8 +41,8 @@ from .options import MIN_OPSET, ExportOptions
               help="The detector's square input (letterbox) side, a multiple of 32.")
 @click.option("--detector-fallback", default=None, metavar="STEPS|none",
               help="The detector's retries when it finds no face, in order, comma-separated: pad:FRACTION (a black "
-                   "border), detector:yunet|mtcnn|scrfd, letterbox:SIDE (default of an export: "
-                   "pad:0.25,detector:yunet,letterbox:640; with --update: the bundle's).")
+                   "border), detector:yunet|mtcnn|scrfd, letterbox:SIDE, score:THRESHOLD, or parts joined by + "
+                   f"(default of an export: {','.join(DEFAULT_CHAIN)}; with --update: the bundle's).")
 @click.option("--mask-calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="'image<TAB>0|1' lines of held-out aligned faces (1 = masked): calibrate the bundle's mask "
                    "threshold (balanced accuracy).")

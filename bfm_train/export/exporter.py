@@ -43,13 +43,17 @@ def export_bundle(checkpoint: str | Path | None, options: ExportOptions | None =
     """Export ``checkpoint`` (a bfm-checkpoint/1 safetensors file; ``None`` with ``options.from_pretrained``)
     to a bundle folder and return its path."""
     options = options or ExportOptions()
-    options.check_inputs()
-    return export_source(load_source(checkpoint, options), options)
+    options.check_inputs()  # before the checkpoint is loaded: a typo costs nothing
+    return _export(load_source(checkpoint, options), options, tool_note)
 
 
 def export_source(source: ExportSource, options: ExportOptions, log: Any = tool_note) -> Path:
     """Export already-built networks (see ``source.load_source``): the step the tests drive directly."""
     options.check_inputs()
+    return _export(source, options, log)
+
+
+def _export(source: ExportSource, options: ExportOptions, log: Any) -> Path:
     name, out = options.resolve_out(source.default_name)
     if out.exists() and not options.overwrite:
         raise BfmError(f"{out} exists; pass --overwrite to replace it")
