@@ -16,10 +16,14 @@ NETWORKS: tuple[Network, ...] = ("classifier", "full", "partial")
 ROUTES: tuple[str, ...] = ("full", "partial")  # E_F for pairs of unmasked faces, E_P for every pair with a mask
 
 CROP_SIZE = 112  # aligned face crops, ArcFace template
+INPUT_SHAPE = (3, CROP_SIZE, CROP_SIZE)  # C, H, W of one face at every network input
 EMBEDDING_SIZE = 512  # extractor output
 UNMASKED, MASKED = 0, 1  # the classifier's logit indices
 FACE_MEAN = 127.5  # network input: RGB, (x - FACE_MEAN) / FACE_STD
 FACE_STD = 127.5
+INPUT_NAME = "input"  # every network's input tensor
+OUTPUT_NAMES: dict[Network, str] = {"classifier": "logits", "full": "embedding", "partial": "embedding"}
+OUTPUT_SIZES: dict[Network, int] = {"classifier": 2, "full": EMBEDDING_SIZE, "partial": EMBEDDING_SIZE}
 MIN_OPSET = 17  # of the three networks; the detector keeps the opset it was published with
 
 

@@ -248,3 +248,65 @@ def _tensor(data: memoryview) -> tuple[str, np.ndarray]:
     else:
         array = np.asarray(floats if dtype in (np.float32, np.float64, np.float16) else int64s, dtype=dtype)
     return name, array.reshape(dims) if dims else array.reshape(())
+
+
+# ---- initialiser bytes in place, for graphs whose weights are set by hand (the test bundles) ------------------
+
+
+@dataclass(frozen=True)
+class RawInitializer:
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    offset: int  # of its raw_data bytes in the file
+    size: int  # bytes
+
+
+def raw_initializers(data: bytes) -> dict[str, RawInitializer]:
+    """Where each initialiser stored as raw_data lies in the serialised model ``data``: the model can then be
+    changed by overwriting those bytes, which keeps every length prefix (and so the protobuf) valid."""
+    found: dict[str, RawInitializer] = {}
+    top = _Reader(data)
+    for number, wire, graph in top.fields():
+        if number != 7 or wire != _BYTES:
+            continue
+        graph_start = top.pos  # while a field is yielded, pos is the start of its value
+        reader = _Reader(graph)  # type: ignore[arg-type]
+        for n, w, tensor in reader.fields():
+            if n != 5 or w != _BYTES:
+                continue
+            tensor_start = graph_start + reader.pos
+            inner = _Reader(tensor)  # type: ignore[arg-type]
+            dims: list[int] = []
+            data_type, name, raw = 0, "", None
+            for tn, tw, value in inner.fields():
+                if tn == 1:
+                    dims += _varints(value) if tw == _BYTES else [int(value)]  # type: ignore[arg-type]
+                elif tn == 2 and tw == _VARINT:
+                    data_type = int(value)  # type: ignore[arg-type]
+                elif tn == 8 and tw == _BYTES:
+                    name = bytes(value).decode()  # type: ignore[arg-type]
+                elif tn == 9 and tw == _BYTES:
+                    raw = (tensor_start + inner.pos, len(value))  # type: ignore[arg-type]
+            dtype = _NUMPY_TYPES.get(data_type)
+            if raw is not None and dtype is not None:
+                found[name] = RawInitializer(name, np.dtype(dtype).newbyteorder("<"), tuple(dims), raw[0], raw[1])
+    return found
+
+
+def replace_initializers(data: bytes, values: dict[str, np.ndarray]) -> bytes:
+    """``data`` (a serialised ONNX model) with the named raw_data initialisers set to ``values``, each of the
+    initialiser's own shape; BfmError naming the first that is missing or of another shape."""
+    located = raw_initializers(data)
+    out = bytearray(data)
+    for name, value in values.items():
+        where = located.get(name)
+        if where is None:
+            raise BfmError(f"the graph has no raw_data initialiser {name!r}")
+        if tuple(value.shape) != where.shape:
+            raise BfmError(f"initialiser {name!r} has shape {where.shape}, not {tuple(value.shape)}")
+        raw = np.ascontiguousarray(value, dtype=where.dtype).tobytes()
+        if len(raw) != where.size:
+            raise BfmError(f"initialiser {name!r} holds {where.size} bytes, not {len(raw)}")
+        out[where.offset : where.offset + where.size] = raw
+    return bytes(out)

@@ -6,11 +6,16 @@ bundle's mask threshold; a pair goes to the partial-face extractor E_P when eith
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from .contract import MASKED
 
 DEFAULT_MASK_THRESHOLD = 0.5  # argmax of the two logits: bundles without a calibrated threshold
+
+Route = Literal["full", "partial"]
+CASE_NAMES = {1: "both unmasked", 2: "one masked", 3: "both masked"}
 
 
 def mask_probability(logits: np.ndarray) -> np.ndarray:
@@ -27,6 +32,21 @@ def is_masked(probability: np.ndarray | float, threshold: float = DEFAULT_MASK_T
 def partial_route(probability_a: np.ndarray, probability_b: np.ndarray, threshold: float) -> np.ndarray:
     """True where a pair goes to E_P (either face masked)."""
     return is_masked(probability_a, threshold) | is_masked(probability_b, threshold)
+
+
+def case_of(masked_a: bool, masked_b: bool) -> int:
+    """The paper's matching case: 1 both unmasked, 2 one masked, 3 both masked."""
+    return 1 + int(masked_a) + int(masked_b)
+
+
+def route_of_case(case: int) -> Route:
+    return "full" if case == 1 else "partial"
+
+
+def route_of_face(masked: bool) -> Route:
+    """The extractor a single face's own mask state calls for (what a gallery template or a probe is embedded
+    with first)."""
+    return "partial" if masked else "full"
 
 
 def calibrate_mask_threshold(unmasked: np.ndarray, masked: np.ndarray) -> tuple[float, float]:

@@ -28,3 +28,9 @@ def preprocess(crops: Sequence[np.ndarray], mean: float = FACE_MEAN, std: float 
     """Aligned BGR uint8 crops -> the tensor contract: NCHW float32 RGB, ``(x - mean) / std``. The runtime and
     training both make their network inputs here."""
     return to_nchw(crops, mean, std, reverse_channels=True)  # BGR -> RGB
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32); every embedding the runtime compares goes through here."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)

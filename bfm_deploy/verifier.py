@@ -10,92 +10,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
 
-from .backends import BACKEND_NAMES, Backend, create_backend
+from .backends import BACKENDS, Backend, create_backend
 from .bundle import Bundle
 from .errors import BfmError
 from .images import load_image
-from .routing import is_masked, mask_probability
-from .tensor import preprocess
+from .pipeline import RoutedPipeline
+from .results import EmbedResult, Face, FaceFeatures, PairError, VerifyResult
+from .routing import CASE_NAMES, Route, mask_probability
+from .tensor import l2_normalise
 
 if TYPE_CHECKING:
     from .detect import FaceAligner
 
 Image = Union[str, "os.PathLike[str]", np.ndarray]
-Route = Literal["full", "partial"]
 
-CASE_NAMES = {1: "both unmasked", 2: "one masked", 3: "both masked"}
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    same: bool
-    score: float  # cosine similarity of the L2-normalised embeddings of the route
-    threshold: float
-    route: Route
-    case: int  # 1 both unmasked, 2 one masked, 3 both masked
-    mask_probability: tuple[float, float]
-    note: str | None = None  # e.g. several faces found, the largest was used
-    # how each face was found: "detector" (first pass), a fallback step of the bundle's chain, or "aligned"
-    found_by: tuple[str, str] = ("aligned", "aligned")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["mask_probability"] = list(self.mask_probability)
-        data["found_by"] = list(self.found_by)
-        if self.note is None:
-            del data["note"]
-        return data
-
-
-@dataclass(frozen=True)
-class EmbedResult:
-    route: Route  # the extractor this face's mask state calls for
-    mask_probability: float
-    embedding: np.ndarray  # L2-normalised float32
-    note: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"route": self.route, "mask_probability": self.mask_probability,
-                                "embedding": [round(float(v), 7) for v in self.embedding]}
-        if self.note is not None:
-            data["note"] = self.note
-        return data
-
-
-@dataclass(frozen=True)
-class FaceFeatures:
-    """A face as a gallery keeps it: its mask state and both extractors' L2-normalised embeddings, so that
-    it can be matched on either route (``bfm_deploy.gallery``)."""
-
-    mask_probability: float
-    masked: bool
-    full: np.ndarray
-    partial: np.ndarray
-    note: str | None = None
-
-
-@dataclass(frozen=True)
-class PairError:
-    """Stands in for the result of a pair that could not be verified (``verify_many(errors="collect")``)."""
-
-    message: str
-
-
-@dataclass(frozen=True)
-class Face:
-    crop: np.ndarray  # 112x112x3 BGR uint8, aligned to the ArcFace template
-    note: str | None = None
-    found_by: str = "aligned"  # "detector", the fallback step that found it, or "aligned" (given as a crop)
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+# The result types and helpers live beside the rule and the numbers they come from; named here for callers.
+__all__ = ["CASE_NAMES", "EmbedResult", "Face", "FaceFeatures", "Image", "PairError", "Route", "Verifier",
+           "VerifyResult", "l2_normalise"]
 
 
 def _malformed(pair: object) -> str | None:
@@ -104,10 +39,6 @@ def _malformed(pair: object) -> str | None:
         return f"a pair must be two images (paths or arrays), got {type(pair).__name__}" + (
             f" of {len(pair)}" if isinstance(pair, (tuple, list)) else "")
     return None
-
-
-def case_of(masked_a: bool, masked_b: bool) -> int:
-    return 1 + int(masked_a) + int(masked_b)
 
 
 class Verifier:
@@ -129,8 +60,8 @@ class Verifier:
             raise BfmError(f"batch_size must be at least 2 (one pair), got {batch_size}")
         if mask_threshold is not None and not 0.0 < mask_threshold < 1.0:
             raise BfmError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
-        if isinstance(backend, str) and backend not in BACKEND_NAMES:
-            raise BfmError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
+        if isinstance(backend, str):
+            BACKENDS.get(backend)  # an unknown name fails here, before the bundle is read
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.detector_choice = check_choice(detector)
         self._owns_backend = not isinstance(backend, Backend)
@@ -201,28 +132,11 @@ class Verifier:
             crops.append(face.crop)
         return crops
 
-    def _tensor(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """The networks' input for ``crops``: the normalised float tensor, or the uint8 crops themselves where the
-        backend normalises on its device (``Backend.takes_uint8``: a quarter of the bytes to copy). Either is
-        indexed by face along its first axis."""
-        if self.backend.takes_uint8:
-            return np.stack(crops) if len(crops) else np.zeros((0, *self.bundle.input.size, 3), np.uint8)
-        return preprocess(crops, self.bundle.input.mean, self.bundle.input.std)
-
-    def _infer(self, network: Literal["classifier", "full", "partial"], tensor: np.ndarray) -> np.ndarray:
-        if tensor.dtype == np.uint8:
-            return self.backend.infer_crops(network, tensor, self.bundle.input.mean, self.bundle.input.std)
-        return self.backend.infer(network, tensor)
-
-    def _infer_concurrent(self, jobs: dict[Any, np.ndarray]) -> dict[Any, np.ndarray]:
-        if any(t.dtype == np.uint8 for t in jobs.values()):
-            return self.backend.infer_concurrent_crops(jobs, self.bundle.input.mean, self.bundle.input.std)
-        return self.backend.infer_concurrent(jobs)
-
-    def _run(self, network: Literal["classifier", "full", "partial"], tensor: np.ndarray) -> np.ndarray:
-        outputs = [self._infer(network, tensor[i : i + self.batch_size])
-                   for i in range(0, len(tensor), self.batch_size)]
-        return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+    @property
+    def pipeline(self) -> RoutedPipeline:
+        """The routed pipeline on this verifier's backend, batch size and mask threshold (made per call: cheap,
+        and never stale when ``mask_threshold`` is changed)."""
+        return RoutedPipeline(self.bundle, self.backend, self.batch_size, self.mask_threshold)
 
     # -- public API --------------------------------------------------------------------------------------
 
@@ -233,14 +147,16 @@ class Verifier:
         crops = self._crops(images, aligned)
         if not crops:
             return np.zeros((0, self.bundle.embedding_size), np.float32)
-        return l2_normalise(self._run(route, self._tensor(crops)))
+        pipeline = self.pipeline
+        return l2_normalise(pipeline.run(route, pipeline.tensor(crops)))
 
     def mask_probability(self, images: Sequence[Image], aligned: bool = False) -> np.ndarray:
         """``N`` probabilities that each face wears a mask (softmax of the classifier)."""
         crops = self._crops(images, aligned)
         if not crops:
             return np.zeros(0, np.float32)
-        return mask_probability(self._run("classifier", self._tensor(crops)))
+        pipeline = self.pipeline
+        return mask_probability(pipeline.run("classifier", pipeline.tensor(crops)))
 
     def verify(self, a: Image, b: Image, aligned: bool = False) -> VerifyResult:
         (result,) = self.verify_many([(a, b)], aligned=aligned)
@@ -301,26 +217,8 @@ class Verifier:
         service batches the pairs of concurrent requests through here."""
         if not good:
             return []
-        # One tensor for every face: the classifier sees all of it, each extractor its route's rows.
-        tensor = self._tensor([face.crop for pair in good for face in pair])
-        probs = mask_probability(self._infer("classifier", tensor)).reshape(-1, 2)
-        masked = is_masked(probs, self.mask_threshold)
-        cases = [case_of(bool(m[0]), bool(m[1])) for m in masked]
-        routes: list[Route] = ["full" if case == 1 else "partial" for case in cases]
-        jobs: dict[Any, np.ndarray] = {}
-        members: dict[Route, list[int]] = {"full": [], "partial": []}
-        for i, route in enumerate(routes):
-            members[route].append(i)
-        for route, idx in members.items():
-            if idx:
-                rows = np.array([[2 * i, 2 * i + 1] for i in idx]).reshape(-1)
-                jobs[route] = tensor[rows]
-        outputs = self._infer_concurrent(jobs)
-        scores = np.zeros(len(good), np.float32)
-        for route, idx in members.items():
-            if idx:
-                emb = l2_normalise(outputs[route]).reshape(len(idx), 2, -1)
-                scores[idx] = np.einsum("nd,nd->n", emb[:, 0], emb[:, 1])
+        outputs = self.pipeline.pairs([face.crop for pair in good for face in pair])
+        probs, cases, routes, scores = outputs.probabilities, outputs.cases, outputs.routes, outputs.scores
         results: list[VerifyResult] = []
         for k, pair in enumerate(good):
             route = routes[k]
@@ -339,32 +237,15 @@ class Verifier:
         mask probability: what a gallery stores and what a balanced 1:N match compares."""
         if not faces:
             return []
-        tensor = self._tensor([face.crop for face in faces])
-        probs = mask_probability(self._infer("classifier", tensor))
-        masked = is_masked(probs, self.mask_threshold)
-        routes: list[Route] = ["partial" if m else "full" for m in masked]
-        members = {route: [i for i, r in enumerate(routes) if r == route] for route in ("full", "partial")}
-        outputs = self._infer_concurrent({route: tensor[idx] for route, idx in members.items() if idx})
-        embeddings: dict[int, np.ndarray] = {}
-        for route, idx in members.items():
-            if idx:
-                embeddings.update(zip(idx, l2_normalise(outputs[route])))
-        return [EmbedResult(route=routes[i], mask_probability=float(probs[i]), embedding=embeddings[i], note=face.note)
-                for i, face in enumerate(faces)]
+        outputs = self.pipeline.faces([face.crop for face in faces])
+        return [EmbedResult(route=outputs.routes[i], mask_probability=float(outputs.probabilities[i]),
+                            embedding=outputs.embeddings[i], note=face.note) for i, face in enumerate(faces)]
 
     def features(self, faces: Sequence[Face]) -> list[FaceFeatures]:
         """Each aligned face's mask probability and both embeddings (E_F and E_P), a batch at a time."""
-        result: list[FaceFeatures] = []
-        for start in range(0, len(faces), self.batch_size):
-            chunk = faces[start : start + self.batch_size]
-            tensor = self._tensor([face.crop for face in chunk])
-            probs = mask_probability(self._infer("classifier", tensor))
-            masked = is_masked(probs, self.mask_threshold)
-            outputs = self._infer_concurrent({"full": tensor, "partial": tensor})
-            full, partial = l2_normalise(outputs["full"]), l2_normalise(outputs["partial"])
-            result.extend(FaceFeatures(float(probs[i]), bool(masked[i]), full[i], partial[i], face.note)
-                          for i, face in enumerate(chunk))
-        return result
+        both = self.pipeline.both([face.crop for face in faces])
+        return [FaceFeatures(float(both.probabilities[i]), bool(both.masked[i]), both.full[i], both.partial[i], face.note)
+                for i, face in enumerate(faces)]
 
     def close(self) -> None:
         if self._aligner is not None:

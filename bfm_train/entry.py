@@ -7,7 +7,7 @@ import importlib
 from typing import Any
 
 from bfm_deploy.cli_support import fail
-from bfm_deploy.errors import TRAIN_EXTRA
+from bfm_deploy.optional import install_hint
 
 TRAIN_EXTRAS = ("torch", "onnx", "safetensors", "yaml")
 MODULES = {"bfm-train": "bfm_train.train.cli", "bfm-export": "bfm_train.export.cli"}  # each with its click main
@@ -21,7 +21,7 @@ def _require_training_extras(tool: str) -> None:
         except ImportError:
             missing.append(module)
     if missing:
-        fail(f"{tool} needs the training extras ({', '.join(missing)} missing): {TRAIN_EXTRA}")
+        fail(f"{tool} needs the training extras ({', '.join(missing)} missing): {install_hint('train')}")
 
 
 def _run(tool: str) -> Any:

@@ -5,23 +5,24 @@ checkpoint contract of ARCHITECTURE.md stores them, so a trainer writes ``system
 names and ``BFMSystem.from_checkpoint(path)`` rebuilds the modules.
 
 Baseline checkpoints (the paper's Baseline 1/2: one ArcFace extractor, no classifier) store only ``full.*``.
-``from_checkpoint`` then sets ``classifier`` and ``partial`` to ``None`` rather than inventing copies, and
-the routing below falls back to ``full`` for every face: a baseline is exactly "always E_F".
+``from_checkpoint`` then sets ``classifier`` and ``partial`` to ``None`` rather than inventing copies (export
+decides what a baseline's bundle holds). Routing is not here: the runtime's routed pipeline
+(``bfm_deploy.pipeline``) applies the rule at the bundle's calibrated mask threshold.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from bfm_deploy.errors import BfmError
 
-from bfm_deploy.models.classifier import MASKED
-from bfm_deploy.models.pretrained import load_pretrained, load_state_dict_checked
-from bfm_deploy.models.registry import get_model, list_models
+from bfm_models.pretrained import load_state_dict_checked
+from bfm_models import create_model, list_models
 
 CHECKPOINT_FORMAT = "bfm-checkpoint/1"
 PARTS = ("classifier", "full", "partial")
@@ -43,7 +44,7 @@ class BFMSystem(nn.Module):
         self.register_module("partial", partial)
 
     @classmethod
-    def build(cls, backbone: str = "r50", pretrained: str | os.PathLike[str] | None = None, **backbone_kwargs: object) -> BFMSystem:
+    def build(cls, backbone: str = "r50", pretrained: str | os.PathLike[str] | None = None, **backbone_kwargs: Any) -> BFMSystem:
         """Fresh system: classifier of Table I and two ``backbone`` extractors (E_F, E_P).
 
         ``pretrained`` (any ``load_pretrained`` source, e.g. ``"w600k_mbf"`` with ``backbone="mbf"``)
@@ -51,12 +52,11 @@ class BFMSystem(nn.Module):
         """
         if backbone == "classifier" or backbone not in list_models():
             raise BfmError(f"unknown backbone {backbone!r}; available: {', '.join(n for n in list_models() if n != 'classifier')}")
-        full = get_model(backbone, **backbone_kwargs)
-        partial = get_model(backbone, **backbone_kwargs)
+        full = create_model(backbone, pretrained=pretrained, **backbone_kwargs)
+        partial = create_model(backbone, **backbone_kwargs)
         if pretrained is not None:
-            load_pretrained(full, pretrained)
-            partial.load_state_dict(full.state_dict())
-        return cls(full, classifier=get_model("classifier"), partial=partial, backbone=backbone)
+            partial.load_state_dict(full.state_dict())  # both start from the same published weights
+        return cls(full, classifier=create_model("classifier"), partial=partial, backbone=backbone)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str]) -> BFMSystem:
@@ -92,32 +92,9 @@ class BFMSystem(nn.Module):
             if not state:
                 modules[part] = None
                 continue
-            module = get_model("classifier" if part == "classifier" else backbone)
+            module = create_model("classifier" if part == "classifier" else backbone)
             load_state_dict_checked(module, state, f"{path.name} [{part}]")
             modules[part] = module
         full = modules["full"]
         assert full is not None  # checked above
         return cls(full, classifier=modules["classifier"], partial=modules["partial"], backbone=backbone).eval()
-
-    def is_masked(self, x: torch.Tensor) -> torch.Tensor:
-        """Bool ``[N]``: the classifier's decision (all False without a classifier)."""
-        if self.classifier is None:
-            return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        return self.classifier(x).argmax(dim=1) == MASKED
-
-    def embed(self, x: torch.Tensor, partial: torch.Tensor | bool) -> torch.Tensor:
-        """Raw embeddings ``[N,512]``: E_P where ``partial`` (bool or bool ``[N]``), E_F elsewhere."""
-        mask = torch.as_tensor(partial, device=x.device).expand(x.shape[0])
-        if self.partial is None or not bool(mask.any()):
-            return self.full(x)
-        if bool(mask.all()):
-            return self.partial(x)
-        return torch.where(mask[:, None], self.partial(x), self.full(x))
-
-    def pair_scores(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Cosine scores ``[N]`` of face pairs (a_i, b_i) by the paper's rule (Sec. III-F): E_F when neither
-        face is classified masked, E_P for both faces when at least one is."""
-        use_partial = self.is_masked(a) | self.is_masked(b)
-        fa = nn.functional.normalize(self.embed(a, use_partial), dim=1)
-        fb = nn.functional.normalize(self.embed(b, use_partial), dim=1)
-        return (fa * fb).sum(dim=1)

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from bfm_deploy.datasets import default_data_dir
+from tests.fixtures.bundles import BUNDLE_THRESHOLDS as BUNDLE_THRESHOLDS
+from tests.fixtures.bundles import DEMO_BUNDLE
+from tests.fixtures.bundles import DARK_PIXEL_MEAN, STEEP, add_classifier_weights, build_runtime_bundle
+from tests.fixtures.bundles import DARKEN as DARKEN
 
 
 @pytest.fixture(scope="session")
@@ -16,17 +21,39 @@ def data_dir() -> Path:
     return root
 
 
-# --- bundles built by bfm-export (tests/test_export.py, test_bundle.py, test_verifier.py, test_verify_cli.py) ---
-
-# The controlled classifier of ``mbf_bundle`` calls a face "masked" when its mean pixel value is below this:
-# real LFW crops have means of about 65-140, the same crops scaled by DARKEN have means below 30.
-DARK_PIXEL_MEAN = 40.0
-DARKEN = 0.2
-BUNDLE_THRESHOLDS = {"full": 0.30, "partial": 0.25}
+# --- the runtime tests' bundle, built without torch (tests/fixtures/bundles.py) ---------------------------------
 
 
-def brightness_classifier():  # -> bfm_deploy.models.MaskClassifier
-    """A mask classifier whose output we control: masked iff the image's mean pixel value < DARK_PIXEL_MEAN.
+@pytest.fixture(scope="session")
+def demo():  # -> bfm_deploy.bundle.Bundle
+    """The committed demo bundle, loaded once (the gallery tests match against its thresholds)."""
+    from bfm_deploy.bundle import Bundle
+
+    return Bundle.load(DEMO_BUNDLE)
+
+
+@pytest.fixture(scope="session")
+def runtime_bundle(tmp_path_factory) -> Path:
+    """The demo bundle's E_F, E_P and detector with the brightness classifier (masked iff the crop's mean pixel
+    < DARK_PIXEL_MEAN) and BUNDLE_THRESHOLDS: what the runtime tests run on, with or without torch."""
+    return build_runtime_bundle(tmp_path_factory.mktemp("bundles") / "mbf")
+
+
+@pytest.fixture(scope="session")
+def weights_bundle(runtime_bundle: Path, tmp_path_factory) -> Path:
+    """``runtime_bundle`` with a weights.safetensors entry (the classifier's tensors only: for the manifest's
+    weights checks, not for the torch backend)."""
+    out = tmp_path_factory.mktemp("bundles") / "mbf"
+    shutil.copytree(runtime_bundle, out)
+    return add_classifier_weights(out)
+
+
+# --- bundles built by bfm-export (train side: tests/train/test_export.py, test_data.py, and torch-only tests) ---------
+
+
+def brightness_classifier():  # -> bfm_models.MaskClassifier
+    """A mask classifier whose output we control: masked iff the image's mean pixel value < DARK_PIXEL_MEAN
+    (the torch twin of tests/fixtures/bundles.py's classifier graph, for the train-side tests).
 
     conv channel 0 averages each 4x4 patch (+1, so it stays positive through the ReLU: (pixel / 127.5)),
     fc1 unit 0 averages channel 0 over the image, fc2 turns "below the cut" into a large masked logit.
@@ -34,9 +61,9 @@ def brightness_classifier():  # -> bfm_deploy.models.MaskClassifier
     """
     import torch
 
-    from bfm_deploy.models import get_model
+    from bfm_models import create_model
 
-    model = get_model("classifier").eval()
+    model = create_model("classifier").eval()
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
@@ -46,9 +73,8 @@ def brightness_classifier():  # -> bfm_deploy.models.MaskClassifier
         model.conv.bias[0] = 1.0
         cells = model.fc1.in_features // model.conv.out_channels
         model.fc1.weight[0, :cells] = 1.0 / cells
-        steep = 100.0
-        model.fc2.weight[1, 0] = -steep
-        model.fc2.bias[1] = steep * DARK_PIXEL_MEAN / 127.5
+        model.fc2.weight[1, 0] = -STEEP
+        model.fc2.bias[1] = STEEP * DARK_PIXEL_MEAN / 127.5
     return model
 
 
@@ -72,7 +98,7 @@ def mbf_source():  # -> bfm_train.export.ExportSource
 
 @pytest.fixture(scope="session")
 def mbf_bundle(tmp_path_factory, mbf_source) -> Path:
-    """The session's one exported bundle (ONNX graphs, manifest, torch weights) of ``mbf_source``."""
+    """The session's bundle exported by bfm_train (ONNX graphs, manifest, torch weights) of ``mbf_source``."""
     from bfm_train.export import ExportOptions, export_source
 
     out = tmp_path_factory.mktemp("bundles") / "mbf"

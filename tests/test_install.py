@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ["bfm_deploy", "bfm_train", "packaging", "engines/demo", "setup.cfg", "pyproject.toml", "README.md", "LICENSE"]
+SOURCES = ["bfm_deploy", "bfm_models", "bfm_train", "packaging", "engines/demo", "setup.cfg", "pyproject.toml", "README.md", "LICENSE"]
 
 
 def _copy_sources(dest: Path) -> Path:
@@ -57,7 +57,7 @@ def test_wheel_carries_licences_and_type_markers(wheel: Path) -> None:
     licences = [n for n in names if ".dist-info/licenses/" in n]
     assert any(n.endswith("/licenses/LICENSE") for n in licences)
     assert any(n.endswith("PRETRAINED_LICENCE.md") for n in licences)
-    assert "bfm_deploy/models/PRETRAINED_LICENCE.md" in names  # beside the code that loads those weights
+    assert "bfm_models/PRETRAINED_LICENCE.md" in names  # beside the code that loads those weights
     assert "bfm_deploy/py.typed" in names and "bfm_train/py.typed" in names
     assert "bfm_deploy/assets/yunet/LICENSE" in names
     assert not any(n.startswith(("tests/", "engines/", "work_dirs/")) for n in names)

@@ -22,32 +22,26 @@ DOCS = [REPO / "README.md", REPO / "examples" / "README.md"]
 NOT_RUN = {
     'pip install torch==2.13.0 && pip install -e ".[train,dev,serve,ray,gallery]"': "the setup itself: .ci/run runs it",
     "python -m pytest -q": "this test suite",
+    'pip install ".[test]" && python -m pytest -q tests/runtime':
+        ".ci/run runs it in a new environment without torch (its runtime tests are part of this suite)",
     "pip install . ./packaging/bfm-demo-bundle": "tests/test_install.py installs both into a new environment",
     "cd /tmp && bfm-verify photo1.jpg photo2.jpg": "placeholders; tests/test_install.py runs bfm-verify from outside the repo",
     "torchrun --nproc_per_node 4 -m bfm_train.train.cli --config configs/paper_r50_casia.yaml":
-        "CASIA-WebFace is not here; tests/test_trainer.py runs torchrun with two ranks",
+        "CASIA-WebFace is not here; tests/train/test_trainer.py runs torchrun with two ranks",
     "bfm-build-engine engines/demo --opt-batch 32 --max-batch 256 --timing-cache ~/.cache/bfm/timing.cache":
         "needs TensorRT and a GPU (benchmarks/gpu_check/run.sh)",
     "bash benchmarks/gpu_check/run.sh --device cpu":
         "the GPU check's dry run: tests/test_gpu_check.py runs it (and the check's no-GPU exit)",
     "bfm-real-masks work_dirs/face-mask-detection work_dirs/real_masks":
-        "needs the 162 MB copy of Face-Mask-Detection: tests/test_real_masks.py builds the committed sample",
-    "bfm-serve --port 8000": "a server that runs until stopped: tests/test_serve.py starts it on a free port",
+        "needs the 162 MB copy of Face-Mask-Detection: tests/runtime/test_real_masks.py builds the committed sample",
+    "bfm-serve --port 8000": "a server that runs until stopped: tests/runtime/test_serve.py starts it on a free port",
     "curl -F a=@examples/zakayev_1.jpg -F b=@examples/zakayev_3_masked.jpg http://127.0.0.1:8000/v1/verify":
-        "talks to that server: tests/test_serve.py sends the same multipart request",
-    "bfm-serve --ray --replicas 2 --port 8000": "runs until stopped: tests/test_serve.py starts it with two replicas",
+        "talks to that server: tests/runtime/test_serve.py sends the same multipart request",
+    "bfm-serve --ray --replicas 2 --port 8000": "runs until stopped: tests/runtime/test_serve.py starts it with two replicas",
     "serve run bfm_deploy.serve.ray_app:build_app replicas=2 bundle=engines/demo":
-        "Ray's CLI for the same application as bfm-serve --ray, which tests/test_serve.py runs",
-    "bfm-gallery calibrate people --fpir 0.01": "the LFW folds 1-5 protocol (minutes on 2 cores); tests/test_gallery.py "
+        "Ray's CLI for the same application as bfm-serve --ray, which tests/runtime/test_serve.py runs",
+    "bfm-gallery calibrate people --fpir 0.01": "the LFW folds 1-5 protocol (minutes on 2 cores); tests/runtime/test_gallery.py "
         "calibrates from a report",
-    "bfm-eval --dataset lfw-identification --folds 1-5 --json-out "
-    "benchmarks/results/identification/lfw_identification_folds1-5_demo.json":
-        "the whole protocol, minutes on 2 cores: tests/test_gallery.py runs it on a few identities",
-    "bfm-eval --dataset lfw-identification --open-set "
-    "benchmarks/results/identification/lfw_identification_folds1-5_demo.json --json-out "
-    "benchmarks/results/identification/lfw_identification_demo.json --plot "
-    "benchmarks/results/identification/lfw_identification_demo.png":
-        "the whole protocol again, with the thresholds of the run above",
 }
 # Appended to every command of a tool: the smallest run that still goes through the whole command.
 QUICK = {
@@ -58,6 +52,22 @@ QUICK = {
     "bfm-bench --gallery-scale": ["--sizes", "1000", "--queries", "10"],
 }
 DECISION_TOOLS = ("bfm-verify", "bfm-gallery")  # exit 1 is an answer ("different people", "unknown"), not a failure
+
+
+# Docs whose relative links must lead to a file: the guide and the results beside it.
+LINKED_DOCS = [REPO / "README.md", *sorted((REPO / "benchmarks" / "results").rglob("*.md"))]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def broken_links(doc: Path) -> list[str]:
+    """The relative markdown links of ``doc`` (anchors dropped) that name no existing file or folder."""
+    broken = []
+    for target in LINK.findall(doc.read_text()):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):  # a URL or an anchor of this page
+            continue
+        if not (doc.parent / target.split("#", 1)[0]).exists():
+            broken.append(target)
+    return broken
 
 
 def readme_commands() -> list[str]:
@@ -113,6 +123,19 @@ def test_every_command_is_run_or_says_why_not() -> None:
     assert not unknown_not_run, f"NOT_RUN lists commands the docs no longer have: {unknown_not_run}"
     assert all(c.split()[0] in ("bfm-mask", "bfm-train", "bfm-export", "bfm-verify", "bfm-eval", "bfm-bench", "bfm-gallery")
                for c in commands if c not in NOT_RUN), "a new kind of command: run it below or say why not"
+
+
+def test_relative_links_lead_to_files() -> None:
+    assert len(LINKED_DOCS) >= 5
+    broken = {str(doc.relative_to(REPO)): links for doc in LINKED_DOCS if (links := broken_links(doc))}
+    assert not broken, f"links to missing files: {broken}"
+
+
+def test_a_broken_link_is_found(tmp_path: Path) -> None:
+    (tmp_path / "there.md").write_text("x")
+    doc = tmp_path / "doc.md"
+    doc.write_text("[ok](there.md) [anchor](there.md#a) [web](https://example.org/x) [top](#top) [gone](missing.md)")
+    assert broken_links(doc) == ["missing.md"]
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_ruff_is_clean() -> None:
     if importlib.util.find_spec("ruff") is None:
         pytest.skip("ruff is not installed (pip install -e .[dev])")
-    result = _run("ruff", "check", "bfm_deploy", "bfm_train", "tools", "benchmarks", "tests")
+    result = _run("ruff", "check", "bfm_deploy", "bfm_models", "bfm_train", "tools", "benchmarks", "tests")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -30,5 +30,5 @@ def test_mypy_is_clean() -> None:
     if importlib.util.find_spec("mypy") is None:
         pytest.skip("mypy is not installed (pip install -e .[dev])")
     # a stable cache folder, so that reruns take seconds
-    result = _run("mypy", "--cache-dir", str(ROOT / "work_dirs" / "cache" / "mypy"), "bfm_deploy", "bfm_train")
+    result = _run("mypy", "--cache-dir", str(ROOT / "work_dirs" / "cache" / "mypy"), "bfm_deploy", "bfm_models", "bfm_train")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -23,7 +23,7 @@ from bfm_deploy.cli_support import one_line_errors
 from bfm_deploy.errors import BfmError
 from bfm_deploy.images import load_image
 from bfm_deploy.verifier import Verifier
-from bfm_train.export.update import read_mask_calibration
+from bfm_train.export.mask_threshold import read_mask_calibration
 
 
 def _named(values: tuple[str, ...], what: str) -> dict[str, Path]:

@@ -3,7 +3,7 @@
     python tools/options_table.py            # print the table
     python tools/options_table.py --write    # replace it in ARCHITECTURE.md (between the options markers)
 
-``tests/test_cli_grammar.py`` fails when ARCHITECTURE.md holds another table than this one makes.
+``tests/runtime/test_cli_grammar.py`` fails when ARCHITECTURE.md holds another table than this one makes.
 """
 
 from __future__ import annotations

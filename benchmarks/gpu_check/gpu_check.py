@@ -245,13 +245,13 @@ def run_speed(cfg: CheckConfig, bundle: Any, crops: np.ndarray, sections: Sectio
     """The throughput ladder for each model, and E_F + E_P on one stream against two (CUDA)."""
     from bfm_deploy.backends.torch_backend import TorchBackend, torch_modules
     from bfm_deploy.backends.torch_options import TorchOptions
-    from bfm_deploy.models import get_model
+    from bfm_models import create_model
 
     from speed import median_ms, sweep
 
     timings: list[Any] = []
     modules, _ = torch_modules(bundle, ("full",))
-    models = {"mbf": modules["full"], "r50": get_model("r50").eval()}
+    models = {"mbf": modules["full"], "r50": create_model("r50").eval()}
     for name in cfg.models:
         timings += sections.run(f"throughput {name}", sweep, name, models[name], crops, cfg.batches, cfg.device,
                                 cfg.min_seconds, cfg.runs, echo) or []

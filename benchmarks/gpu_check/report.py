@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from bfm_deploy.atomic import atomic_write_text
-from bfm_deploy.bench.plot import pyplot, save_png
+from bfm_deploy.plotting import pyplot, save_png
 
 
 def write_json(path: Path, report: dict[str, Any]) -> None:

@@ -1,20 +1,26 @@
 """The contract every inference backend (ort, trt, torch) implements.
 
 A backend runs the three networks of a bundle on preprocessed batches: NCHW float32, RGB, 112x112,
-normalised as (x - 127.5) / 127.5. It knows nothing about images, detection or routing.
+normalised as (x - 127.5) / 127.5. It knows nothing about images, detection or routing. Each backend module
+registers its class in ``BACKENDS`` with what it needs.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from ..contract import FACE_MEAN, FACE_STD
+from ..contract import FACE_MEAN, FACE_STD, Network
 from ..errors import BfmError
+from ..registry import Registry
 from ..tensor import preprocess, to_nchw
 
-from ..contract import NETWORKS as NETWORKS, Network as Network  # re-exported: the backend API's names
+# Only for ort.py until its import moves to ..contract (where every other module takes the network names).
+from ..contract import NETWORKS as NETWORKS
 
 
 class Backend(ABC):
@@ -67,3 +73,26 @@ class Backend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class AutoTry:
+    """How ``auto`` tries a backend on a machine with an NVIDIA GPU (in registration order, before ort on CPU)."""
+
+    options: Mapping[str, Any] = field(default_factory=dict)  # what it is created with there, e.g. device="cuda"
+    available: Callable[[], bool] | None = None  # a cheap check before trying (None: simply try it)
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """A backend by name: how to create it and what it needs (the extra that installs its dependencies)."""
+
+    create: Callable[..., Backend]  # (bundle, **options); BfmError where what it needs is missing
+    needs: str  # in words, for messages and docs
+    extra: str | None = None  # the setup.cfg extra with its dependencies; None: the base install
+    auto: AutoTry | None = None  # None: auto never picks it on a GPU
+
+
+# Filled by each backend module where its class is defined; bfm_deploy.backends imports them all in the order
+# of the --backend choices.
+BACKENDS: Registry[BackendEntry] = Registry("backend")

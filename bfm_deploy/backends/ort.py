@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ..errors import BfmError
+from ..errors import BackendError, BfmError
 from .base import NETWORKS, Backend, Network
 
 if TYPE_CHECKING:
@@ -54,6 +54,11 @@ class OrtBackend(Backend):
         # Measured: bfm-serve at 16 clients 44.0 -> 48.5 pairs/s, offline verify_many 56.5 -> 57.2.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # warnings about unused initialisers etc. are noise for users
+        # No CPU memory arena: the arena keeps the peak of every batch size it has seen and never gives it back, so
+        # bfm-serve under varying batches grew to 773 MiB; without it memory returns after each run (415 MiB after
+        # the same 800 requests at 64 clients, same pairs/s; benchmarks/results/serve_memory.md). The outputs are
+        # the same bits (the arena only decides where buffers live).
+        options.enable_cpu_mem_arena = False
         self._sessions: dict[Network, ort.InferenceSession] = {}
         self._io: dict[Network, tuple[str, str]] = {}
         for network in NETWORKS:
@@ -79,7 +84,7 @@ class OrtBackend(Backend):
     def infer(self, network: Network, batch: np.ndarray) -> np.ndarray:
         input_name, output_name = self._io[network]
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        (out,) = self._sessions[network].run([output_name], {input_name: batch})
+        (out,) = _run(self._sessions[network], [output_name], {input_name: batch}, network)
         return np.asarray(out, dtype=np.float32)
 
     @staticmethod
@@ -104,7 +109,7 @@ class OrtBackend(Backend):
         if self._detector is None:
             return super().detect(batch)
         spec_input, spec_outputs = self._detector_io
-        return list(self._detector.run(spec_outputs, {spec_input: np.ascontiguousarray(batch, dtype=np.float32)}))
+        return _run(self._detector, spec_outputs, {spec_input: np.ascontiguousarray(batch, dtype=np.float32)}, "detector")
 
     def infer_concurrent(self, jobs: dict[Network, np.ndarray]) -> dict[Network, np.ndarray]:
         # onnxruntime releases the GIL inside run(), so one thread per session overlaps the networks.
@@ -123,3 +128,20 @@ class OrtBackend(Backend):
 
     def __repr__(self) -> str:
         return f"OrtBackend(device={self.device!r})"
+
+
+def _run(session: ort.InferenceSession, outputs: list[str], feeds: dict[str, np.ndarray], name: str) -> list[np.ndarray]:
+    """``session.run``, its failure a ``BackendError``: onnxruntime raises its own exception types (Fail,
+    RuntimeException, InvalidArgument, ...), which callers would otherwise meet as unexpected bugs."""
+    try:
+        return list(session.run(outputs, feeds))
+    except Exception as exc:  # noqa: BLE001 - every onnxruntime failure, whatever its type
+        shapes = ", ".join(f"{key} {list(value.shape)}" for key, value in feeds.items())
+        message = " ".join(str(exc).split())[:300] or type(exc).__name__  # BfmError keeps it to one line
+        raise BackendError(f"ort backend: {name} failed on {shapes}: {message}") from None
+
+
+from .base import BACKENDS, AutoTry, BackendEntry  # noqa: E402  (registration only, kept apart from the backend)
+
+BACKENDS.register("ort", BackendEntry(OrtBackend, needs="onnxruntime (onnxruntime-gpu for CUDA)",
+                                      auto=AutoTry({"device": "cuda"}, cuda_provider_available)))

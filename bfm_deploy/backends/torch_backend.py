@@ -1,11 +1,11 @@
 """PyTorch backend: the bundle's networks as torch modules, from ``weights.safetensors`` or from the ONNX graphs.
 
 bfm-export writes the state dicts (keys ``classifier.*``, ``full.*``, ``partial.*``) and the manifest names each
-architecture; the modules come from ``bfm_deploy.models.get_model``. A bundle without that file (the shipped
-demo) is rebuilt from its ONNX initialisers (``bfm_deploy.models.pretrained.onnx_state_dict``: MobileFaceNet, the
+architecture; the modules come from ``bfm_models.create_model``. A bundle without that file (the shipped
+demo) is rebuilt from its ONNX initialisers (``bfm_models.pretrained.onnx_state_dict``: MobileFaceNet, the
 classifier and the IResNets, whose exported graphs fold each BatchNorm into the convolution before it); every rebuilt network
 is checked against the graph on a probe batch before it is used. The bundle's detector graph is rebuilt the
-same way (``bfm_deploy.models.onnx_detector``, checked against ONNX Runtime at load)
+same way (``bfm_models.onnx_detector``, checked against ONNX Runtime at load)
 and runs on the device when the device is CUDA, so that a raw photo costs the CPU only its decoding and
 letterboxing; on the CPU it stays on onnxruntime, which runs this small graph about 6x faster than torch there
 (8 images at 320: 84 ms against 530 ms, one measurement on a shared 2-core machine). torch is imported only when this backend is created.
@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ..contract import FACE_MEAN, FACE_STD
-from ..errors import TRAIN_EXTRA, BfmError
-from .base import NETWORKS, Backend, Network
+from ..contract import INPUT_SHAPE
+from ..contract import FACE_MEAN, FACE_STD, NETWORKS, Network
+from ..errors import BfmError
+from ..optional import require
+from .base import BACKENDS, AutoTry, Backend, BackendEntry
 from .torch_lane import Form, Lane, Normalisation, place_module, run_concurrently
 from .torch_options import Resolved, TorchOptions
 
@@ -48,10 +50,7 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, bundle: Bundle, device: Device = "auto", options: TorchOptions | None = None) -> None:
-        try:
-            import torch
-        except ImportError as exc:
-            raise BfmError(f"torch backend needs the training extras: {TRAIN_EXTRA} ({exc})") from None
+        torch = require("torch", "train", "the torch backend")
         if device not in ("auto", "cpu", "cuda"):
             raise BfmError(f"torch backend: unknown device {device!r} (auto, cpu or cuda)")
         if device == "cuda" and not torch.cuda.is_available():
@@ -152,7 +151,7 @@ def _images(array: np.ndarray) -> np.ndarray:
 
 def torch_detector(bundle: Bundle) -> Any:
     """The bundle's detector graph as a torch module on the CPU (FP32, eval), checked against the graph."""
-    from bfm_deploy.models.onnx_detector import check_against_graph, load_onnx_detector
+    from bfm_models.onnx_detector import check_against_graph, load_onnx_detector
 
     spec = bundle.detector
     if spec is None:
@@ -165,11 +164,8 @@ def torch_detector(bundle: Bundle) -> Any:
 def torch_modules(bundle: Bundle, networks: tuple[Network, ...] = NETWORKS) -> tuple[dict[Network, Any], str]:
     """The bundle's ``networks`` as torch modules on the CPU (FP32, eval), and where their weights came from:
     ``weights.safetensors`` when the bundle has it, else its ONNX graphs. Shared by this backend and the GPU check."""
-    try:
-        from bfm_deploy.models import get_model
-        from bfm_deploy.models.pretrained import load_state_dict_checked
-    except ImportError as exc:
-        raise BfmError(f"torch backend needs the training extras: {TRAIN_EXTRA} ({exc})") from None
+    create_model = require("bfm_models", "train", "the torch backend").create_model
+    load_state_dict_checked = require("bfm_models.pretrained", "train", "the torch backend").load_state_dict_checked
     bundle.verify_weights()
     state: dict[str, Any] | None = None
     if bundle.weights is not None:
@@ -181,7 +177,7 @@ def torch_modules(bundle: Bundle, networks: tuple[Network, ...] = NETWORKS) -> t
             raise BfmError(f"cannot read {bundle.weights}: {exc}") from None
     modules: dict[Network, Any] = {}
     for network in networks:
-        model = get_model(bundle.models[network].architecture)
+        model = create_model(bundle.models[network].architecture)
         if state is not None and bundle.weights is not None:
             prefix = f"{network}."
             part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -200,11 +196,11 @@ def _rebuild_from_onnx(model: Any, onnx_path: Any, load_checked: Any) -> None:
     import onnxruntime as ort
     import torch
 
-    from bfm_deploy.models.pretrained import onnx_state_dict
+    from bfm_models.pretrained import onnx_state_dict
 
     load_checked(model, onnx_state_dict(onnx_path, model), onnx_path.name)
     model.eval()
-    probe = np.random.default_rng(0).uniform(-1, 1, (4, 3, 112, 112)).astype(np.float32)
+    probe = np.random.default_rng(0).uniform(-1, 1, (4, *INPUT_SHAPE)).astype(np.float32)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     expected = session.run(None, {session.get_inputs()[0].name: probe})[0]
     with torch.inference_mode():
@@ -213,3 +209,8 @@ def _rebuild_from_onnx(model: Any, onnx_path: Any, load_checked: Any) -> None:
     if not float(cosine.min()) >= REBUILD_MIN_COSINE:
         raise BfmError(f"torch backend: the network rebuilt from {onnx_path.name} disagrees with the graph "
                        f"(cosine {float(cosine.min()):.6f}); re-export the bundle with weights.safetensors")
+
+
+BACKENDS.register("torch", BackendEntry(
+    TorchBackend, needs="torch and the model definitions (bfm_models)", extra="train",
+    auto=AutoTry({"device": "cuda"}, torch_cuda_available)))

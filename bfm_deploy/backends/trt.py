@@ -30,9 +30,9 @@ from ..engine.spec import (
     missing_engines_message,
     rebuild_command,
 )
-from ..contract import sha256_file
+from ..contract import NETWORKS, Network, sha256_file
 from ..errors import BfmError
-from .base import NETWORKS, Backend, Network
+from .base import BACKENDS, AutoTry, Backend, BackendEntry
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -326,3 +326,8 @@ def _profile_hint(bundle_dir: Path) -> BatchProfile:
         except BfmError:
             continue
     return BatchProfile()
+
+
+BACKENDS.register("trt", BackendEntry(
+    TrtBackend, needs="an NVIDIA GPU, TensorRT and engines built for it by bfm-build-engine", extra="gpu",
+    auto=AutoTry()))  # no cheap check: opening it is the check (engines, GPU, TensorRT)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -11,17 +13,172 @@ from ..cli_options import (backend_option, bfm_command, bundle_option, data_dir_
                            json_option, note, plot_option, quiet_option)
 from ..cli_support import one_line_errors
 from ..errors import BfmError
+from ..registry import Registry
 from . import latency
 from .pipeline import PipelineConfig
 from .sweep import QUICK, TimingConfig
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """Every bfm-bench flag but the mode's: each mode reads the ones it documents."""
+
+    sizes: str | None
+    queries: int | None
+    concurrency: str | None
+    requests: int | None
+    backbone: str
+    bundle: Path
+    backend: str
+    batches: str | None
+    runs: int | None
+    pairs: int | None
+    raw_pairs: int | None
+    masked_dir: Path | None
+    data_dir: Path
+    threads: int
+    quick: bool
+    json_out: str | None
+    plot_path: Path | None
+    detector: str
+
+
+@dataclass(frozen=True)
+class BenchMode:
+    """What ``bfm-bench --NAME`` measures: its flag's help and how it runs."""
+
+    help: str
+    run: Callable[[BenchRequest], None]
+
+
+MODES: Registry[BenchMode] = Registry("bench mode")
+
+
+def _mode(name: str, help: str) -> Callable[[Callable[[BenchRequest], None]], Callable[[BenchRequest], None]]:
+    def register(run: Callable[[BenchRequest], None]) -> Callable[[BenchRequest], None]:
+        MODES.register(name, BenchMode(help, run))
+        return run
+
+    return register
+
+
+def _flag(name: str) -> str:
+    return f"--{name}"
+
+
+def _param(name: str) -> str:
+    return f"mode_{name.replace('-', '_')}"  # apart from every other flag's parameter
+
+
+def _mode_flags(func: F) -> F:
+    """One ``--NAME`` flag per registered mode, in registration order."""
+    for name in reversed(MODES.names()):  # click lists the last-applied option first
+        func = click.option(_flag(name), _param(name), is_flag=True, help=MODES.get(name).help)(func)
+    return func
+
+
+def _choose_mode_message() -> str:
+    flags = [_flag(name) for name in MODES]
+    return f"choose what to measure: {', '.join(flags[:-1])} or {flags[-1]} (one of them)"
+
+
+@_mode("flops", "Parameters, MACs and FLOPs of C, E_F, E_P vs the paper.")
+def _flops(request: BenchRequest) -> None:
+    if request.plot_path is not None:
+        raise BfmError("--plot applies to --latency only")
+    from .flops import flops_report, format_flops_table
+
+    report = flops_report(request.backbone)
+    click.echo(format_flops_table(report), err=request.json_out == "-")
+    emit_json(request.json_out, report)
+
+
+@_mode("latency", "Latency and throughput of a bundle.")
+def _latency(request: BenchRequest) -> None:
+    quick = request.quick
+    timing: TimingConfig = QUICK if quick else TimingConfig()
+    if request.runs is not None:
+        timing = replace(timing, runs=request.runs)
+    pipeline = PipelineConfig(
+        pairs=request.pairs if request.pairs is not None else (8 if quick else 300),
+        raw_pairs=request.raw_pairs if request.raw_pairs is not None else (4 if quick else 40),
+        runs=timing.runs,
+        masked_dir=request.masked_dir,
+        detector=request.detector,
+    )
+    options = latency.LatencyOptions(
+        bundle=request.bundle,
+        data_dir=request.data_dir,
+        backends=latency.backend_names(request.backend),
+        batches=latency.parse_batches(request.batches) if request.batches else (
+            latency.QUICK_BATCHES if quick else latency.DEFAULT_BATCHES),
+        timing=timing,
+        pipeline=pipeline,
+        threads=request.threads,
+        quick=quick,
+    )
+    report = latency.run_latency(options)
+    click.echo(latency.format_latency_table(report), err=request.json_out == "-")
+    emit_json(request.json_out, report)
+    if request.plot_path is not None:
+        from .plot import plot_sweep
+
+        m = report["machine"]
+        plot_sweep(report["sweep"], request.plot_path,
+                   f"bundle {report['bundle']['name']} on {m['cpu_model']} ({m['logical_cpus']} CPUs), "
+                   f"onnxruntime {m['onnxruntime']}, load {m['load_average_start']}")
+        note(f"wrote {request.plot_path}")
+
+
+@_mode("serve", "bfm-serve under load, batched and batch-1, beside offline verify_many.")
+def _serve(request: BenchRequest) -> None:
+    from .serve_load import LEVELS, ServeLoadOptions, format_serve_table, plot_serve, run_serve_load
+
+    quick, concurrency = request.quick, request.concurrency
+    try:
+        levels = tuple(int(v) for v in concurrency.split(",")) if concurrency else ((1, 4) if quick else LEVELS)
+    except ValueError:
+        raise BfmError(f"--concurrency must be comma-separated counts, got {concurrency!r}") from None
+    if not levels or min(levels) < 1 or max(levels) > 256:
+        raise BfmError("--concurrency counts must be in 1..256")
+    options = ServeLoadOptions(bundle=request.bundle, data_dir=request.data_dir,
+                               backend="ort" if request.backend == "auto" else request.backend,
+                               levels=levels, requests=request.requests or (32 if quick else 192),
+                               seconds=20.0 if quick else 60.0)
+    report = run_serve_load(options)
+    click.echo(format_serve_table(report), err=request.json_out == "-")
+    emit_json(request.json_out, report)
+    if request.plot_path is not None:
+        plot_serve(report, request.plot_path)
+        note(f"wrote {request.plot_path}")
+
+
+@_mode("gallery-scale", "The gallery at scale: enrol and search time, memory per template, IVF recall vs exact "
+       "(synthetic templates).")
+def _gallery(request: BenchRequest) -> None:
+    from .gallery_scale import GalleryBenchOptions, format_gallery_table, plot_gallery, run_gallery_bench
+
+    quick, sizes = request.quick, request.sizes
+    try:
+        counts = tuple(int(v) for v in sizes.split(",")) if sizes else ((2000, 20000) if quick else (10_000, 100_000, 1_000_000))
+    except ValueError:
+        raise BfmError(f"--sizes must be comma-separated template counts, got {sizes!r}") from None
+    if not counts or min(counts) < 100 or max(counts) > 10_000_000:
+        raise BfmError("--sizes counts must be in 100..10000000")
+    report = run_gallery_bench(GalleryBenchOptions(bundle=request.bundle, sizes=counts,
+                                                   queries=request.queries or (50 if quick else 300),
+                                                   single_enrolments=20 if quick else 100))
+    click.echo(format_gallery_table(report), err=request.json_out == "-")
+    emit_json(request.json_out, report)
+    if request.plot_path is not None:
+        plot_gallery(report, request.plot_path)
+        note(f"wrote {request.plot_path}")
+
 
 @bfm_command()
-@click.option("--flops", is_flag=True, help="Parameters, MACs and FLOPs of C, E_F, E_P vs the paper.")
-@click.option("--latency", "latency_mode", is_flag=True, help="Latency and throughput of a bundle.")
-@click.option("--serve", "serve_mode", is_flag=True, help="bfm-serve under load, batched and batch-1, beside offline verify_many.")
-@click.option("--gallery-scale", "gallery_mode", is_flag=True,
-              help="The gallery at scale: enrol and search time, memory per template, IVF recall vs exact (synthetic templates).")
+@_mode_flags
 @click.option("--sizes", default=None, help="--gallery-scale: gallery sizes in templates, e.g. 10000,100000,1000000 (the default; --quick: 2000,20000).")
 @click.option("--queries", type=click.IntRange(10, 100000), default=None,
               help="--gallery-scale: probes per size (default 300, a third of it at 1M; --quick 50).")
@@ -49,10 +206,10 @@ from .sweep import QUICK, TimingConfig
 @detector_option
 @quiet_option
 @one_line_errors
-def main(flops: bool, latency_mode: bool, serve_mode: bool, gallery_mode: bool, sizes: str | None,
-         queries: int | None, concurrency: str | None, requests: int | None, backbone: str, bundle: Path, backend: str, batches: str | None, runs: int | None,
-         pairs: int | None, raw_pairs: int | None, masked_dir: Path | None, data_dir: Path, threads: int,
-         quick: bool, json_out: str | None, plot_path: Path | None, detector: str) -> None:
+def main(sizes: str | None, queries: int | None, concurrency: str | None, requests: int | None, backbone: str,
+         bundle: Path, backend: str, batches: str | None, runs: int | None, pairs: int | None, raw_pairs: int | None,
+         masked_dir: Path | None, data_dir: Path, threads: int, quick: bool, json_out: str | None,
+         plot_path: Path | None, detector: str, **modes: bool) -> None:
     """Measure the cost claim of the paper (--flops) or the latency of a bundle (--latency).
 
     \b
@@ -61,92 +218,10 @@ def main(flops: bool, latency_mode: bool, serve_mode: bool, gallery_mode: bool, 
     bfm-bench --serve --json-out serve.json --plot serve.png
     bfm-bench --gallery-scale --json-out gallery.json --plot gallery.png
     """
-    if flops + latency_mode + serve_mode + gallery_mode != 1:
-        raise BfmError("choose what to measure: --flops, --latency, --serve or --gallery-scale (one of them)")
-    if gallery_mode:
-        _gallery(bundle, sizes, queries, quick, json_out, plot_path)
-        return
-    if serve_mode:
-        _serve(bundle, data_dir, backend, concurrency, requests, quick, json_out, plot_path)
-        return
-    if flops:
-        if plot_path is not None:
-            raise BfmError("--plot applies to --latency only")
-        from .flops import flops_report, format_flops_table
-
-        report = flops_report(backbone)
-        click.echo(format_flops_table(report), err=json_out == "-")
-        emit_json(json_out, report)
-        return
-
-    timing: TimingConfig = QUICK if quick else TimingConfig()
-    if runs is not None:
-        timing = replace(timing, runs=runs)
-    pipeline = PipelineConfig(
-        pairs=pairs if pairs is not None else (8 if quick else 300),
-        raw_pairs=raw_pairs if raw_pairs is not None else (4 if quick else 40),
-        runs=timing.runs,
-        masked_dir=masked_dir,
-        detector=detector,
-    )
-    options = latency.LatencyOptions(
-        bundle=bundle,
-        data_dir=data_dir,
-        backends=latency.backend_names(backend),
-        batches=latency.parse_batches(batches) if batches else (latency.QUICK_BATCHES if quick else latency.DEFAULT_BATCHES),
-        timing=timing,
-        pipeline=pipeline,
-        threads=threads,
-        quick=quick,
-    )
-    report = latency.run_latency(options)
-    click.echo(latency.format_latency_table(report), err=json_out == "-")
-    emit_json(json_out, report)
-    if plot_path is not None:
-        from .plot import plot_sweep
-
-        m = report["machine"]
-        plot_sweep(report["sweep"], plot_path,
-                   f"bundle {report['bundle']['name']} on {m['cpu_model']} ({m['logical_cpus']} CPUs), "
-                   f"onnxruntime {m['onnxruntime']}, load {m['load_average_start']}")
-        note(f"wrote {plot_path}")
-
-
-def _gallery(bundle: Path, sizes: str | None, queries: int | None, quick: bool, json_out: str | None,
-             plot_path: Path | None) -> None:
-    from .gallery_scale import GalleryBenchOptions, format_gallery_table, plot_gallery, run_gallery_bench
-
-    try:
-        counts = tuple(int(v) for v in sizes.split(",")) if sizes else ((2000, 20000) if quick else (10_000, 100_000, 1_000_000))
-    except ValueError:
-        raise BfmError(f"--sizes must be comma-separated template counts, got {sizes!r}") from None
-    if not counts or min(counts) < 100 or max(counts) > 10_000_000:
-        raise BfmError("--sizes counts must be in 100..10000000")
-    report = run_gallery_bench(GalleryBenchOptions(bundle=bundle, sizes=counts, queries=queries or (50 if quick else 300),
-                                                   single_enrolments=20 if quick else 100))
-    click.echo(format_gallery_table(report), err=json_out == "-")
-    emit_json(json_out, report)
-    if plot_path is not None:
-        plot_gallery(report, plot_path)
-        note(f"wrote {plot_path}")
-
-
-def _serve(bundle: Path, data_dir: Path, backend: str, concurrency: str | None, requests: int | None, quick: bool,
-           json_out: str | None, plot_path: Path | None) -> None:
-    from .serve_load import LEVELS, ServeLoadOptions, format_serve_table, plot_serve, run_serve_load
-
-    try:
-        levels = tuple(int(v) for v in concurrency.split(",")) if concurrency else ((1, 4) if quick else LEVELS)
-    except ValueError:
-        raise BfmError(f"--concurrency must be comma-separated counts, got {concurrency!r}") from None
-    if not levels or min(levels) < 1 or max(levels) > 256:
-        raise BfmError("--concurrency counts must be in 1..256")
-    options = ServeLoadOptions(bundle=bundle, data_dir=data_dir, backend="ort" if backend == "auto" else backend,
-                               levels=levels, requests=requests or (32 if quick else 192),
-                               seconds=20.0 if quick else 60.0)
-    report = run_serve_load(options)
-    click.echo(format_serve_table(report), err=json_out == "-")
-    emit_json(json_out, report)
-    if plot_path is not None:
-        plot_serve(report, plot_path)
-        note(f"wrote {plot_path}")
+    chosen = [name for name in MODES if modes[_param(name)]]
+    if len(chosen) != 1:
+        raise BfmError(_choose_mode_message())
+    MODES.get(chosen[0]).run(BenchRequest(
+        sizes=sizes, queries=queries, concurrency=concurrency, requests=requests, backbone=backbone, bundle=bundle,
+        backend=backend, batches=batches, runs=runs, pairs=pairs, raw_pairs=raw_pairs, masked_dir=masked_dir,
+        data_dir=data_dir, threads=threads, quick=quick, json_out=json_out, plot_path=plot_path, detector=detector))

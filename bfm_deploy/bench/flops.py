@@ -1,6 +1,6 @@
 """``bfm-bench --flops``: parameters, MACs and FLOPs of C, E_F and E_P, counted two independent ways.
 
-1. PyTorch's FLOP counter on the module (``bfm_deploy.models.count_macs``: FlopCounterMode, MACs = FLOPs / 2);
+1. PyTorch's FLOP counter on the module (``bfm_models.count_macs``: FlopCounterMode, MACs = FLOPs / 2);
 2. our own walk over the exported ONNX graph (``onnx_macs.count_onnx_macs``).
 
 FLOPs are reported as 2 x MACs (one multiply and one add per MAC, conv and linear layers only), the
@@ -16,8 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..contract import INPUT_SHAPE
 from ..bundle import MIN_OPSET
-from ..errors import TRAIN_EXTRA, BfmError
+from ..errors import BfmError
+from ..optional import install_hint
 from .onnx_macs import COUNTED_OPS, count_onnx_macs
 
 #: Section IV-B of the paper: "only 70.7M FLOPs, whereas ... 6.3G FLOPs regardless of which of the four
@@ -48,10 +50,10 @@ class NetworkCost:
 
 def _torch_models() -> Any:
     try:
-        from bfm_deploy import models
-        from bfm_deploy.models import onnx_export
+        import bfm_models as models
+        from bfm_models import onnx_export
     except ImportError as exc:
-        raise BfmError(f"--flops needs torch and onnx: {TRAIN_EXTRA} ({exc})") from None
+        raise BfmError(f"--flops needs torch and onnx: {install_hint('train')} ({exc})") from None
     return models, onnx_export
 
 
@@ -59,7 +61,7 @@ def count_network(architecture: str, workdir: Path) -> NetworkCost:
     """Both counts for one registry architecture, on a freshly built (randomly initialised) instance."""
     models, onnx_export = _torch_models()
     info = models.model_info(architecture)  # validates the name with a one-line error
-    model = models.get_model(architecture).eval()
+    model = models.create_model(architecture).eval()
     macs = models.count_macs(model, (1, *info.input_size))
     onnx_path = workdir / f"{architecture}.onnx"
     onnx_export.export_onnx(model, onnx_path, info.output_name, MIN_OPSET)  # the exporter bfm-export uses
@@ -159,9 +161,9 @@ def flops_report(backbone: str = "r50", progress: bool = True) -> dict[str, Any]
             )
     return {
         "backbone": backbone,
-        "input": [1, 3, 112, 112],
+        "input": [1, *INPUT_SHAPE],
         "counting": {
-            "macs": "torch.utils.flop_counter.FlopCounterMode on the module (bfm_deploy.models.count_macs), FLOPs / 2",
+            "macs": "torch.utils.flop_counter.FlopCounterMode on the module (bfm_models.count_macs), FLOPs / 2",
             "flops": "2 x macs (conv and linear layers; bias, BatchNorm, activations and additions not counted)",
             "macs_onnx": f"own walk over the exported ONNX graph with onnx shape inference; counted ops: "
             f"{', '.join(COUNTED_OPS)}",

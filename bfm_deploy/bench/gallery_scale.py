@@ -207,7 +207,7 @@ def format_gallery_table(report: dict[str, Any]) -> str:
 
 
 def plot_gallery(report: dict[str, Any], path: Path) -> None:
-    from .plot import pyplot, save_png
+    from ..plotting import pyplot, save_png
 
     plt = pyplot()
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import create_backend
-from ..backends.base import NETWORKS, Backend
+from ..backends.base import Backend
+from ..contract import NETWORKS
 from ..bundle import Bundle
 from ..errors import BfmError
 from ..progress import progress

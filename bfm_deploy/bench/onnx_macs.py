@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import TRAIN_EXTRA, BfmError
+from ..errors import BfmError
+from ..optional import install_hint
 
 if TYPE_CHECKING:
     import onnx
@@ -45,7 +46,7 @@ def _onnx() -> Any:
     try:
         import onnx
     except ImportError:
-        raise BfmError(f"counting MACs over ONNX needs the onnx package: {TRAIN_EXTRA}") from None
+        raise BfmError(f"counting MACs over ONNX needs the onnx package: {install_hint('train')}") from None
     return onnx
 
 

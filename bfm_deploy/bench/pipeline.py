@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import alignment, images, routing, verifier
+from ..contract import CROP_SIZE
+from .. import alignment, images, routing, tensor, verifier
 from ..backends.base import Backend
 from ..bundle import Bundle
 from ..datasets import MASK_FREE_LABEL, read_lfw_pairs, read_mfr2_labels
@@ -83,7 +84,7 @@ def masked_crops(bundle: Bundle, data_dir: Path, masked_dir: Path | None, limit:
         if not files:
             raise BfmError(f"no images in --masked-dir {masked_dir}")
         crops = [images.load_image(p) for p in files]
-        wrong = [f for f, c in zip(files, crops) if c.shape[:2] != (112, 112)]
+        wrong = [f for f, c in zip(files, crops) if c.shape[:2] != (CROP_SIZE, CROP_SIZE)]
         if wrong:
             raise BfmError(f"--masked-dir must hold aligned 112x112 crops; {wrong[0]} is not")
         return crops, f"{len(crops)} aligned crops from {masked_dir}"
@@ -128,9 +129,9 @@ def instrumented(clock: StageClock) -> Iterator[list[str]]:
         (images.load_image, "decode"),
         (alignment.align_face, "align"),
         (detect.open_detector, "detector_setup"),
-        (verifier.preprocess, "preprocess"),
+        (tensor.preprocess, "preprocess"),
         (routing.mask_probability, "classify"),
-        (verifier.l2_normalise, "compare"),
+        (tensor.l2_normalise, "compare"),
     ]
     installed = []
     with ExitStack() as stack:
@@ -170,7 +171,7 @@ def route_split(results: Sequence[Any]) -> dict[str, Any]:
         "pairs": len(results),
         "failed": len(results) - len(ok),
         "partial_fraction": (sum(r.route == "partial" for r in ok) / len(ok)) if ok else None,
-        "cases": {verifier.CASE_NAMES[c]: cases.get(c, 0) for c in sorted(verifier.CASE_NAMES)},
+        "cases": {routing.CASE_NAMES[c]: cases.get(c, 0) for c in sorted(routing.CASE_NAMES)},
     }
 
 
@@ -233,7 +234,7 @@ def extractor_alone(backend: Backend, bundle: Bundle, crops: Sequence[np.ndarray
     """Seconds for E_F alone on ``crops`` with the runtime's pre-processing, ``batch_size`` faces per call."""
     start = time.perf_counter()
     for chunk in _chunks(crops, batch_size):
-        backend.infer("full", verifier.preprocess(chunk, bundle.input.mean, bundle.input.std))
+        backend.infer("full", tensor.preprocess(chunk, bundle.input.mean, bundle.input.std))
     return time.perf_counter() - start
 
 

@@ -1,44 +1,12 @@
-"""PNG of latency and throughput against batch size (matplotlib's Agg backend: no display needed)."""
+"""PNG of latency and throughput against batch size (drawn with ``bfm_deploy.plotting``)."""
 
 from __future__ import annotations
 
-import io
 import os
 from collections import defaultdict
 from typing import Any
 
-from ..atomic import atomic_path
-
-
-def pyplot() -> Any:
-    """``matplotlib.pyplot`` on the Agg backend (chosen before pyplot loads: plots are drawn on headless machines)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_png(fig: Any, path: str | os.PathLike[str]) -> None:
-    """Lay out ``fig``, write it to ``path`` atomically (110 dpi, the project's plots) and close it.
-
-    The PNG is stored with a 256-colour palette: line plots use a few dozen colours, and a palette PNG is a
-    third the size of matplotlib's RGBA one. The size matters because result plots are committed, and the whole
-    tracked tree travels to the GPU machine under a 64 MiB limit."""
-    from PIL import Image  # matplotlib's own dependency
-
-    try:
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110)
-        buffer.seek(0)
-        with Image.open(buffer) as image:
-            palette = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-        with atomic_path(path) as tmp:
-            palette.save(tmp, format="PNG", optimize=True)
-    finally:
-        pyplot().close(fig)
+from ..plotting import pyplot, save_png
 
 
 def plot_sweep(points: list[dict[str, Any]], path: str | os.PathLike[str], title: str) -> None:

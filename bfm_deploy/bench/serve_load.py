@@ -154,7 +154,7 @@ def format_serve_table(report: dict[str, Any]) -> str:
 
 
 def plot_serve(report: dict[str, Any], path: Path) -> None:
-    from .plot import pyplot, save_png
+    from ..plotting import pyplot, save_png
 
     plt = pyplot()
     fig, (rate_ax, lat_ax) = plt.subplots(1, 2, figsize=(10, 3.8))

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from ..contract import INPUT_SHAPE
 from ..backends.base import Backend, Network
 from ..errors import BfmError
 from .stats import LatencySummary, median_of_runs, summarise_run
 
-INPUT_SHAPE = (3, 112, 112)
 
 
 @dataclass(frozen=True)

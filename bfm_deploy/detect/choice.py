@@ -10,10 +10,13 @@ PATH        an ``.onnx`` file: a YuNet graph (outputs ``cls_8`` ...) or an SCRFD
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import BfmError
+from ..registry import Registry
 from . import scrfd
 from .face import AlignerConfig, Detector, FaceAligner
 from .fallback import FallbackChain, FallbackStep, bundle_step_detector
@@ -23,18 +26,43 @@ if TYPE_CHECKING:
     from ..backends.base import Backend
     from ..bundle import Bundle
 
-DETECTOR_NAMES: tuple[str, ...] = ("auto", "bundle", "scrfd", "yunet", "mtcnn")
-DETECTOR_HELP = ("Face detector: auto (the bundle's detector.onnx, else mtcnn), bundle, scrfd, yunet, mtcnn, "
-                 "or PATH to an SCRFD or YuNet .onnx.")
+
+@dataclass(frozen=True)
+class DetectorContext:
+    """What a named detector may be opened with."""
+
+    bundle: Bundle | None = None
+    backend: Backend | None = None  # runs the bundle's detector where given
+    threads: int = 0  # onnxruntime intra-op threads of a CPU session (0: one per physical core)
+
+
+@dataclass(frozen=True)
+class DetectorChoice:
+    """A ``--detector`` name: how to open it and what ``--help`` says beside the name."""
+
+    open: Callable[[DetectorContext], Detector]
+    note: str = ""
+
+
+DETECTORS: Registry[DetectorChoice] = Registry("detector")
+
+
+def _choice(name: str, note: str = "") -> Callable[[Callable[[DetectorContext], Detector]],
+                                                   Callable[[DetectorContext], Detector]]:
+    def register(open_it: Callable[[DetectorContext], Detector]) -> Callable[[DetectorContext], Detector]:
+        DETECTORS.register(name, DetectorChoice(open_it, note))
+        return open_it
+
+    return register
 
 
 def check_choice(choice: str) -> str:
     """``choice`` itself when it is a known name or an existing .onnx file; BfmError otherwise."""
-    if choice in DETECTOR_NAMES:
+    if choice in DETECTORS:
         return choice
     path = Path(choice)
     if path.suffix.lower() != ".onnx":
-        raise BfmError(f"unknown detector {choice!r}: choose one of {', '.join(DETECTOR_NAMES)} or a path to an .onnx file")
+        raise BfmError(f"unknown detector {choice!r}: choose one of {', '.join(DETECTORS)} or a path to an .onnx file")
     if not path.is_file():
         raise BfmError(f"detector model not found: {path}")
     return choice
@@ -70,37 +98,82 @@ def _is_yunet(path: Path) -> bool:
 def open_detector(choice: str, bundle: Bundle | None = None, backend: Backend | None = None,
                   threads: int = 0) -> Detector:
     """The detector named by ``choice`` (see the module doc); ``backend`` runs the bundle's detector."""
+    check_choice(choice)
+    context = DetectorContext(bundle, backend, threads)
+    if choice in DETECTORS:
+        return DETECTORS.get(choice).open(context)
+    return _open_path(Path(choice), threads)
+
+
+def _open_bundle_detector(context: DetectorContext, required: bool) -> Detector:
     from .mtcnn import MtcnnDetector
+    from .network import NetworkDetector, OnnxRunner
+
+    bundle = context.bundle
+    spec = bundle.detector if bundle is not None else None
+    if spec is None:
+        if required:
+            where = f"bundle {bundle.root}" if bundle is not None else "no bundle was given and it"
+            raise BfmError(f"{where} has no detector.onnx; re-export it with bfm-export --detector scrfd "
+                           "or choose --detector scrfd|yunet|mtcnn")
+        return MtcnnDetector()
+    if context.backend is not None:
+        return NetworkDetector(spec, context.backend.detect, name=f"bundle:{spec.architecture}",
+                               run_canvases=context.backend.detect_canvases)
+    runner = OnnxRunner(spec.file, spec.input_name, spec.output_names, context.threads)
+    return NetworkDetector(spec, runner, name=f"bundle:{spec.architecture}")
+
+
+@_choice("auto", "the bundle's detector.onnx, else mtcnn")
+def _auto(context: DetectorContext) -> Detector:
+    return _open_bundle_detector(context, required=False)
+
+
+@_choice("bundle")
+def _bundle(context: DetectorContext) -> Detector:
+    return _open_bundle_detector(context, required=True)
+
+
+@_choice("scrfd")
+def _scrfd(context: DetectorContext) -> Detector:
+    from .network import NetworkDetector, OnnxRunner
+
+    spec = scrfd_spec(scrfd.vectron_model_path(), source=scrfd.vectron_source())
+    return NetworkDetector(spec, OnnxRunner(spec.file, spec.input_name, spec.output_names, context.threads),
+                           name="scrfd")
+
+
+@_choice("yunet")
+def _yunet(context: DetectorContext) -> Detector:
+    from .yunet import YunetDetector
+
+    return YunetDetector()
+
+
+@_choice("mtcnn")
+def _mtcnn(context: DetectorContext) -> Detector:
+    from .mtcnn import MtcnnDetector
+
+    return MtcnnDetector()
+
+
+def _open_path(path: Path, threads: int) -> Detector:
+    """An ``.onnx`` file: YuNet when its outputs say so, else an SCRFD ``*_bnkps`` export."""
     from .network import NetworkDetector, OnnxRunner
     from .yunet import YunetConfig, YunetDetector
 
-    check_choice(choice)
-    if choice in ("auto", "bundle"):
-        spec = bundle.detector if bundle is not None else None
-        if spec is None:
-            if choice == "bundle":
-                where = f"bundle {bundle.root}" if bundle is not None else "no bundle was given and it"
-                raise BfmError(f"{where} has no detector.onnx; re-export it with bfm-export --detector scrfd "
-                               "or choose --detector scrfd|yunet|mtcnn")
-            return MtcnnDetector()
-        if backend is not None:
-            return NetworkDetector(spec, backend.detect, name=f"bundle:{spec.architecture}",
-                                   run_canvases=backend.detect_canvases)
-        runner = OnnxRunner(spec.file, spec.input_name, spec.output_names, threads)
-        return NetworkDetector(spec, runner, name=f"bundle:{spec.architecture}")
-    if choice == "mtcnn":
-        return MtcnnDetector()
-    if choice == "yunet":
-        return YunetDetector()
-    if choice == "scrfd":
-        spec = scrfd_spec(scrfd.vectron_model_path(), source=scrfd.vectron_source())
-    else:
-        path = Path(choice)
-        if _is_yunet(path):
-            return YunetDetector(YunetConfig(model_path=path))
-        spec = scrfd_spec(path)
+    if _is_yunet(path):
+        return YunetDetector(YunetConfig(model_path=path))
+    spec = scrfd_spec(path)
     return NetworkDetector(spec, OnnxRunner(spec.file, spec.input_name, spec.output_names, threads),
-                           name=choice if choice == "scrfd" else f"scrfd:{Path(choice).name}")
+                           name=f"scrfd:{path.name}")
+
+
+# The names every tool accepts, and --detector's help, from the registrations above.
+DETECTOR_NAMES: tuple[str, ...] = DETECTORS.names()
+DETECTOR_HELP = ("Face detector: " + ", ".join(f"{name} ({DETECTORS.get(name).note})" if DETECTORS.get(name).note
+                                               else name for name in DETECTORS)
+                 + ", or PATH to an SCRFD or YuNet .onnx.")
 
 
 def open_aligner(choice: str, bundle: Bundle | None = None, backend: Backend | None = None, threads: int = 0,

@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, Union
+from typing import Union
 
 import numpy as np
 
@@ -20,19 +20,9 @@ from ..alignment import CROP_SIZE, align_face
 from ..errors import BfmError, NoFaceError
 from ..images import ImageLimits, load_image, shrink_to
 from .fallback import FIRST_PASS, FallbackChain
-from .mtcnn import Face
+from .detection import Detector, Face
 
 Image = Union[str, "os.PathLike[str]", np.ndarray]
-
-
-class Detector(Protocol):
-    """What every detector offers: SCRFD on a backend (``NetworkDetector``), MTCNN and YuNet on the host."""
-
-    name: str
-
-    def detect(self, bgr: np.ndarray) -> list[Face]: ...
-
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]: ...
 
 
 @dataclass(frozen=True)

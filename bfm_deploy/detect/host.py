@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import BfmError
+from .detection import Face
 
 if TYPE_CHECKING:
     import onnxruntime as ort
-
-    from .mtcnn import Face  # mtcnn.py defines Face and builds on this module
 
 
 def check_bgr(bgr: np.ndarray) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import BfmError
 from .boxes import apply_regression, box_sizes, crop_patches, nms, to_square
+from .detection import Face
 from .host import HostDetector, check_bgr, onnx_session
 
 if TYPE_CHECKING:
@@ -53,27 +54,6 @@ class MtcnnConfig:
             raise BfmError(f"scale_factor must be in (0, 1), got {self.scale_factor}")
         if self.max_side is not None and self.max_side < self.min_face_size:
             raise BfmError(f"max_side ({self.max_side}) must be at least min_face_size ({self.min_face_size})")
-
-
-@dataclass(frozen=True, eq=False)  # holds arrays: compare fields explicitly
-class Face:
-    """One detection in image pixel coordinates (0-based)."""
-
-    box: np.ndarray  # [x1, y1, x2, y2], inclusive pixel indices
-    score: float  # O-Net face probability
-    landmarks: np.ndarray  # 5x2 (x, y): left eye, right eye, nose, left mouth corner, right mouth corner
-
-    @property
-    def width(self) -> float:
-        return float(self.box[2] - self.box[0] + 1)
-
-    @property
-    def height(self) -> float:
-        return float(self.box[3] - self.box[1] + 1)
-
-    @property
-    def centre(self) -> tuple[float, float]:
-        return float(self.box[0] + self.box[2]) / 2, float(self.box[1] + self.box[3]) / 2
 
 
 def _rescale(face: Face, factor: float) -> Face:

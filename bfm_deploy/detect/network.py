@@ -18,7 +18,7 @@ from ..errors import BfmError
 from ..tensor import to_nchw
 from .boxes import nms
 from .host import check_bgr, onnx_session
-from .mtcnn import Face
+from .detection import Face
 from .scrfd import decode_scrfd
 from .spec import DetectorSpec
 

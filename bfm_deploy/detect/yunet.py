@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import BfmError
 from .host import HostDetector, check_bgr
-from .mtcnn import Face
+from .detection import Face
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "yunet" / "face_detection_yunet_2023mar_int8bq.onnx"
 LICENCE = "YuNet (OpenCV Zoo): MIT"

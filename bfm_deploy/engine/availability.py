@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import GPU_EXTRA, BfmError
+from ..errors import BfmError
+from ..optional import install_hint
 
 
 def require_tensorrt() -> str:
@@ -16,7 +17,7 @@ def require_tensorrt() -> str:
         # ImportError), and the module is absent entirely without the 'gpu' extra.
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise BfmError(
-            f"TensorRT is not available ({reason}); install the gpu extra ({GPU_EXTRA}) "
+            f"TensorRT is not available ({reason}); install the gpu extra ({install_hint('gpu')}) "
             "on a machine with an NVIDIA GPU"
         ) from None
     version = getattr(module, "__version__", None)

@@ -9,7 +9,8 @@ from pathlib import Path
 from .. import __version__
 from ..atomic import atomic_dir
 from ..cuda_runtime import CudaRuntime
-from ..errors import GPU_EXTRA, BfmError
+from ..errors import BfmError
+from ..optional import install_hint
 from ..progress import progress
 from .loaders import (
     CreateConfig,
@@ -99,6 +100,6 @@ def _fp16_graph(onnx_path: Path, scratch: Path) -> Path:
     except ImportError:
         raise BfmError(
             "TensorRT >= 11 builds FP16 engines only from FP16 graphs, which bfm-build-engine makes with the "
-            f"onnx package: {GPU_EXTRA}"
+            f"onnx package: {install_hint('gpu')}"
         ) from None
     return convert_to_fp16(onnx_path, scratch / onnx_path.name)

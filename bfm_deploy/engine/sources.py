@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from ..backends.base import NETWORKS
+from ..contract import NETWORKS
 from ..bundle import Bundle
 
 BundleLike = Union[Bundle, str, "os.PathLike[str]"]

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import NETWORKS
+from ..contract import NETWORKS
 from ..errors import BfmError
 
 ENGINE_MANIFEST = "engine_manifest.json"

@@ -4,13 +4,15 @@ layer over it (its flags are these fields), as ``bfm-export`` is over ``export_b
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..bundle import Bundle, default_bundle
 from ..datasets import default_data_dir
 from ..errors import BfmError
+from ..registry import Registry
 from . import protocols
 from .faces import DetectingLoader
 from .folds import parse_fold_spec
@@ -19,7 +21,6 @@ from .report import to_json
 from .run import ModelFactory, evaluate, load_bundles
 from .scoring import FaceModel
 
-DATASETS = ("lfw", "masked-lfw", "mfr2", "pairs", "landmarks", "lfw-identification")
 DEFAULT_SEED = 0
 
 
@@ -42,14 +43,83 @@ class EvalOptions:
     photos: Path | None = None  # landmarks: <identity>/<photo> raw photos (default DATA_DIR/lfw/raw-fold1)
 
     def check(self) -> None:
-        if self.dataset not in DATASETS:
-            raise BfmError(f"unknown or missing --dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        if self.dataset not in PROTOCOLS:
+            raise BfmError(f"unknown or missing --dataset {self.dataset!r}; choose one of {', '.join(PROTOCOLS)}")
         if self.batch_size < 2:
             raise BfmError(f"--batch-size must be at least 2, got {self.batch_size}")
         if self.pairs_per_fold is not None and (self.pairs_per_fold < 2 or self.pairs_per_fold % 2):
             raise BfmError(f"--pairs-per-fold must be an even number of at least 2, got {self.pairs_per_fold}")
         if self.seed < 0:
             raise BfmError(f"--seed must be >= 0, got {self.seed}")
+
+
+Kind = Literal["verification", "landmarks", "identification"]
+PairsOf = Callable[[EvalOptions, DetectingLoader], protocols.EvalSet]
+SetsOf = Callable[[protocols.EvalSet, EvalOptions], list[protocols.EvalSet]]
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """A ``--dataset``: what it measures, its ``--help`` text and, for verification, its pairs."""
+
+    kind: Kind  # verification: run_eval; landmarks: run_landmarks; identification: run_identification
+    help: str  # bfm-eval --help's description under "Data sets"
+    pairs: PairsOf | None = None  # verification: the pairs and how their images are loaded
+    sets: SetsOf | None = None  # verification: the sets evaluated from those pairs (None: the pairs themselves)
+
+
+PROTOCOLS: Registry[EvalProtocol] = Registry("dataset")
+
+
+def _verification(name: str, help: str, sets: SetsOf | None = None) -> Callable[[PairsOf], PairsOf]:
+    def register(pairs: PairsOf) -> PairsOf:
+        PROTOCOLS.register(name, EvalProtocol("verification", help, pairs, sets))
+        return pairs
+
+    return register
+
+
+def _data_dir(options: EvalOptions) -> Path:
+    if not options.data_dir.is_dir():
+        raise BfmError(f"data dir {options.data_dir} not found (pass --data-dir or set BFM_DATA)")
+    return options.data_dir
+
+
+def _masked_lfw_sets(base: protocols.EvalSet, options: EvalOptions) -> list[protocols.EvalSet]:
+    from .masked_lfw import masked_lfw_sets
+
+    return masked_lfw_sets(base, _mask_cache(options.data_dir, options.seed, options.mask_templates, options.cache_dir))
+
+
+@_verification("lfw", "lfw/pairs.txt on the aligned lfw/aligned112 crops")
+def _lfw(options: EvalOptions, detecting: DetectingLoader) -> protocols.EvalSet:
+    return protocols.lfw(_data_dir(options))
+
+
+_verification("masked-lfw", "the same pairs masked by bfm_train.masking (fixed --seed, keyed by image path, cached "
+              "under --cache-dir), evaluated twice: masked-lfw/case3 (both sides masked) and masked-lfw/case2 (one "
+              "side masked, left on even pair indices, right on odd)", sets=_masked_lfw_sets)(_lfw)
+
+
+@_verification("mfr2", "mfr2/pairs.txt, faces detected (--detector, default the bundle's detector) and aligned, "
+               "cases from mfr2_labels.txt")
+def _mfr2(options: EvalOptions, detecting: DetectingLoader) -> protocols.EvalSet:
+    return protocols.mfr2(_data_dir(options), detecting)
+
+
+@_verification("pairs", "a file of 'img1 img2 same(0/1) [masked1 masked2]' lines, paths relative to it "
+               "(--pairs-file, default DATA_DIR/pairs.txt); aligned 112x112 crops unless --detect")
+def _pairs(options: EvalOptions, detecting: DetectingLoader) -> protocols.EvalSet:
+    loader = detecting if options.detect else protocols.load_aligned
+    return protocols.generic(options.pairs_file or _data_dir(options) / "pairs.txt", loader)
+
+
+PROTOCOLS.register("landmarks", EvalProtocol(
+    "landmarks", "not verification: the --detector's landmark error on raw photos against lfw/landmarks5.txt "
+    "(--photos, default DATA_DIR/lfw/raw-fold1; e.g. a copy masked by bfm-mask --raw)"))
+PROTOCOLS.register("lfw-identification", EvalProtocol(
+    "identification", "not verification: open-set 1:N identification on LFW folds (--folds, default the test "
+    "folds 6-10), routed against E_F and E_P alone, unmasked and masked (--fpir, --open-set)"))
 
 
 @dataclass
@@ -71,23 +141,21 @@ def run_eval(options: EvalOptions) -> EvalRun:
     """The paper's protocol on ``options.dataset`` (not ``landmarks``: that is ``run_landmarks``)."""
     started = time.perf_counter()
     options.check()
-    if options.dataset == "landmarks":
+    protocol = PROTOCOLS.get(options.dataset)
+    if protocol.kind == "landmarks":
         raise BfmError("dataset landmarks measures a detector: use run_landmarks")
+    if protocol.kind == "identification":
+        raise BfmError(f"dataset {options.dataset} is open-set identification: use run_identification")
     bundle = options.bundle if options.bundle is not None or options.compare else default_bundle()
     methods = collect_methods(bundle, options.compare)
-    data_dir = options.data_dir
-    if not data_dir.is_dir() and not (options.dataset == "pairs" and options.pairs_file is not None):
-        raise BfmError(f"data dir {data_dir} not found (pass --data-dir or set BFM_DATA)")
-    base = _base_set(options.dataset, data_dir, options.pairs_file, options.detect, DetectingLoader(options.detector),
-                     options.folds, options.pairs_per_fold)
+    base = verification_pairs(options, DetectingLoader(options.detector))
     # Bundles before detection and masking: a broken one should fail before minutes of work.
     bundles = load_bundles(methods, _open_verifier(options.backend, options.batch_size), options.batch_size)
     if isinstance(base.load, DetectingLoader):
         # 'auto' and 'bundle' mean the detector of the first method's bundle: what its users get.
         base.load.bundle = bundles[methods[0].bundle.resolve()].bundle
         base.load.prefetch(base.images)
-    evalsets = [base] if options.dataset != "masked-lfw" else _masked_lfw(
-        base, data_dir, options.seed, options.mask_templates, options.cache_dir)
+    evalsets = [base] if protocol.sets is None else protocol.sets(base, options)
     results = evaluate(evalsets, methods, bundles)
     return EvalRun(options.dataset, len(evalsets[0].pairs), len(methods), results, _notes(evalsets, options.folds),
                    time.perf_counter() - started)
@@ -116,27 +184,17 @@ def _open_verifier(backend: str, batch_size: int) -> ModelFactory:
     return open_model
 
 
-def _base_set(dataset: str, data_dir: Path, pairs_file: Path | None, detect: bool, detecting: DetectingLoader,
-              fold_spec: str | None, pairs_per_fold: int | None) -> protocols.EvalSet:
-    if dataset in ("lfw", "masked-lfw"):
-        base = protocols.lfw(data_dir)
-    elif dataset == "mfr2":
-        base = protocols.mfr2(data_dir, detecting)
-    else:
-        loader = detecting if detect else protocols.load_aligned
-        base = protocols.generic(pairs_file or data_dir / "pairs.txt", loader)
-    if fold_spec is not None:
-        base = protocols.select_folds(base, parse_fold_spec(fold_spec, protocols.fold_count(base.pairs)))
-    if pairs_per_fold is not None:
-        base = protocols.first_pairs_per_fold(base, pairs_per_fold // 2)
+def verification_pairs(options: EvalOptions, detecting: DetectingLoader) -> protocols.EvalSet:
+    """The pairs of verification protocol ``options.dataset``, cut to ``--folds`` and ``--pairs-per-fold``."""
+    pairs = PROTOCOLS.get(options.dataset).pairs
+    if pairs is None:
+        raise BfmError(f"dataset {options.dataset} is not a verification protocol")
+    base = pairs(options, detecting)
+    if options.folds is not None:
+        base = protocols.select_folds(base, parse_fold_spec(options.folds, protocols.fold_count(base.pairs)))
+    if options.pairs_per_fold is not None:
+        base = protocols.first_pairs_per_fold(base, options.pairs_per_fold // 2)
     return base
-
-
-def _masked_lfw(base: protocols.EvalSet, data_dir: Path, seed: int, use_templates: bool,
-                cache_dir: Path | None) -> list[protocols.EvalSet]:
-    from .masked_lfw import masked_lfw_sets
-
-    return masked_lfw_sets(base, _mask_cache(data_dir, seed, use_templates, cache_dir))
 
 
 def _mask_cache(data_dir: Path, seed: int, use_templates: bool, cache_dir: Path | None) -> Any:

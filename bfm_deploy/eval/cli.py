@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -10,13 +13,13 @@ from ..cli_options import (BUNDLE_HELP, backend_option, bfm_command, data_dir_op
                            json_option, note, plot_option, quiet_option)
 from ..cli_support import one_line_errors
 from ..errors import BfmError
-from .api import DATASETS, DEFAULT_SEED, EvalOptions, run_eval, run_identification, run_landmarks
+from .api import DEFAULT_SEED, PROTOCOLS, EvalOptions, Kind, run_eval, run_identification, run_landmarks
 from .identification import table as identification_table
 from .identification import write_det_plot
 from .report import table, write_plot
 
 
-HELP = """Verification accuracy of bundles on LFW, masked LFW, MFR2 or a generic pairs file.
+HELP_TEMPLATE = """Verification accuracy of bundles on LFW, masked LFW, MFR2 or a generic pairs file.
 
 \b
 Protocol (the paper's, as insightface's verification.py): pairs are cut into
@@ -31,19 +34,7 @@ are percentages.
 
 \b
 Data sets (--data-dir holds lfw/ and mfr2/ as in the shared data):
-  lfw         lfw/pairs.txt on the aligned lfw/aligned112 crops
-  masked-lfw  the same pairs masked by bfm_deploy.masking (fixed --seed, keyed
-              by image path, cached under --cache-dir), evaluated twice:
-              masked-lfw/case3 (both sides masked) and masked-lfw/case2 (one
-              side masked, left on even pair indices, right on odd)
-  mfr2        mfr2/pairs.txt, faces detected (--detector, default the
-              bundle's detector) and aligned, cases from mfr2_labels.txt
-  pairs       a file of 'img1 img2 same(0/1) [masked1 masked2]' lines, paths
-              relative to it (--pairs-file, default DATA_DIR/pairs.txt);
-              aligned 112x112 crops unless --detect
-  landmarks   not verification: the --detector's landmark error on raw
-              photos against lfw/landmarks5.txt (--photos, default
-              DATA_DIR/lfw/raw-fold1; e.g. a copy masked by bfm-mask --raw)
+{datasets}
 
 \b
 Methods: --bundle SPEC and/or --compare NAME=SPEC (repeatable), where
@@ -62,8 +53,23 @@ Example:
 """
 
 
+def _datasets_help() -> str:
+    """The "Data sets" lines of --help, one entry per registered protocol (a long name on a line of its own)."""
+    indent = " " * 14
+    entries = []
+    for name in PROTOCOLS:
+        head = f"  {name:<10}  " if len(name) <= 10 else f"  {name}\n{indent}"
+        body = textwrap.fill(PROTOCOLS.get(name).help, width=78, initial_indent=indent, subsequent_indent=indent,
+                             break_on_hyphens=False)
+        entries.append(head + body[len(indent):])
+    return "\n".join(entries)
+
+
+HELP = HELP_TEMPLATE.replace("{datasets}", _datasets_help())
+
+
 @bfm_command(help=HELP)
-@click.option("--dataset", "dataset", metavar="|".join(DATASETS), help="Which protocol to run.")
+@click.option("--dataset", "dataset", metavar="|".join(PROTOCOLS), help="Which protocol to run.")
 @data_dir_option
 @click.option("--pairs-file", type=click.Path(path_type=Path), default=None,
               help="pairs: the pairs file (default DATA_DIR/pairs.txt).")
@@ -109,32 +115,59 @@ def main(dataset: str | None, data_dir: Path, pairs_file: Path | None, detect: b
     )
     if open_set_report is not None and options.dataset != "lfw-identification":
         raise BfmError("--open-set is for --dataset lfw-identification")
-    to_stdout = json_out == "-"  # the JSON is the output then: the table and notes go to stderr
-    if options.dataset == "landmarks":
-        report = run_landmarks(options)
-        click.echo(f"detector {report['detector']} on {report['photos_dir']}: {report['found']} of {report['photos']} "
-                   f"photos with a face; landmark error median {report['median_px']:.2f} px, p90 {report['p90_px']:.2f} px, "
-                   f"median {report['median_inter_ocular']:.4f} of the inter-ocular distance; "
-                   f"{report['median_px_after_mean_offset']:.2f} px after removing the mean offset per point", err=to_stdout)
-        emit_json(json_out, report)
-        return
-    if options.dataset == "lfw-identification":
-        from .identification import open_set_thresholds, read_report
+    options.check()
+    output = Output(json_out, plot_path, fpir, open_set_report)
+    _RUNS[PROTOCOLS.get(options.dataset).kind](options, output)
 
-        open_set = open_set_thresholds(read_report(open_set_report)) if open_set_report is not None else None
-        report = run_identification(options, target_fpir=fpir, open_set=open_set)
-        click.echo(identification_table(report), err=to_stdout)
-        emit_json(json_out, report)
-        if plot_path is not None:
-            write_det_plot(plot_path, report)
-            note(f"wrote {plot_path}")
-        return
+
+@dataclass(frozen=True)
+class Output:
+    """Where a run's report goes, and the flags of one kind of protocol."""
+
+    json_out: str | None
+    plot_path: Path | None
+    fpir: float  # identification: the FPIR its thresholds are set at
+    open_set_report: Path | None  # identification: a report to calibrate the open-set thresholds on
+
+    @property
+    def to_stdout(self) -> bool:
+        return self.json_out == "-"  # the JSON is the output then: the table and notes go to stderr
+
+
+def _landmarks(options: EvalOptions, output: Output) -> None:
+    report = run_landmarks(options)
+    click.echo(f"detector {report['detector']} on {report['photos_dir']}: {report['found']} of {report['photos']} "
+               f"photos with a face; landmark error median {report['median_px']:.2f} px, p90 {report['p90_px']:.2f} px, "
+               f"median {report['median_inter_ocular']:.4f} of the inter-ocular distance; "
+               f"{report['median_px_after_mean_offset']:.2f} px after removing the mean offset per point",
+               err=output.to_stdout)
+    emit_json(output.json_out, report)
+
+
+def _identification(options: EvalOptions, output: Output) -> None:
+    from .identification import open_set_thresholds, read_report
+
+    open_set = open_set_thresholds(read_report(output.open_set_report)) if output.open_set_report is not None else None
+    report = run_identification(options, target_fpir=output.fpir, open_set=open_set)
+    click.echo(identification_table(report), err=output.to_stdout)
+    emit_json(output.json_out, report)
+    if output.plot_path is not None:
+        write_det_plot(output.plot_path, report)
+        note(f"wrote {output.plot_path}")
+
+
+def _verification(options: EvalOptions, output: Output) -> None:
     run = run_eval(options)
-    click.echo(table(run.results), err=to_stdout)
+    click.echo(table(run.results), err=output.to_stdout)
     for line in run.notes:
-        click.echo(f"note: {line}", err=to_stdout)
-    emit_json(json_out, run.to_json())
-    if plot_path is not None:
-        write_plot(plot_path, run.results)
-        note(f"wrote {plot_path}")
+        click.echo(f"note: {line}", err=output.to_stdout)
+    emit_json(output.json_out, run.to_json())
+    if output.plot_path is not None:
+        write_plot(output.plot_path, run.results)
+        note(f"wrote {output.plot_path}")
     note(f"{run.pairs} pairs per set, {run.methods} method(s), {run.seconds:.1f} s")
+
+
+# How each kind of protocol is run and reported (which kind a --dataset is: PROTOCOLS).
+_RUNS: dict[Kind, Callable[[EvalOptions, Output], None]] = {
+    "verification": _verification, "landmarks": _landmarks, "identification": _identification}

@@ -18,7 +18,6 @@ operating point ``bfm-gallery identify`` uses by default.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 from ..bundle import Bundle
 from ..datasets import lfw_identities_in_folds, read_lfw_pairs
 from ..errors import BfmError
-from ..gallery import Gallery
+from ..matching import ROUTES, exact_structures, match, unit
 from ..progress import progress, stage
 from ..verifier import FaceFeatures, Verifier
 from .protocols import load_aligned, require_file
@@ -97,14 +96,17 @@ def _forced(features: list[FaceFeatures], masked: bool | None) -> list[FaceFeatu
 def _search(bundle: Bundle, gallery_names: list[str], gallery: list[FaceFeatures], probes: list[FaceFeatures],
             open_set: dict[str, float] | None) -> tuple[list[str], np.ndarray]:
     """Each probe's best identity and its margin over the open-set threshold of its route (the margin itself
-    without ``open_set``)."""
-    with tempfile.TemporaryDirectory(prefix="bfm-identification-") as tmp, Gallery.open(tmp, bundle, create=True) as g:
-        if open_set is not None:
-            g.set_open_set(open_set["full"], open_set["partial"], open_set["fpir"], "evaluation")
-        for name, face in zip(gallery_names, gallery):
-            g.add(name, [face])
-        best = [g.identify(p, top_k=1).candidates[0] for p in probes]
-    return [c.identity for c in best], np.array([c.over_open_set for c in best], np.float32)
+    without ``open_set``): the gallery's rule (``bfm_deploy.matching``) on faces enrolled one each, in order."""
+    if not probes:
+        return [], np.zeros(0, np.float32)
+    structures = exact_structures(unit(np.stack([f.full for f in gallery])), unit(np.stack([f.partial for f in gallery])),
+                                  np.array([f.masked for f in gallery], bool))
+    names = dict(enumerate(gallery_names, start=1))  # face ids 1, 2, ...: enrolment order breaks ties
+    found = match(unit(np.stack([p.full for p in probes])), unit(np.stack([p.partial for p in probes])),
+                  np.array([p.masked for p in probes], bool), structures,
+                  lambda ids: {i: names[i] for i in ids}, {route: bundle.threshold(route) for route in ROUTES},
+                  {route: 0.0 if open_set is None else float(open_set[route]) for route in ROUTES}, top_k=1)
+    return found.identity[:, 0].tolist(), found.over_open_set[:, 0].astype(np.float32)
 
 
 def open_set_thresholds(report: dict[str, Any]) -> dict[str, Any]:
@@ -221,7 +223,7 @@ def table(report: dict[str, Any]) -> str:
 
 
 def write_det_plot(path: Path, report: dict[str, Any]) -> None:
-    from ..bench.plot import pyplot, save_png
+    from ..plotting import pyplot, save_png
 
     plt = pyplot()
 

@@ -1,6 +1,6 @@
 """Masked LFW: the LFW pair images masked by our own masker, deterministically, cached on disk.
 
-The paper's Masked LFW was made with MaskTheFace; ours comes from ``bfm_deploy.masking`` (the same
+The paper's Masked LFW was made with MaskTheFace; ours comes from ``bfm_train.masking`` (the same
 template-based approach) with a fixed seed and the image's path as the key, so every run and every
 machine gets the same masks. Masked crops are written as lossless PNGs, one atomic write per image, so an
 interrupted run leaves only complete files and a repeat run masks nothing twice. An image the masker
@@ -19,6 +19,7 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import BfmError
+from ..optional import install_hint
 from ..progress import progress, stage
 from .protocols import EvalPair, EvalSet, load_aligned
 
@@ -38,15 +39,19 @@ class MaskSettings:
         return json.dumps({"seed": self.seed, "templates": self.template_dir is not None}, sort_keys=True)
 
 
+MASKER_GROUP = "bfm.maskers"  # entry-point group: the synthetic masker that bfm's train extra provides
+
+
 def default_mask_function(settings: MaskSettings) -> MaskFunction:
-    """``bfm_deploy.masking.Masker`` on aligned crops (dlib and the mask templates; no torch)."""
-    from bfm_deploy.masking import MaskConfig, Masker
-    masker = Masker(MaskConfig(seed=settings.seed, template_dir=settings.template_dir))
+    """The synthetic masker, found through the ``bfm.maskers`` entry point (``bfm_train.masking``: dlib and the
+    mask templates, no torch). A plugin and not an import: the runtime never imports the training side."""
+    from importlib.metadata import entry_points
 
-    def mask(bgr: np.ndarray, key: str) -> np.ndarray:
-        return masker.apply(bgr, aligned=True, rel_key=key).image
-
-    return mask
+    found = sorted(entry_points(group=MASKER_GROUP), key=lambda point: point.name)
+    if not found:
+        raise BfmError(f"masked-lfw masks faces with bfm's synthetic masker, which is not installed: {install_hint('train')}")
+    make: Callable[[int, Path | None], MaskFunction] = found[0].load()
+    return make(settings.seed, settings.template_dir)
 
 
 @dataclass
@@ -56,7 +61,7 @@ class MaskedImageCache:
     root: Path
     source_root: Path
     settings: MaskSettings
-    mask_function: MaskFunction | None = None  # None: bfm_deploy.masking with ``settings``, created when needed
+    mask_function: MaskFunction | None = None  # None: bfm_train.masking with ``settings``, created when needed
     failures: dict[Path, str] = field(default_factory=dict)
 
     def target(self, image: Path) -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 from ..datasets import MASK_FREE_LABEL, Pair, read_lfw_pairs, read_mfr2_labels, read_mfr2_pairs, read_pairs_file
 from ..errors import BfmError
 from ..images import load_image
-from .metrics import DEFAULT_FOLDS, contiguous_folds
+from ..metrics import DEFAULT_FOLDS, contiguous_folds
 
 from ..contract import CROP_SIZE
 ImageLoader = Callable[[Path], np.ndarray]

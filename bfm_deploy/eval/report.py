@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import VerificationMetrics
+from ..metrics import VerificationMetrics
 from .scoring import MethodScores
 
 from ..contract import ROUTES
@@ -93,7 +93,7 @@ def _route_split(result: MethodResult) -> str:
 
 def write_plot(path: Path, results: list[MethodResult]) -> None:
     """ROC curves (one panel per evaluation set) and per-route score histograms (one panel per method)."""
-    from ..bench.plot import pyplot, save_png
+    from ..plotting import pyplot, save_png
 
     plt = pyplot()
     methods = list(dict.fromkeys(r.method for r in results))

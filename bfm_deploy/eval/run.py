@@ -10,7 +10,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from .methods import Method
-from .metrics import evaluate_scores, mask_accuracy
+from ..metrics import evaluate_scores, mask_accuracy
 from .protocols import EvalSet
 from .report import MethodResult
 from .scoring import FaceModel, FeatureCache, score_pairs

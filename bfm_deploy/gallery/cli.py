@@ -130,7 +130,7 @@ def identify(gallery: str, images: tuple[Path, ...], top_k: int, margin: float |
     with Verifier(bundle, backend=backend, detector=detector) as verifier, \
             Gallery.open(gallery, verifier.bundle) as store:
         probes = _features(verifier, list(images), aligned)
-        results = [store.identify(probe, top_k=top_k, margin=margin, note=probe.note) for probe in probes]
+        results = store.identify_many(probes, top_k=top_k, margin=margin, notes=[p.note for p in probes])
         open_set = store.open_set() if margin is None else {"full": margin, "partial": margin, "fpir": None,
                                                              "calibration": "--margin"}
         if margin is None and open_set["fpir"] is None:

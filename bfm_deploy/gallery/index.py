@@ -1,8 +1,9 @@
-"""Search structures over one route's templates: exact (numpy, in memory) or approximate (a FAISS IVF index).
+"""Search structures over one route's templates: exact (``matching.ExactIndex``, numpy, in memory) or approximate
+(a FAISS IVF index, here).
 
-A gallery keeps three of them, one per way a template can be matched (``Gallery``): the E_F embeddings of
-unmasked faces, the E_P embeddings of unmasked faces and the E_P embeddings of masked faces. Each answers
-``search(query, k) -> (cosine scores, face ids)``, best first. The database is the gallery; these are caches
+A gallery keeps three of them, one per way a template can be matched (``matching.STRUCTURES``): the E_F
+embeddings of unmasked faces, the E_P embeddings of unmasked faces and the E_P embeddings of masked faces. Each
+answers ``search_many(queries, k) -> (cosine scores, face ids)``, best first. The database is the gallery; these are caches
 built from it: an approximate index is saved beside the database (temp + rename) with the last face id and
 removal it covers, caught up from the database when it is opened, and rebuilt when its file is missing or
 unreadable.
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BfmError
+from ..matching import ExactIndex as ExactIndex
 
 EXACT_LIMIT = 50_000  # templates a structure searches exactly; above it, IVF (see bfm-bench --gallery-scale)
 NPROBE = 32
@@ -35,50 +37,6 @@ def _faiss():  # type: ignore[no-untyped-def]
         raise BfmError("a gallery this large needs an approximate index: pip install faiss-cpu "
                        "(the gallery extra: pip install 'bfm[gallery]')") from None
     return faiss
-
-
-class ExactIndex:
-    kind = "exact"
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._vectors = np.zeros((0, size), np.float32)
-        self._ids = np.zeros(0, np.int64)
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
-
-    def __len__(self) -> int:
-        return len(self._ids) + sum(len(ids) for ids, _ in self._pending)
-
-    def _flush(self) -> None:
-        if self._pending:
-            self._ids = np.concatenate([self._ids, *(ids for ids, _ in self._pending)])
-            self._vectors = np.concatenate([self._vectors, *(v for _, v in self._pending)])
-            self._pending = []
-
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        if len(ids):
-            self._pending.append((np.asarray(ids, np.int64), np.asarray(vectors, np.float32)))
-
-    def remove(self, ids: np.ndarray) -> None:
-        self._flush()
-        keep = ~np.isin(self._ids, ids)
-        self._ids, self._vectors = self._ids[keep], self._vectors[keep]
-
-    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        self._flush()
-        return self._ids, self._vectors
-
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        self._flush()
-        # einsum, not BLAS gemv: one thread, no thread-pool spin-up per probe (OpenBLAS's threaded gemv was 10x
-        # slower than this on 2 CPU cores shared with a server's other threads)
-        scores = np.einsum("ij,j->i", self._vectors, query)
-        k = min(k, len(scores))
-        if k == 0:
-            return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return scores[top].astype(np.float32), self._ids[top]
 
 
 class IvfIndex:
@@ -135,10 +93,16 @@ class IvfIndex:
         if len(ids):
             self.index.remove_ids(np.ascontiguousarray(ids, np.int64))  # type: ignore[attr-defined]
 
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search_many(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """One query at a time: FAISS assigns a batch of 20 or more to its lists with BLAS, whose rounding can
+        probe other lists than a single query's (a row must be what that probe alone gets)."""
         k = min(k, len(self))
-        if k == 0:
-            return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        scores, ids = self.index.search(np.ascontiguousarray(query[None], np.float32), k)  # type: ignore[attr-defined]
-        keep = ids[0] >= 0
-        return scores[0][keep], ids[0][keep]
+        scores = np.zeros((len(queries), k), np.float32)
+        ids = np.full((len(queries), k), -1, np.int64)
+        for i, query in enumerate(queries):
+            if k:
+                found, which = self.index.search(np.ascontiguousarray(query[None], np.float32), k)  # type: ignore[attr-defined]
+                keep = which[0] >= 0  # FAISS pads with -1 where the probed lists hold fewer
+                count = int(keep.sum())
+                scores[i, :count], ids[i, :count] = found[0][keep], which[0][keep]
+        return scores, ids

@@ -5,7 +5,7 @@ every face in one table with both embeddings as ``vector(N)`` columns; the datab
 (``ORDER BY embedding <#> probe``: inner product of unit vectors, the cosine), so every replica sees every
 enrolment the moment it commits. Exact (a sequential scan) up to the gallery's exact limit, and through
 pgvector HNSW indexes (partial indexes, one per matched structure) above it. The same three structures as the
-embedded store (``store.STRUCTURES``), so both stores rank the same templates the same way.
+embedded store (``matching.STRUCTURES``), so both stores rank the same templates the same way.
 
 psycopg 3 is imported only here (the ``gallery`` extra). Enrolment is one transaction that takes an advisory
 lock per identity, so two replicas enrolling the same name cannot both succeed.
@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import BfmError
-from .store import STRUCTURES, StoredFace, refuse_clashes
+from ..matching import STRUCTURES
+from .store import StoredFace, refuse_clashes
 
 DSN_PREFIXES = ("postgresql://", "postgres://")
 SCHEMA_VERSION = 1
@@ -53,16 +54,23 @@ class PgSearch:
     def __len__(self) -> int:
         return int(self.store._one(f"SELECT count(*) FROM bfm_faces WHERE masked = {self.masked}")[0])
 
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if k <= 0:
-            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+    def search_many(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """A query per probe (the database ranks them); a row's width is what the fullest row found."""
         column = '"full"' if self.route == "full" else "partial"
-        with self.store._db.transaction():
-            self.store._db.execute(f"SET LOCAL hnsw.ef_search = {max(40, int(k))}")
-            rows = self.store._db.execute(
-                f"SELECT id, -({column} <#> %s::vector) FROM bfm_faces WHERE masked = {self.masked} "
-                f"ORDER BY {column} <#> %s::vector LIMIT %s", (_vector(query), _vector(query), int(k))).fetchall()
-        return np.array([r[1] for r in rows], np.float32), np.array([r[0] for r in rows], np.int64)
+        found = []
+        for query in queries if k > 0 else []:
+            with self.store._db.transaction():
+                self.store._db.execute(f"SET LOCAL hnsw.ef_search = {max(40, int(k))}")
+                found.append(self.store._db.execute(
+                    f"SELECT id, -({column} <#> %s::vector) FROM bfm_faces WHERE masked = {self.masked} "
+                    f"ORDER BY {column} <#> %s::vector LIMIT %s", (_vector(query), _vector(query), int(k))).fetchall())
+        width = max((len(rows) for rows in found), default=0)
+        scores = np.zeros((len(queries), width), np.float32)
+        ids = np.full((len(queries), width), -1, np.int64)
+        for i, rows in enumerate(found):
+            scores[i, : len(rows)] = [r[1] for r in rows]
+            ids[i, : len(rows)] = [r[0] for r in rows]
+        return scores, ids
 
 
 class PgStore:

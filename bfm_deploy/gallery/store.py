@@ -22,8 +22,6 @@ from ..errors import BfmError
 
 SCHEMA_VERSION = 1
 DATABASE_NAME = "gallery.sqlite"
-# the search structures of a gallery, one per way a template is matched: name -> (route, mask state of its templates)
-STRUCTURES = {"full_unmasked": ("full", False), "partial_unmasked": ("partial", False), "partial_masked": ("partial", True)}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

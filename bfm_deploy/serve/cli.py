@@ -11,6 +11,7 @@ import click
 from ..cli_options import backend_option, bfm_command, bundle_option, detector_option, note, quiet_option
 from ..cli_support import one_line_errors
 from ..errors import BfmError
+from ..optional import require
 
 
 @bfm_command()
@@ -46,21 +47,18 @@ def main(bundle: Path, backend: str, detector: str, host: str, port: int, api_ke
     bfm-serve --ray --replicas 2 --port 8000
     curl -F a=@examples/zakayev_1.jpg -F b=@examples/zakayev_3.jpg http://127.0.0.1:8000/v1/verify
     """
-    try:
-        import uvicorn
+    require("fastapi", "serve", "bfm-serve")  # what the app imports; its message names the extra, never a traceback
+    uvicorn = require("uvicorn", "serve", "bfm-serve")
+    from .app import ServeOptions, create_app
 
-        from .app import ServeOptions, create_app
-    except ImportError as exc:
-        raise BfmError(f"bfm-serve needs the serve extra: pip install 'bfm[serve]' ({exc})") from None
     options = ServeOptions(bundle=bundle, backend=backend, detector=detector, host=host, port=port,
                            max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size, timeout_s=timeout_s,
                            max_body_mb=max_body_mb, max_pairs=max_pairs, workers=workers, api_key_file=api_key_file,
                            gallery=gallery)
     if on_ray:
-        try:
-            from .ray_app import run
-        except ImportError as exc:
-            raise BfmError(f"bfm-serve --ray needs the ray extra: pip install 'bfm[ray]' ({exc})") from None
+        require("ray.serve", "ray", "bfm-serve --ray")
+        from .ray_app import run
+
         options.check()
         note(f"bfm-serve on Ray Serve, {replicas} replica(s), http://{host}:{port}")
         run(options, replicas)

@@ -19,9 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bfm_deploy.contract import CROP_SIZE
 from bfm_deploy.alignment import ARCFACE_TEMPLATE, similarity_transform
 from bfm_deploy.errors import BfmError
-from bfm_deploy.masking.textures import FabricLibrary, random_print
+from bfm_train.masking.textures import FabricLibrary, random_print
 
 
 @dataclass
@@ -182,7 +183,7 @@ def mask_region(face: np.ndarray, twin: np.ndarray) -> np.ndarray:
 def restyle_mask(face: np.ndarray, twin: np.ndarray, rng: np.random.Generator,
                  fabrics: FabricLibrary | None = None) -> np.ndarray:
     """``twin`` with its mask given a new look, one of: its hue turned (to a hue away from skin's) and
-    saturation and brightness scaled; a random print (``bfm_deploy.masking.textures.random_print``); a dark
+    saturation and brightness scaled; a random print (``bfm_train.masking.textures.random_print``); a dark
     or light solid colour; with ``fabrics``, also one of them at a fine scale. The mask's
     rendered brightness (folds, light) is kept as shading, and the edge is feathered by a pixel. A twin
     without a visible mask is returned as it is."""
@@ -232,7 +233,7 @@ def occlude(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     or a random print, shaded by a linear gradient and feathered by a pixel. Every object covers at most about
     a tenth of the crop, a third of what a mask covers, and its centre stays below the nose."""
     height, width = face.shape[:2]
-    scale = width / 112.0
+    scale = width / CROP_SIZE
     centre = (rng.uniform(*_OCCLUDER_CENTRE_X) * scale, rng.uniform(*_OCCLUDER_CENTRE_Y) * scale)
     angle = rng.uniform(0.0, 180.0)
     shape = np.zeros((height, width), np.uint8)

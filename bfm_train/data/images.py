@@ -1,6 +1,6 @@
 """Aligned face crops into tensors that follow the tensor contract (ARCHITECTURE.md), by the runtime's own
 decoder (``bfm_deploy.images``) and preprocessing (``bfm_deploy.tensor.preprocess``): what a network sees in
-training is, bit for bit, what it sees in the runtime (tests/test_data.py checks it on real faces)."""
+training is, bit for bit, what it sees in the runtime (tests/train/test_data.py checks it on real faces)."""
 
 from __future__ import annotations
 

@@ -14,15 +14,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from bfm_deploy.contract import CROP_SIZE
 from bfm_deploy.bundle import ROUTES, sha256_file
 from bfm_deploy.datasets import read_lfw_pairs, read_pairs_file
 from bfm_deploy.errors import BfmError
-from bfm_deploy.eval.metrics import best_threshold
+from bfm_deploy.metrics import best_threshold
 from bfm_deploy.images import load_image
 from bfm_deploy.progress import progress
-from bfm_deploy.routing import DEFAULT_MASK_THRESHOLD, is_masked, mask_probability
+from bfm_deploy.routing import DEFAULT_MASK_THRESHOLD, mask_probability, partial_route
 from bfm_deploy.tensor import preprocess
-from bfm_deploy.verifier import l2_normalise
+from bfm_deploy.tensor import l2_normalise
 
 MIN_PER_KIND = 10  # same and different pairs a route needs to be calibrated on its own pairs
 BATCH = 64
@@ -67,7 +68,7 @@ class _Runner:
             self._crops = []
             for path in progress(self.images, desc="calibration images", unit="img", leave=False):
                 crop = load_image(path)
-                if crop.shape[:2] != (112, 112):
+                if crop.shape[:2] != (CROP_SIZE, CROP_SIZE):
                     raise BfmError(f"{path}: calibration images must be aligned 112x112 crops")
                 self._crops.append(crop)
         return self._crops
@@ -89,14 +90,14 @@ def calibrate(pairs_file: Path, networks: dict[str, nn.Module],
     left = np.array([runner.index[p.left] for p in pairs])
     right = np.array([runner.index[p.right] for p in pairs])
     same = np.array([p.same for p in pairs])
-    masked = is_masked(mask_probability(runner.run(networks["classifier"], "classifier")), mask_threshold)
-    partial_route = masked[left] | masked[right]
+    probability = mask_probability(runner.run(networks["classifier"], "classifier"))
+    to_partial = partial_route(probability[left], probability[right], mask_threshold)
     file_id = f"{pairs_file.name} (sha256 {sha256_file(pairs_file)[:12]})"
     result: dict[str, Calibration] = {}
     for route in ROUTES:
         emb = l2_normalise(runner.run(networks[route], route))
         scores = (emb[left] * emb[right]).sum(axis=1)
-        routed = partial_route if route == "partial" else ~partial_route
+        routed = to_partial if route == "partial" else ~to_partial
         enough = min(int((same & routed).sum()), int((~same & routed).sum())) >= MIN_PER_KIND
         subset = routed if enough else np.ones(len(pairs), bool)
         value = best_threshold(scores[subset], same[subset])

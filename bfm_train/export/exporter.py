@@ -7,36 +7,31 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import onnxruntime
 import torch
-from torch import nn
 
 import bfm_train
 from bfm_deploy.alignment import ARCFACE_TEMPLATE, CROP_SIZE
 from bfm_deploy.atomic import atomic_dir, atomic_write_text
 from bfm_deploy.bundle import FORMAT, FORMAT_VERSION, MANIFEST, ROUTES, sha256_file
+from bfm_deploy.contract import EMBEDDING_SIZE, FACE_MEAN, FACE_STD, NETWORKS
 from bfm_deploy.cli_options import note as tool_note
 from bfm_deploy.datasets import default_data_dir
 from bfm_deploy.detect.fallback import parse_chain_option
-from bfm_deploy.detect.install import install_detector
+from bfm_train.export.detector import install_detector
 from bfm_deploy.errors import BfmError
 from bfm_deploy.progress import progress
 from bfm_deploy.routing import DEFAULT_MASK_THRESHOLD
-from bfm_deploy.models import count_macs, count_params
-from bfm_deploy.models.onnx_export import INPUT_NAME, export_onnx
 
 from .calibrate import calibrate
 from .options import ExportOptions
-from .parity import check_parity, parity_batch
+from .mask_threshold import calibrated_mask_threshold
+from .network import export_network
+from .parity import parity_batch
 from .source import ExportSource, load_source
 
-NETWORKS = ("classifier", "full", "partial")
-OUTPUT_NAMES = {"classifier": "logits", "full": "embedding", "partial": "embedding"}
-OUTPUT_SIZES = {"classifier": 2, "full": 512, "partial": 512}
 WEIGHTS_FILE = "weights.safetensors"
-EMBEDDING_SIZE = OUTPUT_SIZES["full"]
 
 
 def export_bundle(checkpoint: str | Path | None, options: ExportOptions | None = None) -> Path:
@@ -69,20 +64,19 @@ def _export(source: ExportSource, options: ExportOptions, log: Any) -> Path:
                                              note=source.notes.get(network))
         mask_threshold = source.mask_threshold
         if options.mask_calibration is not None:
-            from .update import calibrated_mask_threshold
 
             mask_threshold = calibrated_mask_threshold(tmp / "classifier.onnx", Path(options.mask_calibration))
         # Route thresholds after the mask threshold: calibration pairs are routed as the bundle will route them.
         thresholds = _thresholds(source, options, log,
                                  DEFAULT_MASK_THRESHOLD if mask_threshold is None else mask_threshold["value"])
         manifest = _manifest(name, source, options, thresholds, models)
-        if mask_threshold is not None:
-            manifest["mask_threshold"] = mask_threshold
         if options.detector != "none":
             manifest["detector"] = install_detector(tmp, options.detector, options.detector_size,
                                                     parse_chain_option(options.detector_fallback))
             log(f"detector: {manifest['detector']['architecture']} at {options.detector_size}x{options.detector_size}, "
                 f"fallback {', '.join(manifest['detector'].get('fallback', [])) or 'none'}")
+        if mask_threshold is not None:  # after the detector: the key order of Manifest.to_dict
+            manifest["mask_threshold"] = mask_threshold
         if options.torch_weights:
             write_weights(tmp / WEIGHTS_FILE, source)
             manifest["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE)}
@@ -124,35 +118,6 @@ def _thresholds(source: ExportSource, options: ExportOptions, log: Any,
             for route in ROUTES}
 
 
-def export_network(network: str, module: nn.Module, folder: Path, architecture: str, batch: np.ndarray,
-                   opset: int, min_cosine: float, log: Any, note: str | None = None) -> dict[str, Any]:
-    """Export ``module`` to ``folder/<network>.onnx``, check it against the torch model on ``batch`` and return
-    its manifest entry; BfmError (nothing kept) when the graph disagrees or breaks the output contract."""
-    path = folder / f"{network}.onnx"
-    export_onnx(module, path, OUTPUT_NAMES[network], opset)
-    parity = check_parity(module, path, batch)
-    log(f"{network}: max abs diff {parity.max_abs_diff:.3g}, min cosine {parity.min_cosine:.7f}")
-    if not parity.min_cosine >= min_cosine:  # also catches NaN
-        raise BfmError(f"{network}.onnx disagrees with the torch model: cosine {parity.min_cosine:.6f} "
-                       f"< {min_cosine}; the bundle was not written")
-    if parity.output_size != OUTPUT_SIZES[network]:
-        raise BfmError(f"{network} outputs {parity.output_size} values per face; "
-                       f"the bundle contract needs {OUTPUT_SIZES[network]}")
-    entry: dict[str, Any] = {
-        "file": path.name,
-        "architecture": architecture,
-        "params": count_params(module),
-        "macs": count_macs(module),
-        "sha256": sha256_file(path),
-        "input": INPUT_NAME,
-        "output": OUTPUT_NAMES[network],
-        "parity": {"max_abs_diff": parity.max_abs_diff, "min_cosine": parity.min_cosine},
-    }
-    if note is not None:
-        entry["note"] = note
-    return entry
-
-
 def _manifest(name: str, source: ExportSource, options: ExportOptions, thresholds: dict[str, dict[str, Any]],
               models: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {
@@ -165,7 +130,7 @@ def _manifest(name: str, source: ExportSource, options: ExportOptions, threshold
             "layout": "NCHW",
             "channel_order": "RGB",
             "dtype": "float32",
-            "normalisation": {"mean": 127.5, "std": 127.5},
+            "normalisation": {"mean": FACE_MEAN, "std": FACE_STD},
             "alignment": {"method": "similarity-5pt", "template": ARCFACE_TEMPLATE.tolist()},
         },
         "embedding_size": EMBEDDING_SIZE,

@@ -109,7 +109,7 @@ class ExportOptions:
     def check_inputs(self) -> None:
         """The files the export will read, opened and parsed before any work starts (a typo costs nothing)."""
         from .calibrate import read_labelled_pairs
-        from .update import read_mask_calibration
+        from .mask_threshold import read_mask_calibration
 
         if self.calibrate is not None:
             read_labelled_pairs(Path(self.calibrate))

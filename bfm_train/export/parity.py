@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bfm_deploy.contract import CROP_SIZE
 from bfm_deploy.errors import BfmError
 from bfm_deploy.tensor import preprocess
 
@@ -48,14 +49,14 @@ def parity_batch(data_dir: Path, count: int, seed: int = 0) -> ParityBatch:
     """Aligned LFW crops if the shared data is there, else random input (with a warning: weaker check)."""
     paths = lfw_crops(data_dir, count)
     crops = [img for img in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths) if img is not None]
-    if len(crops) == count and all(c.shape == (112, 112, 3) for c in crops):
+    if len(crops) == count and all(c.shape == (CROP_SIZE, CROP_SIZE, 3) for c in crops):
         return ParityBatch(preprocess(crops), f"{count} aligned LFW faces from {data_dir}")
     warnings.warn(
         f"no aligned LFW faces under {data_dir} (set BFM_DATA): checking ONNX parity on random input instead",
         stacklevel=2,
     )
     rng = np.random.default_rng(seed)
-    crops = [rng.integers(0, 256, (112, 112, 3), dtype=np.uint8) for _ in range(count)]
+    crops = [rng.integers(0, 256, (CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8) for _ in range(count)]
     return ParityBatch(preprocess(crops), f"{count} random images (no face data found)")
 
 

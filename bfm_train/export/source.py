@@ -13,8 +13,8 @@ from torch import nn
 
 from bfm_deploy.bundle import sha256_file
 from bfm_deploy.errors import BfmError
-from bfm_deploy.models import get_model
-from bfm_deploy.models.pretrained import W600K_MBF, w600k_mbf_path
+from bfm_models import create_model
+from bfm_models.pretrained import W600K_MBF, w600k_mbf_path
 from bfm_train.system import BFMSystem
 
 from .options import RANDOM_CLASSIFIER, ExportOptions
@@ -116,7 +116,7 @@ def _classifier(from_source: nn.Module | None, options: ExportOptions) -> _Class
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(options.seed)
         try:
-            model = get_model("classifier")
+            model = create_model("classifier")
         finally:
             torch.random.set_rng_state(generator_state)
         return _Classifier(model, f"random initialisation (seed {options.seed}), untrained: routing is arbitrary")

@@ -15,20 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from bfm_deploy.atomic import atomic_dir, atomic_write_text
 from bfm_deploy.bundle import MANIFEST, Bundle, sha256_file
 from bfm_deploy.cli_options import note as tool_note
 from bfm_deploy.datasets import default_data_dir
 from bfm_deploy.detect.fallback import parse_chain_option
-from bfm_deploy.detect.install import DETECTOR_FILE, install_detector
+from bfm_train.export.detector import DETECTOR_FILE, install_detector
 from bfm_deploy.errors import BfmError
-from bfm_deploy.images import load_image
-from bfm_deploy.routing import calibrate_mask_threshold, mask_probability
-from bfm_deploy.tensor import preprocess
 from bfm_train.system import BFMSystem
 
+from .mask_threshold import calibrated_mask_threshold, read_mask_calibration
+from .network import export_network
 from .parity import parity_batch
 
 CLASSIFIER_FILE = "classifier.onnx"
@@ -46,54 +44,6 @@ class UpdateOptions:
     min_cosine: float = 0.9999
     parity_images: int = 16
     data_dir: Path | None = None
-
-
-def read_mask_calibration(path: Path) -> tuple[list[Path], np.ndarray]:
-    """``image<TAB>label`` lines (label 1 = masked), paths relative to the file; blank and # lines skipped."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BfmError(f"cannot read mask calibration file {path}: {exc}") from None
-    images, labels = [], []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        fields = line.split("\t")
-        if len(fields) != 2 or fields[1].strip() not in ("0", "1"):
-            raise BfmError(f"{path}:{number}: expected 'image<TAB>0|1'")
-        image = Path(fields[0])
-        images.append(image if image.is_absolute() else path.parent / image)
-        labels.append(fields[1].strip() == "1")
-    label_array = np.array(labels, dtype=bool)
-    if not label_array.any() or label_array.all():
-        raise BfmError(f"{path}: mask calibration needs both masked (1) and unmasked (0) faces")
-    return images, label_array
-
-
-def calibrated_mask_threshold(classifier_onnx: Path, calibration: Path) -> dict[str, Any]:
-    """The manifest's ``mask_threshold`` entry: balanced-accuracy threshold of the classifier on ``calibration``."""
-    import onnxruntime as ort
-
-    images, labels = read_mask_calibration(calibration)
-    session = ort.InferenceSession(str(classifier_onnx), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    probabilities = []
-    for start in range(0, len(images), 256):
-        crops = [load_image(p) for p in images[start : start + 256]]
-        if any(c.shape != (112, 112, 3) for c in crops):
-            raise BfmError(f"{calibration}: mask calibration images must be aligned 112x112 crops")
-        probabilities.append(mask_probability(session.run(None, {name: preprocess(crops)})[0]))
-    probs = np.concatenate(probabilities)
-    value, balanced = calibrate_mask_threshold(probs[~labels], probs[labels])
-    at_half = (np.mean(probs[~labels] < 0.5) + np.mean(probs[labels] >= 0.5)) / 2
-    # Six decimals keep the manifest readable; a classifier sure of every face can put the threshold below 5e-7,
-    # which must not round to 0 (a bundle's mask threshold lies strictly inside (0, 1)).
-    return {
-        "value": min(max(round(value, 6), 1e-6), 1 - 1e-6),
-        "calibration": (f"balanced-accuracy threshold on {len(labels)} held-out faces of {calibration.name} "
-                        f"(sha256 {sha256_file(calibration)[:12]}, {int(labels.sum())} masked): balanced accuracy "
-                        f"{100 * balanced:.2f}% (at 0.5: {100 * at_half:.2f}%)"),
-    }
 
 
 def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[[str], Any] = tool_note) -> Path:
@@ -114,7 +64,7 @@ def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[
     chain = old_chain if options.detector_fallback is None else parse_chain_option(options.detector_fallback)
     if options.detector_fallback is not None and options.detector is None and bundle.detector is None:
         raise BfmError(f"bundle {root} has no detector.onnx to give a fallback chain (add one with --detector scrfd)")
-    manifest: dict[str, Any] = json.loads(json.dumps(bundle.manifest))
+    manifest = bundle.manifest.to_dict()
     with atomic_dir(root, overwrite=True) as tmp:
         for item in root.iterdir():
             if item.is_dir():
@@ -169,7 +119,6 @@ def _route_thresholds(bundle: Bundle, pairs_file: Path, log: Callable[[str], Any
 
 
 def _export_classifier(checkpoint: Path, folder: Path, options: UpdateOptions, log: Callable[[str], Any]) -> dict[str, Any]:
-    from .exporter import export_network
 
     system = BFMSystem.from_checkpoint(checkpoint)
     if system.classifier is None:

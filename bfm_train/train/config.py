@@ -1,4 +1,5 @@
-"""Typed training configuration with the paper's defaults, loaded from YAML with ``key=value`` overrides.
+"""Typed training configuration with the paper's defaults, loaded from YAML (``base:`` chains resolved by
+``config_files``) with ``key=value`` overrides.
 
 Defaults follow Sec. IV-A4: SGD, lr 0.1, momentum 0.9, weight decay 5e-4, batch 128, 100 epochs, lr / 10 at
 epochs 30, 60 and 90, ArcFace s = 64, m = 0.5. Unknown keys and wrongly typed values are errors, never ignored.
@@ -16,10 +17,12 @@ from typing import Any
 
 import yaml
 
+from bfm_deploy.contract import EMBEDDING_SIZE
 from bfm_deploy.datasets import default_data_dir
 from bfm_deploy.errors import BfmError
 
 from ..data.augment import AugmentConfig
+from .config_files import read_config_file
 
 RECIPES = ("bfm", "baseline1", "baseline2")
 
@@ -57,7 +60,7 @@ class NetConfig:
 class ModelConfig:
     backbone: str = "r50"  # get_model name of E_F / E_P, or "module:callable" for a custom factory
     classifier_arch: str = "classifier"  # the mask classifier C (get_model name or "module:callable")
-    embedding_size: int = 512
+    embedding_size: int = EMBEDDING_SIZE
     classifier: NetConfig = field(default_factory=NetConfig)
     full: NetConfig = field(default_factory=NetConfig)
     partial: NetConfig = field(default_factory=NetConfig)
@@ -244,18 +247,7 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | tuple[str, .
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Read a YAML config (or start from the defaults when ``path`` is None) and apply ``key=value`` overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise BfmError(f"{path}: cannot read config ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise BfmError(f"{path}:{where} invalid YAML") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise BfmError(f"{path}: a config must be a mapping of keys to values")
-        values = loaded or {}
+    """Read a YAML config with its ``base:`` chain (or start from the defaults when ``path`` is None) and apply
+    ``key=value`` overrides."""
+    values = read_config_file(path) if path is not None else {}
     return config_from_dict(values, overrides)

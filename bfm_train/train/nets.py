@@ -22,16 +22,16 @@ RECIPE_HEADS = {"bfm": ("full", "partial"), "baseline1": ("full",), "baseline2":
 
 
 def _factory(name: str) -> Callable[[], nn.Module]:
-    """A registry name (``get_model``) or ``package.module:callable`` (custom or test networks)."""
+    """A registry name (``create_model``) or ``package.module:callable`` (custom or test networks)."""
     if ":" in name:
         module_name, _, attr = name.partition(":")
         try:
             return cast(Callable[[], nn.Module], getattr(importlib.import_module(module_name), attr))
         except (ImportError, AttributeError) as exc:
             raise BfmError(f"cannot import network factory {name!r}: {exc}") from None
-    from bfm_deploy.models import get_model
+    from bfm_models import create_model
 
-    return lambda: get_model(name)
+    return lambda: create_model(name)
 
 
 def build_net(arch: str) -> nn.Module:
@@ -42,7 +42,7 @@ def build_net(arch: str) -> nn.Module:
 
 
 def initialise(module: nn.Module, source: str) -> None:
-    from bfm_deploy.models import W600K_MBF, load_pretrained
+    from bfm_models import W600K_MBF, load_pretrained
 
     load_pretrained(module, source if source == W600K_MBF else resolve_path(source))
 

@@ -70,7 +70,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
 
 def plot(run_dir: Path, out: Path) -> None:
     """Loss terms (log scale) against step beside validation accuracies against step."""
-    from bfm_deploy.bench.plot import pyplot, save_png
+    from bfm_deploy.plotting import pyplot, save_png
 
     plt = pyplot()
     train, val = read_metrics(run_dir / "metrics.jsonl")

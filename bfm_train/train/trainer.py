@@ -145,7 +145,7 @@ class Trainer:
                 f"{path.name} had {saved_spe} steps per epoch, this run has {self.steps_per_epoch}: "
                 "the data set, batch size or process count changed"
             )
-        from bfm_deploy.models import load_state_dict_checked
+        from bfm_models import load_state_dict_checked
 
         for part, net in self.nets.items():
             if part not in ckpt.nets:

@@ -14,7 +14,7 @@ from torch import nn
 
 from bfm_deploy.datasets import Pair, read_lfw_pairs
 from bfm_deploy.errors import BfmError
-from bfm_deploy.eval.metrics import best_threshold
+from bfm_deploy.metrics import best_threshold
 from bfm_deploy.progress import progress
 
 from ..data.folders import IMAGE_EXTENSIONS

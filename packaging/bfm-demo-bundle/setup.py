@@ -19,7 +19,7 @@ from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE.parents[1] / "engines" / "demo"
-LICENCE = HERE.parents[1] / "bfm_deploy" / "models" / "PRETRAINED_LICENCE.md"
+LICENCE = HERE.parents[1] / "bfm_models" / "PRETRAINED_LICENCE.md"
 
 
 def bundle_files() -> list[Path]:

@@ -1,0 +1,42 @@
+"""What ``bfm-serve`` is started with (its command-line options, and Ray's ``build_app`` keys)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BfmError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class ServeOptions:
+    bundle: Path | str | None = None  # default: the default bundle
+    backend: str = "auto"
+    detector: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch: int = 64  # faces per batch, across requests
+    max_wait_ms: float = 5.0  # how long a batch waits for more requests after its first
+    queue_size: int = 256  # jobs waiting for a batch; beyond it: 503
+    timeout_s: float = 30.0  # per request
+    max_body_mb: float = 32.0
+    max_pairs: int = 64  # per /v1/verify/batch request, images per /v1/embed request
+    workers: int = 2  # decoding and detection threads
+    api_key_file: Path | None = None
+    gallery: str | None = None  # a gallery folder or PostgreSQL connection string: the /v1/gallery/ endpoints
+
+    def check(self) -> None:
+        if self.api_key_file is None and self.host not in LOOPBACK:
+            raise BfmError(f"refusing to serve on {self.host} without --api-key-file (without keys bfm-serve "
+                           "listens on 127.0.0.1 only)")
+        for name in ("max_batch", "queue_size", "max_pairs", "workers"):
+            if getattr(self, name) < 1:
+                raise BfmError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.max_wait_ms < 0 or self.timeout_s <= 0 or self.max_body_mb <= 0:
+            raise BfmError("--max-wait-ms must be >= 0, --timeout-s and --max-body-mb > 0")
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
