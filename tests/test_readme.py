@@ -54,18 +54,29 @@ QUICK = {
 DECISION_TOOLS = ("bfm-verify", "bfm-gallery")  # exit 1 is an answer ("different people", "unknown"), not a failure
 
 
-# Docs whose relative links must lead to a file: the guide and the results beside it.
-LINKED_DOCS = [REPO / "README.md", *sorted((REPO / "benchmarks" / "results").rglob("*.md"))]
+# Docs whose relative links must lead to a file (and to a heading of it, where they name one): the guide, the
+# results beside it and the other pages of this test's owners.
+LINKED_DOCS = [REPO / "README.md", REPO / "benchmarks" / "README.md", REPO / "engines" / "README.md",
+               REPO / "examples" / "README.md", *sorted((REPO / "benchmarks" / "results").rglob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
+def heading_anchors(doc: Path) -> set[str]:
+    """The anchors GitHub gives the headings of ``doc``: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"^```.*?^```", "", doc.read_text(), flags=re.S | re.M)  # a shell comment is no heading
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*#*$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
 def broken_links(doc: Path) -> list[str]:
-    """The relative markdown links of ``doc`` (anchors dropped) that name no existing file or folder."""
+    """The relative markdown links of ``doc`` that name no existing file or folder, or no heading of the page."""
     broken = []
     for target in LINK.findall(doc.read_text()):
-        if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):  # a URL or an anchor of this page
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # a URL
             continue
-        if not (doc.parent / target.split("#", 1)[0]).exists():
+        path, _, anchor = target.partition("#")
+        linked = doc.parent / path if path else doc
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked)):
             broken.append(target)
     return broken
 
@@ -132,10 +143,12 @@ def test_relative_links_lead_to_files() -> None:
 
 
 def test_a_broken_link_is_found(tmp_path: Path) -> None:
-    (tmp_path / "there.md").write_text("x")
+    (tmp_path / "there.md").write_text("# A heading: `with_code.json`, too\n\n```\n# not a heading\n```\n")
     doc = tmp_path / "doc.md"
-    doc.write_text("[ok](there.md) [anchor](there.md#a) [web](https://example.org/x) [top](#top) [gone](missing.md)")
-    assert broken_links(doc) == ["missing.md"]
+    doc.write_text("## Top\n[ok](there.md) [anchor](there.md#a-heading-with_codejson-too) [web](https://example.org/x) "
+                   "[top](#top) [gone](missing.md) [no heading](there.md#nowhere) [code](there.md#not-a-heading) "
+                   "[not here](#bottom)")
+    assert broken_links(doc) == ["missing.md", "there.md#nowhere", "there.md#not-a-heading", "#bottom"]
 
 
 @pytest.mark.slow
