@@ -87,7 +87,7 @@ def sets_lfw_head(data_dir: Path, count: int) -> list[Pair]:
 def pack(data_dir: Path, target: Path) -> tuple[int, int]:
     """Copy what the check reads (``PACKED_PAIRS``) to ``target``: the number of files and their bytes.
 
-    LFW's JPEGs are copied as they are; MFR2's PNG photos are written as JPEG (quality 95) under their own
+    LFW's JPEGs are copied as they are; MFR2's PNG photos are written as JPEG (quality 90) under their own
     names (the decoder reads the content, not the suffix): lossless they are four times larger, and the
     device and CPU paths of the check compare each other on the same bytes either way."""
     sets = load_pairs(data_dir, **PACKED_PAIRS)
@@ -100,7 +100,7 @@ def pack(data_dir: Path, target: Path) -> tuple[int, int]:
         dst = target / src.relative_to(data_dir)
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.suffix.lower() == ".png":
-            ok, encoded = cv2.imencode(".jpg", load_image(src), [cv2.IMWRITE_JPEG_QUALITY, 95])
+            ok, encoded = cv2.imencode(".jpg", load_image(src), [cv2.IMWRITE_JPEG_QUALITY, 90])
             if not ok:
                 raise BfmError(f"cannot encode {src} as JPEG")
             dst.write_bytes(encoded.tobytes())

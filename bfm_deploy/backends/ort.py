@@ -54,11 +54,12 @@ class OrtBackend(Backend):
         # Measured: bfm-serve at 16 clients 44.0 -> 48.5 pairs/s, offline verify_many 56.5 -> 57.2.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # warnings about unused initialisers etc. are noise for users
-        # No CPU memory arena: the arena keeps the peak of every batch size it has seen and never gives it back, so
-        # bfm-serve under varying batches grew to 773 MiB; without it memory returns after each run (415 MiB after
-        # the same 800 requests at 64 clients, same pairs/s; benchmarks/results/serve_memory.md). The outputs are
-        # the same bits (the arena only decides where buffers live).
-        options.enable_cpu_mem_arena = False
+        # No memory patterns: a pattern is one block per input shape, planned for that shape, and the arena keeps
+        # the largest of them all; under the batches of bfm-serve (any size up to --max-batch) the process grew to
+        # 769 MiB at --max-batch 64 and 1,276 MiB at 128, now 577 and 878, flat, at the same speed
+        # (benchmarks/results/serve_memory.md). The arena stays: without it glibc's heap fragments under many
+        # small batches (652 MiB at --max-batch 8 and growing, against 315). Outputs are the same bits.
+        options.enable_mem_pattern = False
         self._sessions: dict[Network, ort.InferenceSession] = {}
         self._io: dict[Network, tuple[str, str]] = {}
         for network in NETWORKS:
