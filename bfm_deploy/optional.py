@@ -18,6 +18,7 @@ EXTRAS = {
     "ray": "Ray Serve replicas",
     "gallery": "large and PostgreSQL galleries",
     "gpu": "TensorRT engines and CUDA",
+    "openvino": "the OpenVINO CPU backend",
 }
 
 

@@ -158,8 +158,9 @@ def main(images: tuple[Path, ...], bundle: Path, backend: str, aligned: bool, js
         if pairs_file is not None:
             sys.exit(_verify_pairs(verifier, pairs_file, out, aligned, resume))
         result = verifier.verify(images[0], images[1], aligned=aligned)
+        ran_on = verifier.backend.describe()  # which backend auto chose, and its precision
     if json_out is not None:
-        emit_json(json_out, {"a": str(images[0]), "b": str(images[1]), **result.to_dict()})
+        emit_json(json_out, {"a": str(images[0]), "b": str(images[1]), **result.to_dict(), "backend": ran_on})
     if json_out is None or json_out != STDOUT:
         click.echo(describe(result))
     sys.exit(EXIT_SAME if result.same else EXIT_DIFFERENT)

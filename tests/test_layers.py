@@ -16,7 +16,8 @@ PACKAGES = ("bfm_deploy", "bfm_models", "bfm_train")
 # whose wildcard matches it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("bfm_deploy", "bfm_deploy.contract", "bfm_deploy.errors", "bfm_deploy.registry", "bfm_deploy.optional",
-              "bfm_deploy.atomic", "bfm_deploy.progress", "bfm_deploy.onnx_graph", "bfm_deploy.json_fields")),
+              "bfm_deploy.atomic", "bfm_deploy.progress", "bfm_deploy.onnx_graph", "bfm_deploy.json_fields",
+              "bfm_deploy.cpu_features")),
     ("data", ("bfm_deploy.alignment", "bfm_deploy.images", "bfm_deploy.tensor", "bfm_deploy.routing",
               "bfm_deploy.datasets", "bfm_deploy.results", "bfm_deploy.metrics", "bfm_deploy.plotting", "bfm_deploy.matching",
               "bfm_deploy.detect.detection", "bfm_deploy.detect.fallback_steps", "bfm_deploy.detect.spec")),

@@ -34,6 +34,9 @@ NOT_RUN = {
         "the GPU check's dry run: tests/test_gpu_check.py runs it (and the check's no-GPU exit)",
     "bfm-real-masks work_dirs/face-mask-detection work_dirs/real_masks":
         "needs the 162 MB copy of Face-Mask-Detection: tests/runtime/test_real_masks.py builds the committed sample",
+    'pip install -e ".[openvino]"': "an extra's install; CI's setup does not install it yet",
+    "bfm-verify --backend openvino examples/zakayev_1.jpg examples/zakayev_3_masked.jpg":
+        "needs the openvino extra: tests/runtime/test_openvino_backend.py runs that backend where it is installed",
     "bfm-serve --port 8000": "a server that runs until stopped: tests/runtime/test_serve.py starts it on a free port",
     "curl -F a=@examples/zakayev_1.jpg -F b=@examples/zakayev_3_masked.jpg http://127.0.0.1:8000/v1/verify":
         "talks to that server: tests/runtime/test_serve.py sends the same multipart request",

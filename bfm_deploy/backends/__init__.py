@@ -1,4 +1,4 @@
-"""Inference backends by name: ``create_backend("ort" | "trt" | "torch" | "auto", bundle, ...)``.
+"""Inference backends by name: ``create_backend("ort" | "openvino" | "trt" | "torch" | "auto", bundle, ...)``.
 
 Each backend module registers itself in ``BACKENDS`` (``base.py``) with what it needs; the modules import
 without their heavy dependencies (TensorRT, torch and CUDA are imported when a backend is created), so a
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BfmError
 from ..optional import install_hint
 
-# Imported for their registrations, in the order of the --backend choices: auto, trt, ort, torch.
-from . import auto, trt, ort, torch_backend  # noqa: F401
+# Imported for their registrations, in the order of the --backend choices: auto, trt, ort, openvino, torch.
+from . import auto, trt, ort, openvino_backend, torch_backend  # noqa: F401
 from .auto import nvidia_gpu_present
 from .base import BACKENDS, Backend, BackendEntry
 

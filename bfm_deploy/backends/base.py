@@ -1,4 +1,4 @@
-"""The contract every inference backend (ort, trt, torch) implements.
+"""The contract every inference backend (ort, openvino, trt, torch) implements.
 
 A backend runs the three networks of a bundle on preprocessed batches: NCHW float32, RGB, 112x112,
 normalised as (x - 127.5) / 127.5. It knows nothing about images, detection or routing. Each backend module
@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -65,6 +65,10 @@ class Backend(ABC):
         """
         return {network: self.infer(network, batch) for network, batch in jobs.items() if len(batch)}
 
+    def describe(self) -> dict[str, Any]:
+        """What ran, for --json and benchmark reports: the name and device, and what else the backend chose."""
+        return {"name": self.name, "device": getattr(self, "device", "cpu")}
+
     def close(self) -> None:
         """Release device memory and sessions."""
 
@@ -77,10 +81,12 @@ class Backend(ABC):
 
 @dataclass(frozen=True)
 class AutoTry:
-    """How ``auto`` tries a backend on a machine with an NVIDIA GPU (in registration order, before ort on CPU)."""
+    """How ``auto`` tries a backend (in registration order): those ``on="gpu"`` on a machine with an NVIDIA GPU,
+    then those ``on="cpu"``, then ort on the CPU."""
 
     options: Mapping[str, Any] = field(default_factory=dict)  # what it is created with there, e.g. device="cuda"
     available: Callable[[], bool] | None = None  # a cheap check before trying (None: simply try it)
+    on: Literal["gpu", "cpu"] = "gpu"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -126,6 +126,9 @@ class OrtBackend(Backend):
             pool.shutdown(wait=True)
         self._sessions = {}
         self._detector = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "device": self.device, "precision": "f32"}
 
     def __repr__(self) -> str:
         return f"OrtBackend(device={self.device!r})"

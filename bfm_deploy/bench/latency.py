@@ -15,11 +15,14 @@ from ..bundle import Bundle
 from ..errors import BfmError
 from ..progress import progress
 from . import pipeline
+from .backend_compare import CompareConfig, compare_backends, format_comparison
 from .machine import describe_machine, load_average, measure_matmul
 from .stats import median
 from .sweep import TimingConfig, sweep_network
 
-BACKENDS = ("ort", "torch", "trt")
+BACKENDS = ("ort", "openvino-f32", "openvino-bf16", "torch", "trt")
+# CPU backends whose whole pipeline is also timed beside ort when more than one of them is (backend_compare.py)
+COMPARED = ("ort", "openvino", "openvino-f32", "openvino-bf16")
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 QUICK_BATCHES = (1, 4, 16)
 OVERHEAD_TARGET = 0.90
@@ -60,6 +63,7 @@ def run_latency(options: LatencyOptions) -> dict[str, Any]:
     backends_info: dict[str, Any] = {}
     cpu_backend: Backend | None = None
     pipeline_report: dict[str, Any] = {}
+    comparison: dict[str, Any] | None = None
     try:
         for name in options.backends:
             try:
@@ -67,11 +71,12 @@ def run_latency(options: LatencyOptions) -> dict[str, Any]:
             except BfmError as exc:
                 backends_info[name] = {"available": False, "reason": str(exc)}
                 continue
-            backends_info[name] = {"available": True, "device": getattr(backend, "device", "unknown"), "stopped": {}}
+            backends_info[name] = {"available": True, "device": getattr(backend, "device", "unknown"), "stopped": {},
+                                   "described": backend.describe(), "startup": getattr(backend, "startup", dict)()}
             with _progress(len(NETWORKS) * len(options.batches), f"sweep {name}") as bar:
                 for network in NETWORKS:
                     points, stopped = sweep_network(backend, network, options.batches, options.timing, bar.update)
-                    sweeps += [p.as_dict() for p in points]
+                    sweeps += [{**p.as_dict(), "backend": name} for p in points]  # the name asked for
                     if stopped:
                         backends_info[name]["stopped"][network] = stopped
             if name == "ort" and cpu_backend is None:
@@ -81,6 +86,9 @@ def run_latency(options: LatencyOptions) -> dict[str, Any]:
         if cpu_backend is None:
             cpu_backend = _create("ort", bundle, options.threads)
         pipeline_report = _pipeline(bundle, cpu_backend, options)
+        compared = [n for n in options.backends if n in COMPARED and backends_info.get(n, {}).get("available")]
+        if len(compared) > 1:
+            comparison = _comparison(options, compared)
     finally:
         if cpu_backend is not None:
             cpu_backend.close()
@@ -118,7 +126,19 @@ def run_latency(options: LatencyOptions) -> dict[str, Any]:
         "backends": backends_info,
         "sweep": sweeps,
         "pipeline": pipeline_report,
+        "backend_comparison": comparison,
     }
+
+
+def _comparison(options: LatencyOptions, names: Sequence[str]) -> dict[str, Any]:
+    """The whole pipeline on each CPU backend, beside ort (``backend_compare``), on the pipeline's pairs."""
+    cfg = options.pipeline
+    aligned = pipeline.decode_pairs(pipeline.lfw_pairs(options.data_dir, "aligned112", cfg.pairs))
+    raw = pipeline.lfw_pairs(options.data_dir, "raw-fold1", min(max(cfg.raw_pairs, 16), 600))
+    config = CompareConfig(rounds=max(1, cfg.runs), batch_size=cfg.batch_size,
+                           batch1_calls=5 if options.quick else 20)
+    with _progress(len(names) * (config.rounds + 1), "backends") as bar:
+        return compare_backends(options.bundle, names, aligned, raw, config, bar.update)
 
 
 def _pipeline(bundle: Bundle, backend: Backend, options: LatencyOptions) -> dict[str, Any]:
@@ -157,9 +177,12 @@ def parse_batches(text: str) -> tuple[int, ...]:
 
 
 def backend_names(value: str) -> tuple[str, ...]:
-    """``--backend``'s backends to time: all of them; ``auto``: TensorRT and ort where a GPU is, else ort."""
+    """``--backend``'s backends to time: all of them; ``auto``: TensorRT and ort where a GPU is, else ort; another
+    CPU backend with ort beside it (the reference its pipeline is compared with)."""
     if value == "all":
         return BACKENDS
+    if value in COMPARED and value != "ort":
+        return ("ort", value)
     if value == "auto":
         from ..backends import nvidia_gpu_present
 
@@ -205,6 +228,9 @@ def format_latency_table(report: dict[str, Any], networks: Sequence[str] = NETWO
     rows.append(f"\nrouting_overhead {report['routing_overhead']:.3f} (target >= {OVERHEAD_TARGET}); "
                 f"compute_efficiency {report['compute_efficiency']:.3f} = {eff['extractor_gflops']:.1f} GFLOP/s E_F / "
                 f"{eff['matmul_gflops']:.1f} GFLOP/s matmul")
+    if report.get("backend_comparison"):
+        rows.append("\nthe pipeline on each CPU backend, beside ort (medians over rounds, backends taking turns):")
+        rows.append(format_comparison(report["backend_comparison"]))
     m = report["machine"]
     rows.append(f"machine: {m['cpu_model']}, {m['logical_cpus']} CPUs, onnxruntime {m['onnxruntime']}, "
                 f"load {m['load_average_start']} -> {m['load_average_end']}")

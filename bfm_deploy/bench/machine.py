@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cpu_features import capabilities
 from .stats import median
 
 
@@ -49,6 +50,7 @@ def describe_machine() -> dict[str, Any]:
         "numpy": np.__version__,
         "onnxruntime": onnxruntime.__version__,
         "onnxruntime_providers": onnxruntime.get_available_providers(),
+        "cpu_features": capabilities(),  # what decides a CPU backend's kernels (openvino: BF16 or FP32)
         "load_average_start": load_average(),
         # thread pools size themselves from these when set (numpy's BLAS, onnxruntime's OpenMP builds)
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

@@ -27,6 +27,7 @@ EXTRA_IMPORTS = {
     "gallery": ("faiss", "psycopg"),
     "train": ("torch", "onnx", "safetensors", "yaml", "dlib", "face_recognition_models", "bfm_models", "bfm_train"),
     "gpu": ("tensorrt", "cuda", "onnx"),
+    "openvino": ("openvino",),
 }
 # Runtime modules that belong to an extra; every other runtime module is part of the base install.
 EXTRA_MODULES = {
