@@ -50,9 +50,10 @@ def test_require_imports_or_names_the_extra_in_one_line() -> None:
 # --- backends -------------------------------------------------------------------------------------------------------
 
 def test_backend_names_come_from_the_registrations_in_choice_order() -> None:
-    assert BACKEND_NAMES == BACKENDS.names() == ("auto", "trt", "ort", "torch")
-    assert {BACKENDS.get(n).extra for n in BACKEND_NAMES} == {None, "gpu", "train"}  # what installs each
-    with pytest.raises(BfmError, match=r"^unknown backend 'tensorflow'; choose one of auto, trt, ort, torch$"):
+    names = ("auto", "trt", "ort", "openvino", "openvino-f32", "openvino-bf16", "torch")
+    assert BACKEND_NAMES == BACKENDS.names() == names
+    assert {BACKENDS.get(n).extra for n in BACKEND_NAMES} == {None, "gpu", "openvino", "train"}  # what installs each
+    with pytest.raises(BfmError, match=rf"^unknown backend 'tensorflow'; choose one of {', '.join(names)}$"):
         create_backend("tensorflow", DEMO)
 
 
