@@ -78,10 +78,10 @@ def test_installed_bfm_verify_outside_the_repo_matches_the_checkout(wheels: tupl
     assert where[0].startswith(str(venv)) and where[1].startswith(str(venv))  # the installed copy, its own bundle
     folder = data_dir / "lfw" / "raw-fold1" / "Abel_Pacheco"
     photos = [str(folder / "Abel_Pacheco_0001.jpg"), str(folder / "Abel_Pacheco_0002.jpg")]
-    installed = subprocess.run([str(venv / "bin" / "bfm-verify"), *photos, "--json"], cwd=tmp_path, env=env,
+    installed = subprocess.run([str(venv / "bin" / "bfm-verify"), *photos, "--json", "--backend", "ort"], cwd=tmp_path, env=env,
                                capture_output=True, text=True)
     assert installed.returncode == 0, installed.stderr
-    checkout = subprocess.run([sys.executable, "-m", "bfm_deploy.verify_cli", *photos, "--json"], cwd=REPO, env=env,
+    checkout = subprocess.run([sys.executable, "-m", "bfm_deploy.verify_cli", *photos, "--json", "--backend", "ort"], cwd=REPO, env=env,
                               capture_output=True, text=True)
     assert checkout.returncode == 0, checkout.stderr
     assert json.loads(installed.stdout) == json.loads(checkout.stdout)
