@@ -49,6 +49,16 @@ def bundle_option(func: F) -> F:
     return click.option("--bundle", type=click.Path(path_type=Path), default=default_bundle, help=BUNDLE_HELP)(func)
 
 
+def method_bundle_option(func: F) -> F:
+    """``--bundle SPEC`` of the tools that put methods side by side (bfm-eval, bfm-explain): a bundle and, after a
+    colon, the route it is held to (``bfm_deploy.eval.methods``); the default bundle only without ``--compare``."""
+    return click.option(
+        "--bundle", "bundle", metavar="SPEC", default=None,
+        help="The first method: a bundle folder, or FOLDER:full / FOLDER:partial for one extractor alone, reported as "
+             "'bundle'; without --compare it defaults as everywhere: "
+             + BUNDLE_HELP.split("(default: ")[1].rstrip(").") + ".")(func)
+
+
 def backend_option(*, extra: tuple[str, ...] = (), help: str = "Inference backend; auto picks the fastest that works here.") -> Callable[[F], F]:
     return click.option("--backend", type=click.Choice(BACKEND_NAMES + extra), default="auto", show_default=True, help=help)
 

@@ -102,6 +102,12 @@ def decode_image(data: bytes, name: str | os.PathLike[str], limits: ImageLimits 
     return shrink_to(to_bgr_uint8(image, str(path)), max_side)
 
 
+def encoded_size(data: bytes, name: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) that encoded image bytes declare in their header, as stored (before any EXIF rotation)."""
+    header = _parse_header(data, Path(name))
+    return header.width, header.height
+
+
 # libjpeg's DCT scaling, largest factor first; each still applies the EXIF orientation like IMREAD_COLOR.
 _JPEG_REDUCTIONS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
 

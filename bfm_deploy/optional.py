@@ -19,6 +19,7 @@ EXTRAS = {
     "gallery": "large and PostgreSQL galleries",
     "gpu": "TensorRT engines and CUDA",
     "openvino": "the OpenVINO CPU backend",
+    "explain": "explanations (bfm-explain)",
 }
 
 

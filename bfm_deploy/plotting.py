@@ -19,8 +19,8 @@ def pyplot() -> Any:
     return plt
 
 
-def save_png(fig: Any, path: str | os.PathLike[str]) -> None:
-    """Lay out ``fig``, write it to ``path`` atomically (110 dpi, the project's plots) and close it.
+def save_png(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> None:
+    """Lay out ``fig``, write it to ``path`` atomically (110 dpi, the project's plots, unless ``dpi``) and close it.
 
     The PNG is stored with a 64-colour palette: line plots use a few dozen colours (anti-aliased edges take the
     nearest), and such a PNG is a quarter the size of matplotlib's RGBA one. The size matters because result plots are committed, and the whole
@@ -30,7 +30,7 @@ def save_png(fig: Any, path: str | os.PathLike[str]) -> None:
     try:
         fig.tight_layout()
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110)
+        fig.savefig(buffer, format="png", dpi=dpi)
         buffer.seek(0)
         with Image.open(buffer) as image:
             palette = image.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT)

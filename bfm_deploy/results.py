@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .routing import Route
+
+if TYPE_CHECKING:
+    from .detect.detection import Face as Detection
 
 
 @dataclass(frozen=True)
@@ -15,6 +18,9 @@ class Face:
     crop: np.ndarray  # 112x112x3 BGR uint8, aligned to the ArcFace template
     note: str | None = None
     found_by: str = "aligned"  # "detector", the fallback step that found it, or "aligned" (given as a crop)
+    # the detection it was aligned from (box, landmarks), in the pixels of the image the aligner worked on (a
+    # photo shrunk to its work_side); None for a face given as a crop
+    detection: Detection | None = None
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ class Verifier:
         Photos are decoded and aligned on a thread pool and detected in one batch."""
         if aligned:
             return [self._aligned(image) for image in images]
-        return [item if isinstance(item, BfmError) else Face(item.crop, item.note, item.found_by)
+        return [item if isinstance(item, BfmError) else Face(item.crop, item.note, item.found_by, item.face)
                 for item in self.aligner.align_many(images)]
 
     def _aligned(self, image: Image) -> Face | BfmError:

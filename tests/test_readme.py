@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", REPO / "examples" / "README.md"]
 
 NOT_RUN = {
-    'pip install torch==2.13.0 && pip install -e ".[train,dev,serve,ray,gallery]"': "the setup itself: .ci/run runs it",
+    'pip install torch==2.13.0 && pip install -e ".[train,dev,serve,ray,gallery,openvino]"': "the setup itself: .ci/run runs it",
     "python -m pytest -q": "this test suite",
     'pip install ".[test]" && python -m pytest -q tests/runtime':
         ".ci/run runs it in a new environment without torch (its runtime tests are part of this suite)",
@@ -34,15 +34,15 @@ NOT_RUN = {
         "the GPU check's dry run: tests/test_gpu_check.py runs it (and the check's no-GPU exit)",
     "bfm-real-masks work_dirs/face-mask-detection work_dirs/real_masks":
         "needs the 162 MB copy of Face-Mask-Detection: tests/runtime/test_real_masks.py builds the committed sample",
-    'pip install -e ".[openvino]"': "an extra's install; CI's setup does not install it yet",
-    "bfm-verify --backend openvino examples/zakayev_1.jpg examples/zakayev_3_masked.jpg":
-        "needs the openvino extra: tests/runtime/test_openvino_backend.py runs that backend where it is installed",
+    'pip install -e ".[openvino]"': "an extra's install; the setup line above installs it with the others",
     "bfm-serve --port 8000": "a server that runs until stopped: tests/runtime/test_serve.py starts it on a free port",
     "curl -F a=@examples/zakayev_1.jpg -F b=@examples/zakayev_3_masked.jpg http://127.0.0.1:8000/v1/verify":
         "talks to that server: tests/runtime/test_serve.py sends the same multipart request",
     "bfm-serve --ray --replicas 2 --port 8000": "runs until stopped: tests/runtime/test_serve.py starts it with two replicas",
     "serve run bfm_deploy.serve.ray_app:build_app replicas=2 bundle=engines/demo":
         "Ray's CLI for the same application as bfm-serve --ray, which tests/runtime/test_serve.py runs",
+    "bash benchmarks/explain/run.sh": "trains Baseline 2 and the E_P variants (hours on 2 cores); "
+        "tests/runtime/test_explain.py runs its tools' parts on MFR2 faces",
     "bfm-gallery calibrate people --fpir 0.01": "the LFW folds 1-5 protocol (minutes on 2 cores); tests/runtime/test_gallery.py "
         "calibrates from a report",
 }
@@ -135,7 +135,8 @@ def test_every_command_is_run_or_says_why_not() -> None:
     assert len(commands) >= 15
     unknown_not_run = set(NOT_RUN) - set(commands)
     assert not unknown_not_run, f"NOT_RUN lists commands the docs no longer have: {unknown_not_run}"
-    assert all(c.split()[0] in ("bfm-mask", "bfm-train", "bfm-export", "bfm-verify", "bfm-eval", "bfm-bench", "bfm-gallery")
+    assert all(c.split()[0] in ("bfm-mask", "bfm-train", "bfm-export", "bfm-verify", "bfm-eval", "bfm-bench", "bfm-gallery",
+                                "bfm-explain")
                for c in commands if c not in NOT_RUN), "a new kind of command: run it below or say why not"
 
 

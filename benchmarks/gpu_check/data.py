@@ -19,8 +19,8 @@ from bfm_deploy.errors import BfmError
 from bfm_deploy.images import load_image
 
 LFW_FOLD = 600  # pairs of LFW's first fold (300 same, 300 different), whose raw photos are raw-fold1
-# The most pairs a run reads, spread over each set: what ``pack`` carries (LFW's JPEGs as they are, MFR2's PNG
-# photos as JPEG), sized to fit the device tool's 64 MiB with the working tree (see the pack test).
+# The most pairs a run reads, spread over each set: what ``pack`` carries (as JPEG 90 where that is smaller),
+# sized to fit the device tool's 64 MiB with the working tree (see the pack test).
 PACKED_PAIRS = {"lfw_pairs": 64, "raw_pairs": 24, "mfr2_pairs": 24}
 
 
@@ -87,24 +87,32 @@ def sets_lfw_head(data_dir: Path, count: int) -> list[Pair]:
 def pack(data_dir: Path, target: Path) -> tuple[int, int]:
     """Copy what the check reads (``PACKED_PAIRS``) to ``target``: the number of files and their bytes.
 
-    LFW's JPEGs are copied as they are; MFR2's PNG photos are written as JPEG (quality 90) under their own
-    names (the decoder reads the content, not the suffix): lossless they are four times larger, and the
-    device and CPU paths of the check compare each other on the same bytes either way."""
+    Every photo travels as JPEG at quality 90 (MFR2's PNGs, LFW's crops saved at 95) under its own name (the
+    decoder reads the content, not the suffix), or as it is where its file is smaller: the pack then fits the
+    device tool's limit beside the tree, and the device and CPU paths of the check compare each other on the
+    same bytes either way. LFW's pairs.txt is cut to its first fold, the only one the check reads."""
     sets = load_pairs(data_dir, **PACKED_PAIRS)
     files = {data_dir / "lfw" / "pairs.txt", data_dir / "mfr2" / "pairs.txt"}
     files |= {p for pairs, _ in sets.named().values() for pair in pairs for p in (pair.left, pair.right)}
     # the service part sends the first pairs of pairs.txt, as bfm-bench --serve does
     files |= {p for pair in sets_lfw_head(data_dir, SERVICE_PAIRS) for p in (pair.left, pair.right)}
     size = 0
+    lfw_pairs = data_dir / "lfw" / "pairs.txt"
     for src in sorted(files):
         dst = target / src.relative_to(data_dir)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.suffix.lower() == ".png":
+        if src == lfw_pairs:  # the check reads only the first fold: 15 KB of it instead of 155 KB
+            lines = src.read_text().splitlines()
+            dst.write_text("\n".join([f"1 {LFW_FOLD // 2}", *lines[1 : 1 + LFW_FOLD]]) + "\n")
+        elif src.suffix.lower() == ".txt":
+            shutil.copy2(src, dst)
+        else:  # every photo as JPEG at quality 90, or as it is where that is smaller
             ok, encoded = cv2.imencode(".jpg", load_image(src), [cv2.IMWRITE_JPEG_QUALITY, 90])
             if not ok:
                 raise BfmError(f"cannot encode {src} as JPEG")
-            dst.write_bytes(encoded.tobytes())
-        else:
-            shutil.copy2(src, dst)
+            if encoded.size < src.stat().st_size:
+                dst.write_bytes(encoded.tobytes())
+            else:
+                shutil.copy2(src, dst)
         size += dst.stat().st_size
     return len(files), size

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..cli_options import (BUNDLE_HELP, backend_option, bfm_command, data_dir_option, fpir_option, open_set_report_option, detector_option, emit_json,
+from ..cli_options import (backend_option, method_bundle_option, bfm_command, data_dir_option, fpir_option, open_set_report_option, detector_option, emit_json,
                            json_option, note, plot_option, quiet_option)
 from ..cli_support import one_line_errors
 from ..errors import BfmError
@@ -75,9 +75,7 @@ HELP = HELP_TEMPLATE.replace("{datasets}", _datasets_help())
               help="pairs: the pairs file (default DATA_DIR/pairs.txt).")
 @click.option("--detect", is_flag=True,
               help="pairs: detect and align faces (loose crops) instead of reading aligned crops.")
-@click.option("--bundle", "bundle", metavar="SPEC", default=None,
-              help="The bundle to evaluate (a folder, or FOLDER:full / FOLDER:partial for one route), reported as "
-                   "'bundle'; without --compare it defaults as everywhere: " + BUNDLE_HELP.split("(default: ")[1].rstrip(").") + ".")
+@method_bundle_option
 @click.option("--compare", "compare", metavar="NAME=SPEC", multiple=True,
               help="Methods for a side-by-side table: repeat the flag, or list more NAME=SPEC after it.")
 @click.option("--folds", "folds", metavar="SPEC", default=None,

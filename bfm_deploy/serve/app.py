@@ -1,15 +1,21 @@
 """The HTTP service: mask-routed verification and embedding with cross-request batching (FastAPI on uvicorn).
 
     POST /v1/verify        two images (multipart fields a, b; or JSON {"a": base64, "b": base64}) -> what
-                           bfm-verify --json prints
+                           bfm-verify --json prints; with the query ?detail=true also "faces": per face its
+                           aligned crop (PNG data URL), the detector's box and 5 landmarks in the uploaded
+                           photo's pixels and its score (null for aligned inputs)
     POST /v1/verify/batch  JSON {"pairs": [{"a": ..., "b": ...}, ...]} -> {"results": [...]}, an error per pair
     POST /v1/embed         images (multipart field images, repeated; or JSON {"images": [...]}) -> each face's
                            embedding from the extractor its mask state needs, with its mask probability
+    POST /v1/explain       two images, as /v1/verify -> {"result": its answer, "faces": [each face's guided-
+                           backpropagation map and overlay (PNG data URLs), mask_region_share]}; 501 without torch
     with --gallery (bfm_deploy.gallery: a folder, or postgresql://... shared by replicas):
     POST   /v1/gallery/enroll      JSON {"identity": name, "images": [base64, ...], "extend": false} -> face ids
     POST   /v1/gallery/identify    JSON {"images": [...], "top_k": 5} -> per probe what bfm-gallery identify says
     DELETE /v1/gallery/identities/{identity}; GET /v1/gallery/identities
     GET  /healthz /readyz /metrics /docs
+    GET  /  and /ui/{file}  the web page (routes/page.py): static files only, open; it calls the API above with
+                           the key the person types
 
 Clients send bytes, never paths on the server. Every failure is a JSON ``{"error": "one line"}``: 401 without a
 valid key, 413 for a body or image over the limits, 422 for an image that is not one or holds no face, 503 with
@@ -40,7 +46,7 @@ from .body_limit import BodyLimit
 from .failures import answer_for, error_response
 from .metrics import Metrics
 from .options import ServeOptions
-from .routes import gallery, health, verify
+from .routes import explain, gallery, health, page, verify
 from .schemas import add_request_schemas
 from .state import ServiceState
 
@@ -56,7 +62,7 @@ def create_app(options: ServeOptions) -> FastAPI:
     app = FastAPI(title="bfm", description="Masked-face verification by balanced feature matching",
                   lifespan=service.lifespan)
     app.state.service = service
-    routers = (verify.router, gallery.router, health.router)
+    routers = (verify.router, explain.router, gallery.router, health.router, page.router)
     for router in routers:
         app.include_router(router)
     app.add_exception_handler(BfmError, _bfm_error)  # type: ignore[arg-type]  # Starlette types handlers loosely

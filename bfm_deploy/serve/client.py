@@ -49,6 +49,10 @@ class Client:
         files = {"a": ("a", _bytes(a)), "b": ("b", _bytes(b))}
         return self._answer(self._http.post("/v1/verify", files=files, data={"aligned": str(aligned).lower()}))
 
+    def explain(self, a: Image, b: Image, aligned: bool = False) -> dict[str, Any]:
+        """/v1/explain: ``result`` (what ``verify`` answers) and per face its map, overlay and mask-region share."""
+        return self._answer(self._http.post("/v1/explain", json={"a": _b64(a), "b": _b64(b), "aligned": aligned}))
+
     def verify_batch(self, pairs: list[tuple[Image, Image]], aligned: bool = False) -> list[dict[str, Any]]:
         body = {"pairs": [{"a": _b64(a), "b": _b64(b)} for a, b in pairs], "aligned": aligned}
         return self._answer(self._http.post("/v1/verify/batch", json=body))["results"]  # type: ignore[no-any-return]

@@ -177,6 +177,12 @@ def _message(model: type[_Body], error: ErrorDetails) -> str:
     return f"{at}: {error['msg'][:1].lower()}{error['msg'][1:]} ({model.hint})"
 
 
+# /v1/verify's one query parameter: the same for a JSON body and a form, so it is neither's field
+DETAIL = ("also answer, under faces, each face's aligned crop (a PNG data URL) and where the detector found it: box "
+          "[x1, y1, x2, y2] and five landmarks [[x, y], ...] in the uploaded photo's pixels, with the detector's "
+          "score (null for aligned inputs); without it the answer is what bfm-verify --json prints")
+
+
 # -- OpenAPI -----------------------------------------------------------------------------------------------
 
 FORM_FLAG = {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"], "default": "false"}

@@ -24,6 +24,8 @@ from ..errors import BfmError
 from ..images import ImageLimits, decode_image
 from ..verifier import Face, FaceFeatures, Verifier
 from .batcher import Batcher, QueueFull
+from .explaining import Explaining
+from .detail import in_photo_pixels
 from .failures import Refused
 from .inputs import Blob
 from .metrics import Metrics
@@ -44,6 +46,7 @@ class Running:
     batcher: Batcher
     gallery_pool: ThreadPoolExecutor  # one thread: the gallery's connection lives there
     gallery: Gallery | None
+    explaining: Explaining  # /v1/explain's networks, loaded when first asked
 
 
 @dataclass
@@ -78,7 +81,7 @@ class ServiceState:
 
             where = options.gallery
             gallery = await loop.run_in_executor(gallery_pool, lambda: Gallery.open(where, verifier.bundle, create=True))
-        self.running = Running(verifier, pool, batcher, gallery_pool, gallery)
+        self.running = Running(verifier, pool, batcher, gallery_pool, gallery, Explaining())
         self.ready = True
 
     async def _stop(self) -> None:
@@ -91,6 +94,7 @@ class ServiceState:
             await asyncio.get_running_loop().run_in_executor(running.gallery_pool, running.gallery.close)
         running.gallery_pool.shutdown(wait=True)
         running.pool.shutdown(wait=True)
+        running.explaining.close()
         running.verifier.close()
 
     def _running(self) -> Running:
@@ -106,8 +110,13 @@ class ServiceState:
     def batcher(self) -> Batcher:
         return self._running().batcher
 
-    async def faces_of(self, blobs: list[Blob], aligned: bool) -> list[Face | BfmError]:
-        """Decode and align on the worker pool, off the event loop; an image's failure stays its own."""
+    @property
+    def explaining(self) -> Explaining:
+        return self._running().explaining
+
+    async def faces_of(self, blobs: list[Blob], aligned: bool, located: bool = False) -> list[Face | BfmError]:
+        """Decode and align on the worker pool, off the event loop; an image's failure stays its own. ``located``:
+        each face's detection in its uploaded photo's pixels (``detail.in_photo_pixels``), not the working copy's."""
         verifier, limits = self.verifier, self.limits
         # A photo is decoded no larger than detection works on (a large JPEG at 1/2..1/8 scale by libjpeg), as
         # bfm-verify decodes a file: a request then holds at most --max-pairs images of that size, not of 40
@@ -121,11 +130,12 @@ class ServiceState:
                     images.append(decode_image(data, name, limits, max_side))  # its errors name the upload already
                 except BfmError as exc:
                     images.append(exc)
-            good = [(name, image) for (name, _), image in zip(blobs, images) if not isinstance(image, BfmError)]
+            good = [(blob, image) for blob, image in zip(blobs, images) if not isinstance(image, BfmError)]
             # the aligner sees arrays, so its errors ("no face found") get the upload's name here
             aligned_faces = verifier.prepare_many([image for _, image in good], aligned=aligned)
-            prepared = iter(BfmError(f"{name}: {face}") if isinstance(face, BfmError) else face
-                            for (name, _), face in zip(good, aligned_faces))
+            prepared = iter(BfmError(f"{name}: {face}") if isinstance(face, BfmError)
+                            else in_photo_pixels(face, data, name, image) if located else face
+                            for ((name, data), image), face in zip(good, aligned_faces))
             return [image if isinstance(image, BfmError) else next(prepared) for image in images]
 
         return await asyncio.get_running_loop().run_in_executor(self._running().pool, work)

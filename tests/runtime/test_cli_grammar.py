@@ -87,15 +87,17 @@ def test_every_tool_answers_version_before_its_arguments(name: str) -> None:
 @needs_every_tool
 @pytest.mark.parametrize("option", ["--json", "--json-out", "--version", "--quiet", "--debug", "--data-dir", "--bundle", "--backend", "--plot"])
 def test_a_shared_option_is_the_same_everywhere(option: str) -> None:
-    """Same type, default and value handling wherever the option exists (bfm-eval's --bundle also takes a route,
+    """Same type, default and value handling wherever the option exists (bfm-eval's and bfm-explain's --bundle also take a route,
     bfm-bench's --backend also 'all': their help says so, the rest is the shared definition)."""
     found = {name: opt for name, cmd in TOOLS.items() if (opt := _option(cmd, option)) is not None}
     assert len(found) >= 2, option
-    special = {("--bundle", "bfm-eval"), ("--backend", "bfm-bench")}
+    special = {("--bundle", "bfm-eval"), ("--bundle", "bfm-explain"), ("--backend", "bfm-bench")}
     plain = {name: opt for name, opt in found.items() if (option, name) not in special}
     shapes = {(type(o.type).__name__, o.is_flag, str(o.default), o.callback.__qualname__ if o.callback else None)
               for o in plain.values()}
     assert len(shapes) == 1, f"{option} differs between {sorted(plain)}: {shapes}"
+    routed = [found[name] for kind, name in special if kind == option and name in found]
+    assert len({(o.metavar, o.help) for o in routed}) <= 1, f"{option}: the route-taking forms differ"
     if option == "--backend":
         for name, opt in found.items():
             assert opt.default == "auto" and {"auto", "trt", "ort", "torch"} <= set(opt.type.choices), name  # type: ignore[attr-defined]

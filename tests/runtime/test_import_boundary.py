@@ -28,6 +28,7 @@ EXTRA_IMPORTS = {
     "train": ("torch", "onnx", "safetensors", "yaml", "dlib", "face_recognition_models", "bfm_models", "bfm_train"),
     "gpu": ("tensorrt", "cuda", "onnx"),
     "openvino": ("openvino",),
+    "explain": ("torch", "safetensors", "bfm_models"),
 }
 # Runtime modules that belong to an extra; every other runtime module is part of the base install.
 EXTRA_MODULES = {
@@ -40,6 +41,9 @@ EXTRA_MODULES = {
     "bfm_deploy.serve.routes.gallery": "serve",
     "bfm_deploy.serve.routes.health": "serve",
     "bfm_deploy.serve.routes.verify": "serve",
+    "bfm_deploy.serve.routes.explain": "serve",
+    "bfm_deploy.serve.routes.page": "serve",
+    "bfm_deploy.serve.explaining": "serve",
     "bfm_deploy.serve.client": "serve",
     "bfm_deploy.serve.process": "serve",
     "bfm_deploy.serve.ray_app": "ray",

@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from ...errors import BfmError
 from ...verifier import Face
+from ..detail import face_detail
 from ..inputs import image_list, json_body, verify_images
-from ..schemas import EmbedRequest, VerifyBatchRequest, VerifyRequest, request_body
+from ..schemas import DETAIL, EmbedRequest, VerifyBatchRequest, VerifyRequest, request_body
 from ..state import Service
 
 router = APIRouter()
 
 
 @router.post("/v1/verify", openapi_extra=request_body(VerifyRequest))
-async def verify(request: Request, service: Service) -> dict[str, Any]:
-    """Two images (multipart fields a, b; or JSON base64): what bfm-verify --json prints."""
+async def verify(request: Request, service: Service,
+                 detail: Annotated[bool, Query(description=DETAIL)] = False) -> dict[str, Any]:
+    """Two images (multipart fields a, b; or JSON base64): what bfm-verify --json prints (``?detail=true``: and
+    each face's crop, box and landmarks)."""
     a_blob, b_blob, aligned = await verify_images(request, service.options.max_pairs)
-    a, b = await service.faces_of([a_blob, b_blob], aligned)
+    a, b = await service.faces_of([a_blob, b_blob], aligned, located=detail)
     if isinstance(a, BfmError):
         raise a  # 422 (NoFaceError, an unreadable image), as the error handler maps it
     if isinstance(b, BfmError):
         raise b
     (result,) = await service.batched(service.batcher.verify([(a, b)]))
-    return result.to_dict()
+    answer = result.to_dict()
+    if detail:
+        answer["faces"] = [face_detail(a), face_detail(b)]
+    return answer
 
 
 @router.post("/v1/verify/batch", openapi_extra=request_body(VerifyBatchRequest))
