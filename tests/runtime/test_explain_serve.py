@@ -66,3 +66,24 @@ def test_explain_needs_the_key_and_reports_a_faceless_image(server: ServerProces
     with server.client(KEY) as client, pytest.raises(ServiceError) as faceless:
         client.explain(grey, blank)
     assert faceless.value.status == 422 and "no face" in str(faceless.value)
+
+
+def test_without_torch_explaining_is_a_501_naming_the_extra() -> None:
+    """The server's side of a missing extra, in a process where torch cannot be imported (CI's torch-free stage
+    has no serve extra either, so this is where that answer is checked)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from pathlib import Path\n"
+            "from bfm_deploy.serve.explaining import Explaining\n"
+            "from bfm_deploy.serve.failures import Refused\n"
+            "try:\n"
+            "    Explaining()._load(Path(sys.argv[1]))\n"
+            "except Refused as exc:\n"
+            "    print(exc.status, exc)\n")
+    run = subprocess.run([sys.executable, "-c", code, str(DEMO)], capture_output=True, text=True, timeout=120,
+                         cwd=REPO)
+    assert run.returncode == 0, run.stderr[-1500:]
+    status, _, message = run.stdout.strip().partition(" ")
+    assert status == "501" and "pip install 'bfm[explain]'" in message, run.stdout
