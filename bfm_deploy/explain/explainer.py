@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -30,9 +30,6 @@ from ..routing import Route, case_of, is_masked, mask_probability, route_of_case
 from ..tensor import l2_normalise, preprocess
 from .guided import EXTRA, guided_saliency
 from .regions import mask_region_share
-
-if TYPE_CHECKING:
-    from ..verifier import Verifier
 
 Image = Union[str, "os.PathLike[str]", np.ndarray]
 
@@ -86,15 +83,16 @@ class Explainer:
     def mask_probabilities(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         return mask_probability(self._forward("classifier", self.tensor(crops)))
 
-    def embeddings(self, crops: Sequence[np.ndarray], network: Route) -> np.ndarray:
-        """L2-normalised embeddings of ``crops`` by ``network``."""
-        return l2_normalise(self._forward(network, self.tensor(crops)))
-
     def saliency(self, crops: Sequence[np.ndarray], network: Route) -> np.ndarray:
         """N x 112 x 112 guided-backpropagation maps of ``network`` (``guided.guided_saliency``)."""
+        return self.explained(crops, network)[0]
+
+    def explained(self, crops: Sequence[np.ndarray], network: Route) -> tuple[np.ndarray, np.ndarray]:
+        """``network``'s maps of ``crops`` and their L2-normalised embeddings, from one forward pass."""
         if network not in self.modules:
             raise BfmError(f"method {self.method.name!r} ({self.method.mode}) has no {network} extractor here")
-        return guided_saliency(self.modules[network], self.tensor(crops))
+        maps, embeddings = guided_saliency(self.modules[network], self.tensor(crops))
+        return maps, l2_normalise(embeddings)
 
     def pair(self, crop_a: np.ndarray, crop_b: np.ndarray) -> PairExplanation:
         crops = [crop_a, crop_b]
@@ -102,10 +100,9 @@ class Explainer:
         masked = is_masked(probabilities, self.bundle.mask_threshold)
         case = case_of(bool(masked[0]), bool(masked[1]))
         route: Route = route_of_case(case) if self.method.routed else self.method.mode  # type: ignore[assignment]
-        embeddings = self.embeddings(crops, route)
+        maps, embeddings = self.explained(crops, route)
         score = float(embeddings[0] @ embeddings[1])
         threshold = self.bundle.threshold(route)
-        maps = self.saliency(crops, route)
         shares = mask_region_share(maps)
         faces = tuple(FaceExplanation(crop, maps[i], route, float(probabilities[i]), float(shares[i]))
                       for i, crop in enumerate(crops))
@@ -125,19 +122,14 @@ def _require_torch() -> Any:
     return require("torch", EXTRA, "explanations (bfm-explain)")
 
 
-def aligned_crops(images: Sequence[Image], bundle: Path, aligned: bool = False, detector: str = "auto",
-                  verifier: Verifier | None = None) -> list[np.ndarray]:
+def aligned_crops(images: Sequence[Image], bundle: Path, aligned: bool = False,
+                  detector: str = "auto") -> list[np.ndarray]:
     """The aligned crops of ``images`` by ``bundle``'s detector (ONNX Runtime), or the images themselves when
     ``aligned``; the first image that fails raises its one-line error."""
     from ..verifier import Verifier
 
-    owned = verifier is None
-    verifier = verifier or Verifier(bundle, backend="ort", detector=detector)
-    try:
+    with Verifier(bundle, backend="ort", detector=detector) as verifier:
         faces = verifier.prepare_many(images, aligned)
-    finally:
-        if owned:
-            verifier.close()
     for face in faces:
         if isinstance(face, BfmError):
             raise face

@@ -48,8 +48,9 @@ def guided(model: Any) -> Iterator[Any]:
             handle.remove()
 
 
-def guided_saliency(model: Any, tensor: np.ndarray) -> np.ndarray:
-    """N x H x W non-negative float32 maps for an N x 3 x H x W float32 input batch of ``model`` (eval mode)."""
+def guided_saliency(model: Any, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """N x H x W non-negative float32 maps for an N x 3 x H x W float32 input batch of ``model`` (eval mode), and
+    the N embeddings of the same forward pass (the hooks change only the backward one)."""
     torch = _torch()
     if tensor.ndim != 4 or tensor.shape[1] != 3:
         raise ValueError(f"expected N x 3 x H x W, got {tensor.shape}")
@@ -59,4 +60,5 @@ def guided_saliency(model: Any, tensor: np.ndarray) -> np.ndarray:
         # each row's norm: the sum over rows keeps the faces' gradients apart (eval mode, no batch coupling)
         embedding.norm(dim=1).sum().backward()
         assert x.grad is not None
-        return x.grad.abs().amax(dim=1).numpy().astype(np.float32)  # type: ignore[no-any-return]
+        maps = x.grad.abs().amax(dim=1).numpy().astype(np.float32)
+        return maps, embedding.detach().numpy()

@@ -1,8 +1,9 @@
 """The maps behind /v1/explain: the bundle's extractors as torch modules, loaded on the first request.
 
 Loading them takes seconds and torch's memory, and most deployments never ask why, so nothing happens at start.
-Explanations run on one thread of their own: they register and remove backward hooks on shared modules, which
-two calls at once must not interleave, and they stay off the decode pool and the batcher.
+Explanations, loading included, run on one thread of their own: they register and remove backward hooks on shared
+modules, which two calls at once must not interleave (one thread needs no lock), and they stay off the decode
+pool and the batcher.
 A server without torch answers 501 with the line that installs it.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,21 +39,19 @@ def png_data_url(image: np.ndarray) -> str:
 class Explaining:
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="bfm-explain"))
     _explainer: Explainer | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _load(self, bundle: Path) -> Explainer:
-        with self._lock:
-            if self._explainer is None:
-                from ..eval.methods import Method
-                from ..explain import Explainer
+        if self._explainer is None:  # only ever called on ``pool``'s one thread
+            from ..eval.methods import Method
+            from ..explain import Explainer
 
-                try:
-                    require("torch", "explain", "explanations")
-                    require("bfm_models", "explain", "explanations")
-                except BfmError as exc:  # a missing extra: the server's state, not the request's fault
-                    raise Refused(501, f"this server cannot explain: {exc}") from None
-                self._explainer = Explainer(Method("bundle", bundle, "routed"))
-            return self._explainer
+            try:
+                require("torch", "explain", "explanations")
+                require("bfm_models", "explain", "explanations")
+            except BfmError as exc:  # a missing extra: the server's state, not the request's fault
+                raise Refused(501, f"this server cannot explain: {exc}") from None
+            self._explainer = Explainer(Method("bundle", bundle, "routed"))
+        return self._explainer
 
     def _faces(self, bundle: Path, crops: list[np.ndarray], route: Route) -> list[dict[str, Any]]:
         from ..explain.figure import heat, overlay

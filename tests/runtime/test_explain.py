@@ -6,6 +6,7 @@ torch the tool must say which extra to install.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from bfm_deploy.explain import mask_region_share, nose_row
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "engines" / "demo"
-HAS_TORCH = __import__("importlib").util.find_spec("torch") is not None
+HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="needs torch (the explain or train extra)")
 
 

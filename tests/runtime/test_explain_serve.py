@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from bfm_deploy.serve.process import ServerProcess  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "engines" / "demo"
 KEY = "explain-key-51c2"
-HAS_TORCH = __import__("importlib").util.find_spec("torch") is not None
+HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
 @pytest.fixture(scope="module")
