@@ -1,4 +1,5 @@
-"""Typed reads from a JSON document (a bundle manifest) that fail with a one-line ``BfmError`` naming the field.
+"""Typed reads from a JSON document (a bundle manifest, a gallery's index state) that fail with a one-line
+``BfmError`` naming the field and what to do about it.
 
 ``Fields`` wraps one JSON object and its dotted path (``models.full``); each getter checks presence and type,
 so a schema's ``from_dict`` reads as a list of its fields. ``rest`` hands back the keys nobody asked for, which
@@ -19,20 +20,22 @@ _KIND_NAMES = {int: "an integer", float: "a number", str: "a string", dict: "an 
 
 @dataclass(frozen=True)
 class Where:
-    """A place in a JSON document: the document (its file) and the dotted path of one field in it."""
+    """A place in a JSON document: the document (its file), the dotted path of one field in it, and the remedy
+    every error about this document ends with (a bundle is re-exported)."""
 
     source: str
     path: str = ""
+    remedy: str = REEXPORT
 
     def key(self, name: str) -> Where:
-        return Where(self.source, f"{self.path}.{name}" if self.path else name)
+        return Where(self.source, f"{self.path}.{name}" if self.path else name, self.remedy)
 
     def fail(self, problem: str) -> BfmError:
-        return BfmError(f"{self.source}: field '{self.path}' {problem}; {REEXPORT}")
+        return BfmError(f"{self.source}: field '{self.path}' {problem}; {self.remedy}")
 
     def wrap(self, exc: BfmError) -> BfmError:
         """A domain check's own message (``DetectorSpec``, ``parse_chain``), placed in this document."""
-        return BfmError(f"{self.source}: {exc}; {REEXPORT}")
+        return BfmError(f"{self.source}: {exc}; {self.remedy}")
 
 
 @dataclass

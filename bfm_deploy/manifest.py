@@ -11,11 +11,13 @@ The layout is described in ARCHITECTURE.md ("Model bundle").
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .contract import NETWORKS, ROUTES, Network
+from .alignment import ARCFACE_TEMPLATE
+from .contract import CROP_SIZE, FACE_MEAN, FACE_STD, NETWORKS, ROUTES, Network
 from .detect.spec import DetectorSpec
 from .errors import BfmError
 from .json_fields import REEXPORT, Fields, Where
@@ -25,6 +27,8 @@ FORMAT = "bfm-bundle"
 FORMAT_VERSION = 1
 # The one input contract this runtime implements (``input.layout`` etc. must say so).
 LAYOUT, CHANNEL_ORDER, DTYPE = "NCHW", "RGB", "float32"
+METRIC = "cosine"  # the one score the runtime computes
+ALIGNMENT_METHOD = "similarity-5pt"  # five landmarks onto ARCFACE_TEMPLATE (bfm_deploy.alignment)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,12 @@ class InputContract:
     alignment_method: str
     template: tuple[tuple[float, float], ...]
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def default(cls) -> InputContract:
+        """The contract of ``bfm_deploy.contract`` and ``alignment``: what bfm-export writes into every bundle."""
+        return cls((CROP_SIZE, CROP_SIZE), LAYOUT, CHANNEL_ORDER, DTYPE, FACE_MEAN, FACE_STD, ALIGNMENT_METHOD,
+                   tuple((x, y) for x, y in ARCFACE_TEMPLATE.tolist()))
 
     @classmethod
     def from_dict(cls, obj: Any, where: Where) -> InputContract:
@@ -219,8 +229,8 @@ class Manifest:
         if embedding_size <= 0:
             raise f.fail("embedding_size", "must be positive")
         metric = f.text("metric")
-        if metric != "cosine":
-            raise f.fail("metric", f"must be 'cosine', got {metric!r}")
+        if metric != METRIC:
+            raise f.fail("metric", f"must be '{METRIC}', got {metric!r}")
         routes = f.child("thresholds")
         thresholds = {route: Threshold.from_dict(routes.get(route, dict), routes.at(route), -1.0, 1.0,
                                                  "a cosine similarity") for route in ROUTES}
@@ -260,6 +270,10 @@ class Manifest:
             if value is not None:
                 data[key] = value if isinstance(value, str) else value.to_dict()
         return {**data, **copy.deepcopy(self.extra)}
+
+    def to_json(self) -> str:
+        """The text of ``manifest.json`` as bfm-export writes it: ``to_dict`` indented by 2, a final newline."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
 
 
 def _is_number(value: Any) -> bool:

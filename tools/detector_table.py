@@ -1,4 +1,5 @@
-"""The detector comparison of README.md ("Face detection") from the JSON of benchmarks/detectors/run.sh.
+"""The detector comparison of benchmarks/results/detectors/README.md ("Which detector") from the JSON of
+benchmarks/detectors/run.sh.
 
     python tools/detector_table.py benchmarks/results/detectors
 """

@@ -42,20 +42,34 @@ def _summary(shares: np.ndarray) -> dict[str, float | int]:
               help="An extractor to measure (repeat).")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--md-out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--append", is_flag=True,
+              help="Keep the methods of an existing --json-out and add (or replace, by name) these ones: the maps "
+                   "are deterministic, so a table grows one trained extractor at a time.")
+@click.option("--detect-with", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The bundle whose detector finds the faces [default: the first method's].")
 @one_line_errors
-def main(data_dir: Path, compare: tuple[str, ...], json_out: Path, md_out: Path | None) -> None:
+def main(data_dir: Path, compare: tuple[str, ...], json_out: Path, md_out: Path | None, append: bool,
+         detect_with: Path | None) -> None:
     methods = [parse_compare(entry) for entry in compare]
     if any(m.routed for m in methods):
         raise BfmError("name one extractor per method: BUNDLE:full or BUNDLE:partial")
+    detector_bundle = str(detect_with or methods[0].bundle)
+    kept_methods: list[dict[str, object]] = []
+    if append and json_out.is_file():
+        earlier = json.loads(json_out.read_text())
+        earlier_detector = earlier.get("detected_with", earlier["methods"][0]["bundle"])
+        if earlier_detector != detector_bundle:  # other crops: the shares would not compare
+            raise BfmError(f"{json_out} measured faces found by {earlier_detector}; pass --detect-with {earlier_detector}")
+        kept_methods = [m for m in earlier["methods"] if m["name"] not in {method.name for method in methods}]
     labels = read_mfr2_labels(data_dir / "mfr2" / "mfr2_labels.txt", data_dir / "mfr2")
     paths = sorted(labels)
-    with Verifier(methods[0].bundle, backend="ort") as verifier:
+    with Verifier(detector_bundle, backend="ort") as verifier:
         prepared = verifier.prepare_many(paths)
     kept = [(path, face.crop) for path, face in zip(paths, prepared) if isinstance(face, Face)]
     masked = np.array([labels[path] != "no-mask" for path, _ in kept])
     crops = [crop for _, crop in kept]
-    report: dict[str, object] = {"data": "MFR2, all images, split by MFR2's mask labels",
-                                 "detected": len(kept), "missed": len(paths) - len(kept), "methods": []}
+    report: dict[str, object] = {"data": "MFR2, all images, split by MFR2's mask labels", "detected_with": detector_bundle,
+                                 "detected": len(kept), "missed": len(paths) - len(kept), "methods": kept_methods}
     for method in methods:
         explainer = Explainer(method)
         shares = []

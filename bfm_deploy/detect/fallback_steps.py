@@ -14,7 +14,7 @@ FIRST_PASS = "detector"  # what ``AlignedFace.found_by`` says of a face the dete
 STEP_KINDS = ("pad", "detector", "letterbox", "score")
 RETRY_DETECTORS = ("yunet", "mtcnn", "scrfd")
 # What bfm-export writes unless told otherwise, chosen on the train and validation photos of
-# chandrikadeb7/Face-Mask-Detection (README.md, "When the detector finds no face"): close-ups first (the cheapest
+# chandrikadeb7/Face-Mask-Detection (benchmarks/results/detectors/README.md, "The fallback chain"): close-ups first (the cheapest
 # retry), then YuNet as it is and padded, small faces, and last the bundle's detector at a lower score
 # threshold, which finds tight crops cut at the brow and chin whose faces score under 0.5.
 DEFAULT_CHAIN = ("pad:0.25", "detector:yunet", "detector:yunet+pad:0.25", "letterbox:640", "score:0.2",

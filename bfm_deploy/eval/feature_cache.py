@@ -47,7 +47,7 @@ class FeatureCache:
                  batch: int = 256, on_batch: Callable[[int], None] | None = None) -> list[FaceFeatures]:
         """Each image's features: from the cache, else embedded (a batch at a time, ``on_batch(n)`` after each);
         ``on_batch`` also hears of the cached ones, so that a progress bar reaches its total."""
-        keys = [str(Path(p).resolve()) for p in paths]
+        keys = _keys(paths)
         todo = [i for i, key in enumerate(keys) if key not in self._known]
         self.hits += len(paths) - len(todo)
         self.misses += len(todo)
@@ -75,3 +75,16 @@ class FeatureCache:
                  partial=np.stack([f.partial for _, f in items]).astype(np.float32))
         atomic_write_bytes(self.path, buffer.getvalue())
         self._changed = False
+
+
+def _keys(paths: Sequence[Path]) -> list[str]:
+    """Each image's absolute path with its folders' links resolved, as the cache's key. A folder is resolved
+    once, not once per image: resolving every one of 8,762 LFW paths took a second of a cached run."""
+    folders: dict[Path, Path] = {}
+    keys = []
+    for path in map(Path, paths):
+        folder = folders.get(path.parent)
+        if folder is None:
+            folder = folders[path.parent] = path.parent.resolve()
+        keys.append(str(folder / path.name))
+    return keys

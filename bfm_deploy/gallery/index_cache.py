@@ -12,15 +12,43 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..atomic import atomic_write_text
 from ..errors import BfmError
+from ..json_fields import Fields, Where
 from ..matching import STRUCTURES, ExactIndex, Searcher
 from .index import IvfIndex
 from .store_protocol import EmbeddedStore, SearchingStore
 
 INDEX_DIR, INDEX_STATE, INDEX_FORMAT = "index", "index.json", "bfm-gallery-index/1"
+REBUILT = "rebuilt from the database, nothing lost"
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """``index/index.json``: which saved IVF file holds each structure, and the last face id and removal they
+    cover (the schema of ``manifest.py``'s kind: ``from_dict`` refuses a missing or mistyped field in one line)."""
+
+    face_id: int
+    removed: int
+    files: dict[str, str]  # structure name -> file name inside the index folder
+
+    @classmethod
+    def from_dict(cls, obj: Any, source: str) -> IndexState:
+        f = Fields.of(obj, Where(source, remedy=REBUILT))
+        if f.text("format") != INDEX_FORMAT:
+            raise f.fail("format", f"must be '{INDEX_FORMAT}', got {obj['format']!r}")
+        files = f.child("files")
+        names = {name: files.file_name(name) for name in STRUCTURES if files.has(name)}
+        if files.rest():
+            raise files.fail(next(iter(files.rest())), "is not a search structure")
+        return cls(f.integer("face_id"), f.integer("removed"), names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": INDEX_FORMAT, "face_id": self.face_id, "removed": self.removed, "files": dict(self.files)}
 
 
 class IndexCache:
@@ -66,18 +94,13 @@ class IndexCache:
         if not state_path.is_file():
             return None
         try:
-            state = json.loads(state_path.read_text())
-            if state.get("format") != INDEX_FORMAT:
-                raise BfmError(f"format {state.get('format')!r}")
-            covered = (int(state["face_id"]), int(state["removed"]))
-            files = dict(state["files"])
-            structures: dict[str, ExactIndex | IvfIndex] = {}
-            for name in STRUCTURES:
-                if name in files:
-                    structures[name] = IvfIndex.read(self.folder / files[name], self.embedding_size)
-        except (OSError, ValueError, KeyError, TypeError, BfmError) as exc:
-            self.notes.append(f"{state_path.parent}: index unreadable ({str(exc).splitlines()[0][:160]}); "
-                              "rebuilt from the database, nothing lost")
+            state = IndexState.from_dict(json.loads(state_path.read_text()), INDEX_STATE)
+            covered = (state.face_id, state.removed)
+            structures: dict[str, ExactIndex | IvfIndex] = {
+                name: IvfIndex.read(self.folder / file, self.embedding_size) for name, file in state.files.items()}
+        except (OSError, ValueError, BfmError) as exc:
+            reason = str(exc).splitlines()[0].removesuffix(f"; {REBUILT}")[:160]
+            self.notes.append(f"{state_path.parent}: index unreadable ({reason}); {REBUILT}")
             return None
         if covered[0] > self.store.position()[0]:
             self.notes.append(f"{state_path.parent}: index ahead of the database; rebuilt from it")
@@ -110,8 +133,8 @@ class IndexCache:
         files = {name: f"{name}.{tag}.faiss" for name in ivf}
         for name, index in ivf.items():
             index.write(folder / files[name])
-        atomic_write_text(folder / INDEX_STATE, json.dumps(
-            {"format": INDEX_FORMAT, "face_id": self._covered[0], "removed": self._covered[1], "files": files}, indent=1))
+        state = IndexState(self._covered[0], self._covered[1], files)
+        atomic_write_text(folder / INDEX_STATE, json.dumps(state.to_dict(), indent=1))
         for old in folder.glob("*.faiss"):
             if old.name not in files.values():
                 old.unlink(missing_ok=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,20 @@ class ServeOptions:
     api_key_file: Path | None = None
     gallery: str | None = None  # a gallery folder or PostgreSQL connection string: the /v1/gallery/ endpoints
 
+    @classmethod
+    def from_strings(cls, values: Mapping[str, str]) -> ServeOptions:
+        """Options given as text (``serve run ...:build_app key=value``), each read as its field's type: numbers
+        as numbers, the bundle and key-file paths as paths, the gallery (a folder or a connection string) as
+        written. An unknown key or a value of the wrong kind is one line naming it."""
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        typed: dict[str, object] = {}
+        for key, text in values.items():
+            if key not in names:
+                raise BfmError(f"unknown option {key!r}; one of {', '.join(names)}")
+            typed[key] = _from_text(key, text, hints[key])
+        return cls(**typed)  # type: ignore[arg-type]  # each value has its field's type by _from_text
+
     def check(self) -> None:
         if self.api_key_file is None and self.host not in LOOPBACK:
             raise BfmError(f"refusing to serve on {self.host} without --api-key-file (without keys bfm-serve "
@@ -40,3 +57,16 @@ class ServeOptions:
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 2**20)
+
+
+def _from_text(key: str, text: str, hint: object) -> object:
+    kinds = typing.get_args(hint) or (hint,)
+    for kind, what in ((int, "an integer"), (float, "a number")):
+        if kind in kinds:
+            try:
+                return kind(text)  # type: ignore[operator]
+            except ValueError:
+                raise BfmError(f"option {key} must be {what}, got {text!r}") from None
+    if Path in kinds and key != "gallery":
+        return Path(text)
+    return text

@@ -10,9 +10,9 @@ requests over the replicas, on one machine or on a cluster.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from ..errors import BfmError
 from .app import ServeOptions, create_app
 
 
@@ -30,22 +30,15 @@ def deployment(options: ServeOptions, replicas: int) -> Any:
 
 def build_app(args: dict[str, str]) -> Any:
     """Application builder for ``serve run bfm_deploy.serve.ray_app:build_app key=value ...``: the keys are
-    ServeOptions fields (bundle, backend, detector, max_batch, max_wait_ms, ..., api_key_file, gallery) and
-    replicas (replicas share a PostgreSQL gallery, or a folder on one machine)."""
-    fields = list(ServeOptions.__dataclass_fields__)
-    values: dict[str, Any] = {}
-    for key, text in args.items():
-        if key == "replicas":
-            continue
-        if key not in fields:
-            raise ValueError(f"unknown option {key!r}; one of replicas, {', '.join(fields)}")
-        default = getattr(ServeOptions(), key)
-        # numbers and names by their default's type; the two paths (bundle, api_key_file) as paths
-        if key == "gallery":  # a folder or a connection string: kept as written
-            values[key] = text
-            continue
-        values[key] = type(default)(text) if isinstance(default, (int, float, str)) else Path(text)
-    return deployment(ServeOptions(**values), int(args.get("replicas", "1")))
+    ServeOptions fields (bundle, backend, detector, max_batch, max_wait_ms, ..., api_key_file, gallery), read by
+    ``ServeOptions.from_strings``, and replicas (replicas share a PostgreSQL gallery, or a folder on one machine)."""
+    values = dict(args)
+    replicas = values.pop("replicas", "1")
+    if not replicas.isdigit() or int(replicas) < 1:
+        raise BfmError(f"replicas must be a positive integer, got {replicas!r}")
+    options = ServeOptions.from_strings(values)
+    options.check()
+    return deployment(options, int(replicas))
 
 
 def run(options: ServeOptions, replicas: int) -> None:

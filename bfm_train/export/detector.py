@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -19,6 +18,7 @@ from bfm_deploy.detect import scrfd
 from bfm_deploy.detect.choice import scrfd_spec
 from bfm_deploy.detect.fallback import FallbackStep
 from bfm_deploy.detect.network import NetworkDetector, OnnxRunner
+from bfm_deploy.detect.spec import DetectorSpec
 from bfm_deploy.errors import BfmError
 from bfm_deploy.onnx_graph import read_graph
 
@@ -26,10 +26,10 @@ DETECTOR_FILE = "detector.onnx"
 
 
 def install_detector(folder: Path, choice: str, input_size: int = scrfd.DEFAULT_INPUT_SIZE,
-                     fallback: tuple[FallbackStep, ...] = ()) -> dict[str, Any]:
+                     fallback: tuple[FallbackStep, ...] = ()) -> DetectorSpec:
     """Copy the detector ``choice`` (``scrfd`` or an SCRFD .onnx path) into ``folder`` as detector.onnx,
-    check that it runs and decodes at ``input_size``, and return its manifest entry (``DetectorSpec.to_dict``)
-    with the retry chain ``fallback``."""
+    check that it runs and decodes at ``input_size``, and return its manifest entry with the retry chain
+    ``fallback``."""
     if choice == "scrfd":
         source_path, source, architecture = scrfd.vectron_model_path(), scrfd.vectron_source(), "scrfd-500m"
     elif Path(choice).suffix.lower() == ".onnx":
@@ -46,7 +46,7 @@ def install_detector(folder: Path, choice: str, input_size: int = scrfd.DEFAULT_
     runner = OnnxRunner(dest, spec.input_name, spec.output_names)
     # A blank image must run and decode at this size (the decoder checks every output's anchor count).
     NetworkDetector(spec, runner).detect(np.zeros((input_size, input_size, 3), np.uint8))
-    return replace(spec, sha256=sha256_file(dest), params=_params(dest)).to_dict()
+    return replace(spec, sha256=sha256_file(dest), params=_params(dest))
 
 
 def _params(path: Path) -> int:

@@ -12,15 +12,16 @@ import onnxruntime
 import torch
 
 import bfm_train
-from bfm_deploy.alignment import ARCFACE_TEMPLATE, CROP_SIZE
 from bfm_deploy.atomic import atomic_dir, atomic_write_text
-from bfm_deploy.bundle import FORMAT, FORMAT_VERSION, MANIFEST, ROUTES, sha256_file
-from bfm_deploy.contract import EMBEDDING_SIZE, FACE_MEAN, FACE_STD, NETWORKS
+from bfm_deploy.bundle import MANIFEST, ROUTES, sha256_file
+from bfm_deploy.contract import EMBEDDING_SIZE, NETWORKS, Network
 from bfm_deploy.cli_options import note as tool_note
 from bfm_deploy.datasets import default_data_dir
 from bfm_deploy.detect.fallback import parse_chain_option
+from bfm_deploy.detect.spec import DetectorSpec
 from bfm_train.export.detector import install_detector
 from bfm_deploy.errors import BfmError
+from bfm_deploy.manifest import METRIC, InputContract, Manifest, ModelEntry, Threshold, WeightsEntry
 from bfm_deploy.progress import progress
 from bfm_deploy.routing import DEFAULT_MASK_THRESHOLD
 
@@ -57,30 +58,29 @@ def _export(source: ExportSource, options: ExportOptions, log: Any) -> Path:
     batch = parity_batch(options.data_dir or default_data_dir(), options.parity_images)
     log(f"parity check on {batch.description}")
     with atomic_dir(out, overwrite=options.overwrite) as tmp:
-        models: dict[str, dict[str, Any]] = {}
-        for network in progress(NETWORKS, desc="export", unit="graph"):
-            models[network] = export_network(network, source.networks[network], tmp, source.architectures[network],
-                                             batch.tensor, options.opset, options.min_cosine, log,
-                                             note=source.notes.get(network))
+        models: dict[Network, ModelEntry] = {
+            network: export_network(network, source.networks[network], tmp, source.architectures[network],
+                                    batch.tensor, options.opset, options.min_cosine, log, note=source.notes.get(network))
+            for network in progress(NETWORKS, desc="export", unit="graph")}
         mask_threshold = source.mask_threshold
         if options.mask_calibration is not None:
-
             mask_threshold = calibrated_mask_threshold(tmp / "classifier.onnx", Path(options.mask_calibration))
         # Route thresholds after the mask threshold: calibration pairs are routed as the bundle will route them.
         thresholds = _thresholds(source, options, log,
-                                 DEFAULT_MASK_THRESHOLD if mask_threshold is None else mask_threshold["value"])
-        manifest = _manifest(name, source, options, thresholds, models)
+                                 DEFAULT_MASK_THRESHOLD if mask_threshold is None else mask_threshold.value)
+        detector = None
         if options.detector != "none":
-            manifest["detector"] = install_detector(tmp, options.detector, options.detector_size,
-                                                    parse_chain_option(options.detector_fallback))
-            log(f"detector: {manifest['detector']['architecture']} at {options.detector_size}x{options.detector_size}, "
-                f"fallback {', '.join(manifest['detector'].get('fallback', [])) or 'none'}")
-        if mask_threshold is not None:  # after the detector: the key order of Manifest.to_dict
-            manifest["mask_threshold"] = mask_threshold
+            detector = install_detector(tmp, options.detector, options.detector_size,
+                                        parse_chain_option(options.detector_fallback))
+            log(f"detector: {detector.architecture} at {detector.input_size}x{detector.input_size}, "
+                f"fallback {', '.join(map(str, detector.fallback)) or 'none'}")
+        weights = None
         if options.torch_weights:
             write_weights(tmp / WEIGHTS_FILE, source)
-            manifest["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE)}
-        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+            weights = WeightsEntry(tmp / WEIGHTS_FILE, sha256_file(tmp / WEIGHTS_FILE))
+        manifest = _manifest(name, source, options, thresholds, models, detector=detector,
+                             mask_threshold=mask_threshold, weights=weights)
+        atomic_write_text(tmp / MANIFEST, manifest.to_json())
         _make_readable(tmp)
     log(f"wrote {out}")
     return out
@@ -104,46 +104,29 @@ def write_weights(path: Path, source: ExportSource) -> None:
     save_file(tensors, str(path), metadata=metadata)
 
 
-def _thresholds(source: ExportSource, options: ExportOptions, log: Any,
-                mask_threshold: float) -> dict[str, dict[str, Any]]:
+def _thresholds(source: ExportSource, options: ExportOptions, log: Any, mask_threshold: float) -> dict[str, Threshold]:
     given = options.threshold_values()
     if options.calibrate is not None:
         calibrated = calibrate(options.calibrate, source.networks, mask_threshold)
         for route, cal in calibrated.items():
             log(f"threshold {route}: {cal.value:.4f} ({cal.description})")
-        return {route: {"value": round(cal.value, 6), "calibration": cal.description} for route, cal in calibrated.items()}
+        return {route: Threshold(round(cal.value, 6), cal.description) for route, cal in calibrated.items()}
     if given is None:
         raise BfmError("no thresholds: pass --thresholds full=..,partial=.. or --calibrate PAIRS")
-    return {route: {"value": given[route], "calibration": "given at export (not calibrated by bfm-export)"}
-            for route in ROUTES}
+    return {route: Threshold(given[route], "given at export (not calibrated by bfm-export)") for route in ROUTES}
 
 
-def _manifest(name: str, source: ExportSource, options: ExportOptions, thresholds: dict[str, dict[str, Any]],
-              models: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "name": name,
-        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "input": {
-            "size": [CROP_SIZE, CROP_SIZE],
-            "layout": "NCHW",
-            "channel_order": "RGB",
-            "dtype": "float32",
-            "normalisation": {"mean": FACE_MEAN, "std": FACE_STD},
-            "alignment": {"method": "similarity-5pt", "template": ARCFACE_TEMPLATE.tolist()},
-        },
-        "embedding_size": EMBEDDING_SIZE,
-        "metric": "cosine",
-        "thresholds": thresholds,
-        "models": models,
-        "source": source.source,
-        "tools": {
-            "bfm": bfm_train.__version__,
-            "torch": torch.__version__,
-            "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "opset": options.opset,
-        },
-        "licence": options.licence or source.licence,
+def _manifest(name: str, source: ExportSource, options: ExportOptions, thresholds: dict[str, Threshold],
+              models: dict[Network, ModelEntry], *, detector: DetectorSpec | None, mask_threshold: Threshold | None,
+              weights: WeightsEntry | None) -> Manifest:
+    tools = {
+        "bfm": bfm_train.__version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opset": options.opset,
     }
+    return Manifest(name, InputContract.default(), EMBEDDING_SIZE, METRIC, thresholds, models, source.source, tools,
+                    created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    licence=options.licence or source.licence, detector=detector, mask_threshold=mask_threshold,
+                    weights=weights)

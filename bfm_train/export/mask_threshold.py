@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from bfm_deploy.contract import CROP_SIZE, sha256_file
 from bfm_deploy.errors import BfmError
 from bfm_deploy.images import load_image
+from bfm_deploy.manifest import Threshold
 from bfm_deploy.routing import calibrate_mask_threshold, mask_probability
 from bfm_deploy.tensor import preprocess
 
@@ -36,7 +36,7 @@ def read_mask_calibration(path: Path) -> tuple[list[Path], np.ndarray]:
     return images, label_array
 
 
-def calibrated_mask_threshold(classifier_onnx: Path, calibration: Path) -> dict[str, Any]:
+def calibrated_mask_threshold(classifier_onnx: Path, calibration: Path) -> Threshold:
     """The manifest's ``mask_threshold`` entry: balanced-accuracy threshold of the classifier on ``calibration``."""
     import onnxruntime as ort
 
@@ -54,9 +54,7 @@ def calibrated_mask_threshold(classifier_onnx: Path, calibration: Path) -> dict[
     at_half = (np.mean(probs[~labels] < 0.5) + np.mean(probs[labels] >= 0.5)) / 2
     # Six decimals keep the manifest readable; a classifier sure of every face can put the threshold below 5e-7,
     # which must not round to 0 (a bundle's mask threshold lies strictly inside (0, 1)).
-    return {
-        "value": min(max(round(value, 6), 1e-6), 1 - 1e-6),
-        "calibration": (f"balanced-accuracy threshold on {len(labels)} held-out faces of {calibration.name} "
-                        f"(sha256 {sha256_file(calibration)[:12]}, {int(labels.sum())} masked): balanced accuracy "
-                        f"{100 * balanced:.2f}% (at 0.5: {100 * at_half:.2f}%)"),
-    }
+    return Threshold(min(max(round(value, 6), 1e-6), 1 - 1e-6),
+                     f"balanced-accuracy threshold on {len(labels)} held-out faces of {calibration.name} "
+                     f"(sha256 {sha256_file(calibration)[:12]}, {int(labels.sum())} masked): balanced accuracy "
+                     f"{100 * balanced:.2f}% (at 0.5: {100 * at_half:.2f}%)")

@@ -10,6 +10,7 @@ from torch import nn
 
 from bfm_deploy.contract import INPUT_NAME, OUTPUT_NAMES, OUTPUT_SIZES, Network, sha256_file
 from bfm_deploy.errors import BfmError
+from bfm_deploy.manifest import ModelEntry, Parity
 from bfm_models import count_macs, count_params
 from bfm_models.onnx_export import export_onnx
 
@@ -17,7 +18,7 @@ from .parity import check_parity
 
 
 def export_network(network: Network, module: nn.Module, folder: Path, architecture: str, batch: np.ndarray,
-                   opset: int, min_cosine: float, log: Any, note: str | None = None) -> dict[str, Any]:
+                   opset: int, min_cosine: float, log: Any, note: str | None = None) -> ModelEntry:
     """Export ``module`` to ``folder/<network>.onnx``, check it against the torch model on ``batch`` and return
     its manifest entry; BfmError (nothing kept) when the graph disagrees or breaks the output contract."""
     path = folder / f"{network}.onnx"
@@ -30,16 +31,5 @@ def export_network(network: Network, module: nn.Module, folder: Path, architectu
     if parity.output_size != OUTPUT_SIZES[network]:
         raise BfmError(f"{network} outputs {parity.output_size} values per face; "
                        f"the bundle contract needs {OUTPUT_SIZES[network]}")
-    entry: dict[str, Any] = {
-        "file": path.name,
-        "architecture": architecture,
-        "params": count_params(module),
-        "macs": count_macs(module),
-        "sha256": sha256_file(path),
-        "input": INPUT_NAME,
-        "output": OUTPUT_NAMES[network],
-        "parity": {"max_abs_diff": parity.max_abs_diff, "min_cosine": parity.min_cosine},
-    }
-    if note is not None:
-        entry["note"] = note
-    return entry
+    return ModelEntry(network, path, architecture, count_params(module), count_macs(module), sha256_file(path),
+                      INPUT_NAME, OUTPUT_NAMES[network], Parity(parity.max_abs_diff, parity.min_cosine), note)

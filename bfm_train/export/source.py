@@ -13,6 +13,7 @@ from torch import nn
 
 from bfm_deploy.bundle import sha256_file
 from bfm_deploy.errors import BfmError
+from bfm_deploy.manifest import Threshold
 from bfm_models import create_model
 from bfm_models.pretrained import W600K_MBF, w600k_mbf_path
 from bfm_train.system import BFMSystem
@@ -38,7 +39,7 @@ class ExportSource:
     notes: dict[str, str] = field(default_factory=dict)  # per network, e.g. "copy of full"
     # The manifest's "mask_threshold" entry of a classifier taken from a bundle: a calibrated threshold belongs to
     # the classifier it was calibrated for, so it travels with it (None: the default threshold).
-    mask_threshold: dict[str, Any] | None = None
+    mask_threshold: Threshold | None = None
 
 
 def load_source(checkpoint: str | Path | None, options: ExportOptions) -> ExportSource:
@@ -102,7 +103,7 @@ def _from_checkpoint(path: Path, options: ExportOptions) -> ExportSource:
 class _Classifier:
     module: nn.Module
     origin: str  # the manifest's source.classifier
-    mask_threshold: dict[str, Any] | None = None  # a bundle's calibrated entry
+    mask_threshold: Threshold | None = None  # a bundle's calibrated entry
 
 
 def _classifier(from_source: nn.Module | None, options: ExportOptions) -> _Classifier:
@@ -129,8 +130,8 @@ def _classifier(from_source: nn.Module | None, options: ExportOptions) -> _Class
         modules, _ = torch_modules(bundle, ("classifier",))
         origin = f"from bundle {bundle.name} (classifier.onnx sha256 {bundle.models['classifier'].sha256})"
         entry = bundle.mask_threshold_entry
-        threshold = None if entry is None else {
-            "value": entry.value, "calibration": f"{entry.calibration} (carried from bundle {bundle.name})"}
+        threshold = None if entry is None else Threshold(
+            entry.value, f"{entry.calibration} (carried from bundle {bundle.name})")
         return _Classifier(modules["classifier"], origin, threshold)
     other = BFMSystem.from_checkpoint(path)
     if other.classifier is None:

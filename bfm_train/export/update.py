@@ -8,13 +8,11 @@ are copied unchanged, and the result replaces the bundle atomically only once it
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
 
 from bfm_deploy.atomic import atomic_dir, atomic_write_text
 from bfm_deploy.bundle import MANIFEST, Bundle, sha256_file
@@ -23,6 +21,7 @@ from bfm_deploy.datasets import default_data_dir
 from bfm_deploy.detect.fallback import parse_chain_option
 from bfm_train.export.detector import DETECTOR_FILE, install_detector
 from bfm_deploy.errors import BfmError
+from bfm_deploy.manifest import ModelEntry, Threshold
 from bfm_train.system import BFMSystem
 
 from .mask_threshold import calibrated_mask_threshold, read_mask_calibration
@@ -64,7 +63,7 @@ def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[
     chain = old_chain if options.detector_fallback is None else parse_chain_option(options.detector_fallback)
     if options.detector_fallback is not None and options.detector is None and bundle.detector is None:
         raise BfmError(f"bundle {root} has no detector.onnx to give a fallback chain (add one with --detector scrfd)")
-    manifest = bundle.manifest.to_dict()
+    manifest = bundle.manifest
     with atomic_dir(root, overwrite=True) as tmp:
         for item in root.iterdir():
             if item.is_dir():
@@ -72,30 +71,31 @@ def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[
             elif item.name != MANIFEST:
                 shutil.copy2(item, tmp / item.name)
         if options.classifier is not None:
-            manifest["models"]["classifier"] = _export_classifier(options.classifier, tmp, options, log)
-            manifest.setdefault("source", {})["classifier"] = (
-                f"from {options.classifier.name} (sha256 {sha256_file(options.classifier)})")
-            manifest.pop("weights", None)  # weights.safetensors would hold the old classifier
+            classifier = _export_classifier(options.classifier, tmp, options, log)
+            origin = f"from {options.classifier.name} (sha256 {sha256_file(options.classifier)})"
+            # weights.safetensors would hold the old classifier
+            manifest = replace(manifest, models={**manifest.models, "classifier": classifier},
+                               source={**manifest.source, "classifier": origin}, weights=None)
             (tmp / "weights.safetensors").unlink(missing_ok=True)
         if options.detector == "none":
-            manifest.pop("detector", None)
+            manifest = replace(manifest, detector=None)
             (tmp / DETECTOR_FILE).unlink(missing_ok=True)
         elif options.detector is not None:
-            manifest["detector"] = install_detector(tmp, options.detector, options.detector_size, chain)
+            manifest = replace(manifest, detector=install_detector(tmp, options.detector, options.detector_size, chain))
         elif options.detector_fallback is not None:
-            manifest["detector"].pop("fallback", None)
-            if chain:
-                manifest["detector"]["fallback"] = [str(step) for step in chain]
+            assert manifest.detector is not None  # refused above when the bundle has none
+            manifest = replace(manifest, detector=replace(manifest.detector, fallback=chain))
             log(f"detector fallback: {', '.join(map(str, chain)) or 'none'}")
         if options.mask_calibration is not None:
-            manifest["mask_threshold"] = calibrated_mask_threshold(tmp / CLASSIFIER_FILE, options.mask_calibration)
-            log(f"mask threshold {manifest['mask_threshold']['value']}: {manifest['mask_threshold']['calibration']}")
+            mask_threshold = calibrated_mask_threshold(tmp / CLASSIFIER_FILE, options.mask_calibration)
+            manifest = replace(manifest, mask_threshold=mask_threshold)
+            log(f"mask threshold {mask_threshold.value}: {mask_threshold.calibration}")
         elif options.classifier is not None:
-            manifest.pop("mask_threshold", None)  # calibrated for the old classifier
-        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+            manifest = replace(manifest, mask_threshold=None)  # calibrated for the old classifier
+        atomic_write_text(tmp / MANIFEST, manifest.to_json())
         if options.calibrate is not None:  # with the classifier and mask threshold the bundle now has
-            manifest["thresholds"] = _route_thresholds(Bundle.load(tmp), options.calibrate, log)
-            atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+            manifest = replace(manifest, thresholds=_route_thresholds(Bundle.load(tmp), options.calibrate, log))
+            atomic_write_text(tmp / MANIFEST, manifest.to_json())
         Bundle.load(tmp)
         for item in tmp.iterdir():
             item.chmod(0o755 if item.is_dir() else 0o644)
@@ -104,7 +104,7 @@ def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[
     return root
 
 
-def _route_thresholds(bundle: Bundle, pairs_file: Path, log: Callable[[str], Any]) -> dict[str, Any]:
+def _route_thresholds(bundle: Bundle, pairs_file: Path, log: Callable[[str], Any]) -> dict[str, Threshold]:
     """Each route's accuracy-maximising threshold on the pairs the bundle's own classifier, at its own mask
     threshold, sends that route; the networks are the bundle's graphs rebuilt as torch modules."""
     from bfm_deploy.backends.torch_backend import torch_modules
@@ -115,11 +115,11 @@ def _route_thresholds(bundle: Bundle, pairs_file: Path, log: Callable[[str], Any
     calibrated = calibrate(pairs_file, {str(k): v for k, v in modules.items()}, bundle.mask_threshold)
     for route, cal in calibrated.items():
         log(f"{route} threshold {cal.value:.4f}: {cal.description}")
-    return {route: {"value": round(cal.value, 6), "calibration": cal.description} for route, cal in calibrated.items()}
+    return {route: Threshold(round(cal.value, 6), cal.description) for route, cal in calibrated.items()}
 
 
-def _export_classifier(checkpoint: Path, folder: Path, options: UpdateOptions, log: Callable[[str], Any]) -> dict[str, Any]:
-
+def _export_classifier(checkpoint: Path, folder: Path, options: UpdateOptions,
+                       log: Callable[[str], Any]) -> ModelEntry:
     system = BFMSystem.from_checkpoint(checkpoint)
     if system.classifier is None:
         raise BfmError(f"{checkpoint.name} has no classifier.* tensors")

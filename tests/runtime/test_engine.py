@@ -9,9 +9,9 @@ import json
 import os
 import subprocess
 import sys
-import types
 from dataclasses import replace
 from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -36,11 +36,11 @@ from bfm_deploy.engine.spec import (
     rebuild_command,
 )
 from bfm_deploy.errors import BfmError
+from tests.fixtures.fake_gpu import (DETECTOR_OUTPUTS, FACTS, H100, Executed, FakeCuda, FakeTrt, fake_embed,
+                                     fake_trt_imports, install_fake_gpu)
 
 ROOT = Path(__file__).resolve().parents[2]
 NETWORKS = ("classifier", "full", "partial")
-H100 = GpuInfo("NVIDIA H100 80GB HBM3", 9, 0)
-FACTS = RuntimeFacts("10.16.1.11", H100)
 EMBEDDING = 8  # the tiny test graphs' embedding size (the fake engines compute 8 values too)
 
 
@@ -443,148 +443,8 @@ def test_fp16_conversion_refuses_unknown_operators_and_keeps_resize_scales_float
     assert [i.data_type for i in converted.graph.initializer if i.name == "scales"] == [TensorProto.FLOAT]
 
 
-class _FakeTrt(types.ModuleType):
-    """Just enough of TensorRT's Python API for build_engines' orchestration (no GPU, no real engines)."""
-
-    def __init__(self, version: str, fp16_flag: bool) -> None:
-        super().__init__("tensorrt")
-        self.__version__ = version
-        self.parsed: list[str] = []
-        self.profiles: list[tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = []
-        fake = self
-
-        class Logger:
-            WARNING, INFO = 2, 3
-
-            def __init__(self, severity: int) -> None:
-                self.severity = severity
-
-        class Tensor:
-            def __init__(self, name: str) -> None:
-                self.name = name
-
-        class Network:
-            num_inputs = 1
-
-            def get_input(self, index: int) -> Tensor:
-                return Tensor(getattr(self, "input_name", "input"))
-
-        class Error:
-            def desc(self) -> str:
-                return "not an ONNX model"
-
-        class OnnxParser:
-            def __init__(self, network: Network, logger: Logger) -> None:
-                self.num_errors = 0
-                self.network = network
-
-            def parse_from_file(self, path: str) -> bool:
-                data = Path(path).read_bytes()
-                fake.parsed.append(path)
-                self.network.source = data  # type: ignore[attr-defined]
-                self.num_errors = 0 if data.startswith(b"\x08") else 1  # ONNX protobufs start with ir_version
-                if getattr(fake, "reject_all", False):
-                    self.num_errors = 1
-                if self.num_errors == 0:
-                    import onnx
-
-                    self.network.input_name = onnx.load_from_string(data).graph.input[0].name  # type: ignore[attr-defined]
-                return self.num_errors == 0
-
-            def get_error(self, index: int) -> Error:
-                return Error()
-
-        class Cache:
-            def __init__(self, data: bytes) -> None:
-                self.data = data
-
-            def serialize(self) -> bytes:
-                return self.data
-
-        class Profile:
-            def set_shape(self, name: str, low: Any, opt: Any, high: Any) -> None:
-                fake.profiles.append((name, tuple(low), tuple(opt), tuple(high)))
-
-        class Config:
-            def __init__(self) -> None:
-                self.flags: list[str] = []
-                self.cache = Cache(b"")
-
-            def set_memory_pool_limit(self, pool: str, size: int) -> None:
-                self.workspace = size
-
-            def set_flag(self, flag: str) -> None:
-                self.flags.append(flag)
-
-            def add_optimization_profile(self, profile: Profile) -> int:
-                return 0
-
-            def create_timing_cache(self, data: bytes) -> Cache:
-                return Cache(bytes(data))
-
-            def set_timing_cache(self, cache: Cache, ignore_mismatch: bool) -> bool:
-                self.cache = cache
-                return True
-
-            def get_timing_cache(self) -> Cache:
-                return Cache(self.cache.data + b"t")  # one more timing entry per build
-
-        class Builder:
-            def __init__(self, logger: Logger) -> None:
-                pass
-
-            def create_network(self, flags: int) -> Network:
-                return Network()
-
-            def create_builder_config(self) -> Config:
-                return Config()
-
-            def create_optimization_profile(self) -> Profile:
-                return Profile()
-
-            def build_serialized_network(self, network: Network, config: Config) -> bytes:
-                tag = b"fp16-flag" if "FP16" in config.flags else b"no-flag"
-                return tag + b":" + hashlib.sha256(network.source).digest()  # type: ignore[attr-defined]
-
-        self.Logger, self.ILogger, self.OnnxParser, self.Builder = Logger, Logger, OnnxParser, Builder
-        self.Dims = tuple
-        self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
-        self.BuilderFlag = types.SimpleNamespace(**({"FP16": "FP16"} if fp16_flag else {}))
-
-
-@pytest.fixture()
-def use_fake_trt(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Import the builder against a fake ``tensorrt``; afterwards the real-import state comes back, so no later
-    test sees modules bound to the fake."""
-    import bfm_deploy.engine as package
-
-    names = ("loaders", "build")
-    saved = {n: (sys.modules.get(f"bfm_deploy.engine.{n}"), getattr(package, n, None)) for n in names}
-
-    def use(fake: _FakeTrt) -> Any:
-        monkeypatch.setitem(sys.modules, "tensorrt", fake)
-        for n in names:
-            sys.modules.pop(f"bfm_deploy.engine.{n}", None)
-        import bfm_deploy.engine.build as build
-
-        monkeypatch.setattr(build, "runtime_facts", lambda device=0: RuntimeFacts(fake.__version__, H100))
-        return build
-
-    yield use
-    for n, (module, attribute) in saved.items():
-        if module is None:
-            sys.modules.pop(f"bfm_deploy.engine.{n}", None)
-        else:
-            sys.modules[f"bfm_deploy.engine.{n}"] = module
-        if attribute is None:
-            if hasattr(package, n):
-                delattr(package, n)
-        else:
-            setattr(package, n, attribute)
-
-
 def test_build_engines_writes_engines_and_manifest(tmp_path: Path, use_fake_trt: Any) -> None:
-    fake = _FakeTrt("10.16.1.11", fp16_flag=True)
+    fake = FakeTrt("10.16.1.11", fp16_flag=True)
     build = use_fake_trt(fake)
     bundle = _tiny_bundle(tmp_path)
     cache = tmp_path / "cache" / "timing.cache"
@@ -611,7 +471,7 @@ def test_build_engines_writes_engines_and_manifest(tmp_path: Path, use_fake_trt:
 
 def test_build_engines_on_tensorrt_11_builds_from_fp16_graphs(tmp_path: Path, use_fake_trt: Any) -> None:
     pytest.importorskip("onnx")
-    fake = _FakeTrt("11.4.0.106", fp16_flag=False)
+    fake = FakeTrt("11.4.0.106", fp16_flag=False)
     build = use_fake_trt(fake)
     bundle = _tiny_bundle(tmp_path)
     target = build.build_engines(bundle, BuildOptions(timing_cache=tmp_path / "t.cache"))
@@ -625,7 +485,7 @@ def test_build_engines_on_tensorrt_11_builds_from_fp16_graphs(tmp_path: Path, us
 
 
 def test_failed_build_leaves_no_engine_folder(tmp_path: Path, use_fake_trt: Any) -> None:
-    fake = _FakeTrt("10.16.1.11", fp16_flag=True)
+    fake = FakeTrt("10.16.1.11", fp16_flag=True)
     fake.reject_all = True  # type: ignore[attr-defined]  # the (fake) parser rejects every graph
     build = use_fake_trt(fake)
     bundle = _bundle(tmp_path)
@@ -635,160 +495,6 @@ def test_failed_build_leaves_no_engine_folder(tmp_path: Path, use_fake_trt: Any)
 
 
 # ---- the trt backend on a fake TensorRT runtime and a fake CUDA runtime ---------------------------------------
-
-
-class _FakeCuda:
-    """Host-memory stand-in for ``CudaRuntime``: buffers are numpy arrays, copies happen at once, and every
-    enqueue/synchronise is logged so tests can see what ran concurrently."""
-
-    def __init__(self, device: int = 0) -> None:
-        self.memory: dict[int, np.ndarray] = {}
-        self.log: list[str] = []
-        self.next_ptr = 4096
-
-    def _alloc(self, nbytes: int) -> int:
-        ptr, self.next_ptr = self.next_ptr, self.next_ptr + nbytes + 4096
-        self.memory[ptr] = np.zeros(nbytes, np.uint8)
-        return ptr
-
-    def properties(self) -> Any:
-        return cuda_runtime.DeviceProperties(0, H100.name, H100.major, H100.minor, 80 << 30)
-
-    def pinned(self, shape: tuple[int, ...], dtype: Any) -> Any:
-        fake = self
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        ptr = self._alloc(nbytes)
-
-        class Pinned:
-            def __init__(self) -> None:
-                self.ptr, self.nbytes = ptr, nbytes
-                self.array = fake.memory[ptr].view(dtype).reshape(shape)
-
-            def close(self) -> None:
-                fake.memory.pop(self.ptr)
-
-        return Pinned()
-
-    def device_buffer(self, nbytes: int) -> Any:
-        fake, ptr = self, self._alloc(nbytes)
-        return types.SimpleNamespace(ptr=ptr, nbytes=nbytes, close=lambda: fake.memory.pop(ptr))
-
-    def stream(self) -> Any:
-        fake = self
-
-        class Stream:
-            handle = len(self.log) + 1000
-
-            def copy_to_device(self, dst: Any, src: Any, nbytes: int) -> None:
-                fake.memory[dst.ptr][:nbytes] = fake.memory[src.ptr][:nbytes]
-
-            def copy_to_host(self, dst: Any, src: Any, nbytes: int) -> None:
-                fake.memory[dst.ptr][:nbytes] = fake.memory[src.ptr][:nbytes]
-
-            def synchronize(self) -> None:
-                fake.log.append(f"sync {self.handle}")
-
-            def close(self) -> None:
-                fake.log.append(f"close {self.handle}")
-
-        return Stream()
-
-
-def _embed(x: np.ndarray, width: int) -> np.ndarray:
-    """What the fake engines compute: per-sample mean times 1..width, so every row and column is checkable."""
-    return (x.reshape(len(x), -1).mean(1, keepdims=True) * np.arange(1, width + 1)).astype(np.float32)
-
-
-# The fake detector: input 'det_in' [N, 3, 64, 64], outputs 'a' [N, 5, 1] and 'b' [N, 5, 4] holding the mean.
-DETECTOR_OUTPUTS = {"a": (5, 1), "b": (5, 4)}
-
-
-class _FakeContext:
-    """What every fake execution context does: remember buffer addresses and the input shape."""
-
-    input_name = "input"
-
-    def __init__(self) -> None:
-        self.addresses: dict[str, int] = {}
-        self.shape: tuple[int, ...] = (0,)
-
-    def set_tensor_address(self, name: str, ptr: int) -> bool:
-        self.addresses[name] = ptr
-        return True
-
-    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-        self.shape = tuple(shape)
-        return name == self.input_name
-
-
-def _fake_detector_context(cuda: _FakeCuda, executed: list[tuple[str, int]]) -> Any:
-    class Context(_FakeContext):
-        input_name = "det_in"
-
-        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-            return (self.shape[0], *DETECTOR_OUTPUTS[name])
-
-        def execute_async_v3(self, handle: int) -> bool:
-            n = self.shape[0]
-            x = cuda.memory[self.addresses["det_in"]].view(np.float32)[: n * 3 * 64 * 64].reshape(n, -1)
-            for name, shape in DETECTOR_OUTPUTS.items():
-                values = np.repeat(x.mean(1), int(np.prod(shape)))
-                cuda.memory[self.addresses[name]].view(np.float32)[: values.size] = values
-            executed.append(("detector", n))
-            return True
-
-    return Context()
-
-
-def _fake_runtime(fake_trt: _FakeTrt, cuda: _FakeCuda, executed: list[tuple[str, int]]) -> None:
-    widths = {"classifier": 2, "full": 8, "partial": 8}
-
-    class Context(_FakeContext):
-        def __init__(self, network: str) -> None:
-            super().__init__()
-            self.network = network
-
-        def execute_async_v3(self, handle: int) -> bool:
-            n, width = self.shape[0], widths[self.network]
-            x = cuda.memory[self.addresses["input"]].view(np.float32)[: n * 3 * 112 * 112].reshape(n, 3, 112, 112)
-            out = "logits" if self.network == "classifier" else "embedding"
-            cuda.memory[self.addresses[out]].view(np.float32)[: n * width] = _embed(x, width).ravel()
-            executed.append((self.network, n))
-            cuda.log.append(f"exec {self.network}")
-            return True
-
-    class Engine:
-        num_io_tensors = 2
-
-        def __init__(self, network: str) -> None:
-            self.network = network
-            self.names = ["input", "logits" if network == "classifier" else "embedding"]
-
-        def get_tensor_name(self, index: int) -> str:
-            return self.names[index]
-
-        def get_tensor_mode(self, name: str) -> str:
-            return "INPUT" if name == "input" else "OUTPUT"
-
-        def get_tensor_dtype(self, name: str) -> str:
-            return "FLOAT"
-
-        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-            return (-1, widths[self.network])
-
-        def create_execution_context(self) -> Any:
-            return _fake_detector_context(cuda, executed) if self.network == "detector" else Context(self.network)
-
-    class Runtime:
-        def __init__(self, logger: Any) -> None:
-            pass
-
-        def deserialize_cuda_engine(self, data: bytes) -> Engine:
-            return Engine(data.decode())
-
-    fake_trt.Runtime = Runtime
-    fake_trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
-    fake_trt.DataType = types.SimpleNamespace(FLOAT="FLOAT")
 
 
 def _write_engines(bundle: Path, facts: RuntimeFacts, profile: BatchProfile) -> Path:
@@ -806,34 +512,32 @@ def _write_engines(bundle: Path, facts: RuntimeFacts, profile: BatchProfile) -> 
 
 
 @pytest.fixture()
-def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, _FakeCuda, list[tuple[str, int]]]:
-    fake_trt = _FakeTrt(FACTS.tensorrt_version, fp16_flag=True)
-    cuda = _FakeCuda()
-    executed: list[tuple[str, int]] = []
-    _fake_runtime(fake_trt, cuda, executed)
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt)
-    import bfm_deploy.backends.trt as trt_backend
-
-    monkeypatch.setattr(trt_backend, "CudaRuntime", lambda device=0: cuda)
-    return trt_backend, cuda, executed
+def use_fake_trt(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[FakeTrt], Any]]:
+    with fake_trt_imports(monkeypatch) as use:
+        yield use
 
 
-def test_trt_backend_chunks_pads_and_matches(tmp_path: Path, fake_gpu: tuple[Any, _FakeCuda, list[tuple[str, int]]]) -> None:
+@pytest.fixture()
+def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, FakeCuda, Executed]:
+    return install_fake_gpu(monkeypatch)
+
+
+def test_trt_backend_chunks_pads_and_matches(tmp_path: Path, fake_gpu: tuple[Any, FakeCuda, Executed]) -> None:
     trt_backend, cuda, executed = fake_gpu
     bundle = _bundle(tmp_path)
     _write_engines(bundle, FACTS, BatchProfile(4, 8, 16))
     x = np.random.default_rng(0).normal(size=(37, 3, 112, 112)).astype(np.float32)
     with trt_backend.TrtBackend(bundle) as backend:
-        np.testing.assert_allclose(backend.infer("full", x), _embed(x, 8), rtol=1e-5)
+        np.testing.assert_allclose(backend.infer("full", x), fake_embed(x, 8), rtol=1e-5)
         assert executed == [("full", 16), ("full", 16), ("full", 5)]
         executed.clear()
         small = backend.infer("classifier", x[:2])  # below the profile's min of 4: padded, then cut back
         assert small.shape == (2, 2) and executed == [("classifier", 4)]
-        np.testing.assert_allclose(small, _embed(x[:2], 2), rtol=1e-5)
+        np.testing.assert_allclose(small, fake_embed(x[:2], 2), rtol=1e-5)
         cuda.log.clear()
         both = backend.infer_concurrent({"full": x[:20], "partial": x[20:25]})
-        np.testing.assert_allclose(both["full"], _embed(x[:20], 8), rtol=1e-5)
-        np.testing.assert_allclose(both["partial"], _embed(x[20:25], 8), rtol=1e-5)
+        np.testing.assert_allclose(both["full"], fake_embed(x[:20], 8), rtol=1e-5)
+        np.testing.assert_allclose(both["partial"], fake_embed(x[20:25], 8), rtol=1e-5)
         # both networks are queued on their own streams before the first wait
         assert [e.split()[0] for e in cuda.log[:4]] == ["exec", "exec", "sync", "sync"]
         with pytest.raises(BfmError, match=r"expected a batch of shape \[N, 3, 112, 112\]"):
@@ -845,7 +549,7 @@ def test_trt_backend_chunks_pads_and_matches(tmp_path: Path, fake_gpu: tuple[Any
 
 @pytest.mark.parametrize("what", ["version", "gpu", "onnx", "missing", "corrupt"])
 def test_trt_backend_refuses_mismatching_engines(
-    tmp_path: Path, fake_gpu: tuple[Any, _FakeCuda, list[tuple[str, int]]], what: str
+    tmp_path: Path, fake_gpu: tuple[Any, FakeCuda, Executed], what: str
 ) -> None:
     trt_backend, cuda, _ = fake_gpu
     bundle = _bundle(tmp_path)
@@ -893,7 +597,7 @@ def test_trt_backend_device_names() -> None:
 
 
 def test_trt_backend_failed_run_waits_for_queued_work(
-    tmp_path: Path, fake_gpu: tuple[Any, _FakeCuda, list[tuple[str, int]]]
+    tmp_path: Path, fake_gpu: tuple[Any, FakeCuda, Executed]
 ) -> None:
     trt_backend, cuda, executed = fake_gpu
     bundle = _bundle(tmp_path)
@@ -926,7 +630,7 @@ def _with_fake_detector(bundle: Path, size: int = 64) -> Path:
 
 
 def test_build_engines_builds_the_detector_with_its_own_profile(tmp_path: Path, use_fake_trt: Any) -> None:
-    fake = _FakeTrt("10.16.1.11", fp16_flag=True)
+    fake = FakeTrt("10.16.1.11", fp16_flag=True)
     build = use_fake_trt(fake)
     bundle = _tiny_bundle(tmp_path)
     demo_detector = Path(__file__).resolve().parents[2] / "engines" / "demo" / "detector.onnx"
@@ -946,7 +650,7 @@ def test_build_engines_builds_the_detector_with_its_own_profile(tmp_path: Path, 
         check_manifest(stale, FACTS, {n: s.sha256 for n, s in sources.items()}, bundle)
 
 
-def test_trt_backend_runs_the_detector_in_chunks(tmp_path: Path, fake_gpu: tuple[Any, _FakeCuda, list[tuple[str, int]]]) -> None:
+def test_trt_backend_runs_the_detector_in_chunks(tmp_path: Path, fake_gpu: tuple[Any, FakeCuda, Executed]) -> None:
     trt_backend, cuda, executed = fake_gpu
     bundle = _with_fake_detector(_bundle(tmp_path))
     folder = _write_engines(bundle, FACTS, BatchProfile(4, 8, 16))

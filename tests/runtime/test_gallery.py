@@ -305,6 +305,16 @@ def test_ivf_index_above_the_exact_limit_persists_catches_up_and_survives_corrup
     (folder / "index" / "index.json").write_text("{not json")
     with Gallery.open(folder, demo, exact_limit=300) as gallery:
         assert gallery.identify(probes[2]).identity == "p2" and gallery.notes
+    # a state naming a file outside its folder, or a mistyped field: refused by the schema, named, rebuilt
+    saved = json.loads((folder / "index" / "index.json").read_text())
+    for field, value, problem in (("files", {"full_unmasked": "../../g.sqlite"}, "field 'files.full_unmasked' must be a file name"),
+                                  ("face_id", "12", "field 'face_id' must be an integer"),
+                                  ("files", {"elsewhere": "x.faiss"}, "field 'files.elsewhere' is not a search structure")):
+        (folder / "index" / "index.json").write_text(json.dumps({**saved, field: value}))
+        with Gallery.open(folder, demo, exact_limit=300) as gallery:
+            assert gallery.identify(probes[3]).identity == "p3"
+            assert len(gallery.notes) == 1 and problem in gallery.notes[0], gallery.notes
+            assert gallery.notes[0].endswith("; rebuilt from the database, nothing lost")
 
 
 def test_open_set_thresholds_per_route_decide_unknown_and_rank(tmp_path: Path, demo: Bundle) -> None:

@@ -95,3 +95,34 @@ def test_a_good_body_is_decoded_and_its_defaults_filled() -> None:
     assert (enrol.identity, enrol.images, enrol.aligned, enrol.extend) == ("Jane Doe", [b"an image"], False, False)
     identify = parse(IdentifyRequest, {"images": [B64, B64], "aligned": True}, max_items=2)
     assert (identify.top_k, identify.aligned, len(identify.images)) == (5, True, 2)
+
+
+def test_ray_app_options_are_read_by_their_field_types() -> None:
+    options = ServeOptions.from_strings({"bundle": "engines/demo", "max_batch": "16", "max_wait_ms": "2.5",
+                                         "api_key_file": "keys.txt", "gallery": "postgresql://h/db", "backend": "ort"})
+    assert options == ServeOptions(bundle=Path("engines/demo"), max_batch=16, max_wait_ms=2.5,
+                                   api_key_file=Path("keys.txt"), gallery="postgresql://h/db", backend="ort")
+    assert ServeOptions.from_strings({"gallery": "work_dirs/g"}).gallery == "work_dirs/g"  # a folder, kept as text
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"max_batch": "lots"}, "option max_batch must be an integer, got 'lots'"),
+    ({"timeout_s": "1e"}, "option timeout_s must be a number, got '1e'"),
+    ({"max_batch": "2.0"}, "option max_batch must be an integer"),
+    ({"bundel": "engines/demo"}, "unknown option 'bundel'; one of bundle, backend"),
+])
+def test_ray_app_options_refuse_bad_text_in_one_line(values: dict[str, str], message: str) -> None:
+    from bfm_deploy.errors import BfmError
+
+    with pytest.raises(BfmError, match=message):
+        ServeOptions.from_strings(values)
+
+
+def test_ray_build_app_checks_its_keys_before_ray_starts() -> None:
+    from bfm_deploy.errors import BfmError
+    from bfm_deploy.serve.ray_app import build_app
+
+    with pytest.raises(BfmError, match="replicas must be a positive integer, got '0'"):
+        build_app({"replicas": "0"})
+    with pytest.raises(BfmError, match="without --api-key-file"):  # ServeOptions.check, as bfm-serve runs it
+        build_app({"host": "0.0.0.0"})

@@ -18,6 +18,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from bfm_deploy.bundle import Bundle, sha256_file  # noqa: E402
 from bfm_deploy.errors import BfmError  # noqa: E402
+from bfm_deploy.manifest import Manifest, Threshold  # noqa: E402
 from bfm_deploy.tensor import preprocess  # noqa: E402
 from bfm_train.export import ExportOptions, export_source, load_source, parse_thresholds  # noqa: E402
 from bfm_train.export import exporter as exporter_module  # noqa: E402
@@ -202,8 +203,7 @@ def test_calibrated_thresholds_go_into_the_manifest(mbf_source, tmp_path: Path, 
     monkeypatch.setattr(exporter_module, "calibrate", lambda path, networks, mask: routed_at.append(mask) or fake)
     thresholds = exporter_module._thresholds(mbf_source, ExportOptions(calibrate=tmp_path / "p.txt"), lambda _m: None,
                                              0.297)
-    assert thresholds == {"full": {"value": 0.312346, "calibration": "on full pairs"},
-                          "partial": {"value": 0.2, "calibration": "on partial pairs"}}
+    assert thresholds == {"full": Threshold(0.312346, "on full pairs"), "partial": Threshold(0.2, "on partial pairs")}
     assert routed_at == [0.297]  # pairs are routed at the mask threshold the bundle will have
 
 
@@ -242,6 +242,29 @@ def test_update_calibrates_route_thresholds_on_the_bundles_own_routing(tmp_path:
         assert 0.0 < after.thresholds[route].value < 1.0
     assert after.thresholds != before.thresholds
     assert {n: m.sha256 for n, m in after.models.items()} == {n: m.sha256 for n, m in before.models.items()}
+
+
+def test_update_writes_the_manifest_as_the_schema_reads_it(tmp_path: Path, mbf_bundle: Path, data_dir: Path) -> None:
+    """--update writes manifest.json through Manifest: read back and written again, it is the same text. Here a
+    mask threshold joins a bundle that has torch weights, so its key must come before theirs (the schema's order),
+    and the detector entry changes only its chain."""
+    from bfm_train.export.update import UpdateOptions, update_bundle
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(mbf_bundle, copy)
+    faces = sorted((data_dir / "lfw" / "aligned112").glob("*/*.jpg"))[:6]
+    calibration = tmp_path / "calibration.txt"  # labels need not be true: any faces calibrate some threshold
+    calibration.write_text("".join(f"{face}\t{i % 2}\n" for i, face in enumerate(faces)))
+    update_bundle(copy, UpdateOptions(mask_calibration=calibration, detector_fallback="pad:0.25"), **QUIET)
+    text = (copy / "manifest.json").read_text()
+    manifest = Manifest.from_dict(json.loads(text), "manifest.json", copy)
+    assert manifest.to_json() == text
+    assert isinstance(manifest.mask_threshold, Threshold) and "calibration.txt" in manifest.mask_threshold.calibration
+    assert manifest.weights is not None and manifest.weights.sha256 == sha256_file(copy / "weights.safetensors")
+    before = Bundle.load(mbf_bundle).manifest
+    assert manifest.detector is not None and before.detector is not None
+    assert [str(step) for step in manifest.detector.fallback] == ["pad:0.25"]
+    assert replace(manifest.detector, fallback=before.detector.fallback, file=before.detector.file) == before.detector
 
 
 def test_checkpoint_source_and_baseline(tmp_path: Path) -> None:
