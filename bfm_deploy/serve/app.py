@@ -18,7 +18,8 @@
                            the key the person types
 
 Clients send bytes, never paths on the server. Every failure is a JSON ``{"error": "one line"}``: 401 without a
-valid key, 413 for a body or image over the limits, 422 for an image that is not one or holds no face, 503 with
+valid key, 403 for a browser's request on behalf of another site (``origin``: its Origin, or a Host that is not
+loopback on a server without keys), 413 for a body or image over the limits, 422 for an image that is not one or holds no face, 503 with
 Retry-After when the batch queue is full, 504 past the request timeout, 500 when the inference backend fails
 (``bfm_deploy.serve.failures`` has the table).
 
@@ -46,6 +47,7 @@ from .body_limit import BodyLimit
 from .failures import answer_for, error_response
 from .metrics import Metrics
 from .options import ServeOptions
+from .origin import check_origin_option, refusal
 from .routes import explain, gallery, health, page, verify
 from .schemas import add_request_schemas
 from .state import ServiceState
@@ -72,21 +74,31 @@ def create_app(options: ServeOptions) -> FastAPI:
     # the routes as written, for metric labels: FastAPI keeps an included router as one opaque entry of app.routes
     routes = [r for r in app.router.routes if isinstance(r, BaseRoute) and hasattr(r, "path")] + \
         [r for router in routers for r in router.routes]
-    app.middleware("http")(KeysAndMetrics(digests, service.metrics, routes))
+    allowed = frozenset(check_origin_option(origin) for origin in options.allow_origins)
+    app.middleware("http")(KeysAndMetrics(digests, service.metrics, routes, allowed))
     app.add_middleware(BodyLimit, limit=options.max_body_bytes, metrics=service.metrics)  # outermost
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
 
 class KeysAndMetrics:
-    """HTTP middleware: an API key for /v1/ (when the server has keys), and every answer counted by route."""
+    """HTTP middleware: browsers' cross-site requests refused (``origin``), an API key for /v1/ (when the server
+    has keys), and every answer counted by route."""
 
-    def __init__(self, digests: tuple[str, ...], metrics: Metrics, routes: list[BaseRoute]) -> None:
+    def __init__(self, digests: tuple[str, ...], metrics: Metrics, routes: list[BaseRoute],
+                 allowed_origins: frozenset[str] = frozenset()) -> None:
         self.digests, self.metrics, self.routes = digests, metrics, routes
+        self.allowed_origins = allowed_origins
 
     async def __call__(self, request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
         started = time.perf_counter()
         endpoint = _template(request, self.routes)
+        refused = refusal(request.method, request.url.scheme, request.headers, self.allowed_origins,
+                          bool(self.digests))
+        if refused is not None:
+            self.metrics.error("cross_site")
+            self.metrics.request(endpoint, 403, time.perf_counter() - started)
+            return error_response(403, refused)
         if request.url.path.startswith("/v1/") and self.digests:
             presented = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization"))
             if not key_accepted(presented, self.digests):

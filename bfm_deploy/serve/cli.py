@@ -33,13 +33,16 @@ from ..optional import require
 @click.option("--gallery", default=None, metavar="GALLERY",
               help="Serve /v1/gallery/ (enrol, identify, remove, list) on this gallery: a folder, or a PostgreSQL "
                    "connection string (postgresql://...) that replicas share.")
+@click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",
+              help="A site (scheme://host[:port]) whose pages may call the API from a browser; repeat. Other "
+                   "sites' requests get 403.")
 @click.option("--ray", "on_ray", is_flag=True, help="Serve on Ray Serve (the ray extra): $RAY_ADDRESS's cluster, or a local one.")
 @click.option("--replicas", type=click.IntRange(1, 1024), default=1, show_default=True, help="--ray: replicas, each with its own batcher.")
 @quiet_option
 @one_line_errors
 def main(bundle: Path, backend: str, detector: str, host: str, port: int, api_key_file: Path | None, max_batch: int,
          max_wait_ms: float, queue_size: int, timeout_s: float, max_body_mb: float, max_pairs: int, workers: int,
-         gallery: str | None, on_ray: bool, replicas: int) -> None:
+         gallery: str | None, allow_origins: tuple[str, ...], on_ray: bool, replicas: int) -> None:
     """Serve mask-routed face verification over HTTP (OpenAPI docs at /docs) with cross-request batching.
 
     \b
@@ -54,7 +57,7 @@ def main(bundle: Path, backend: str, detector: str, host: str, port: int, api_ke
     options = ServeOptions(bundle=bundle, backend=backend, detector=detector, host=host, port=port,
                            max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size, timeout_s=timeout_s,
                            max_body_mb=max_body_mb, max_pairs=max_pairs, workers=workers, api_key_file=api_key_file,
-                           gallery=gallery)
+                           gallery=gallery, allow_origins=allow_origins)
     if on_ray:
         require("ray.serve", "ray", "bfm-serve --ray")
         from .ray_app import run

@@ -29,6 +29,7 @@ class ServeOptions:
     workers: int = 2  # decoding and detection threads
     api_key_file: Path | None = None
     gallery: str | None = None  # a gallery folder or PostgreSQL connection string: the /v1/gallery/ endpoints
+    allow_origins: tuple[str, ...] = ()  # sites whose pages may call the API from a browser (origin.py)
 
     @classmethod
     def from_strings(cls, values: Mapping[str, str]) -> ServeOptions:
@@ -53,6 +54,10 @@ class ServeOptions:
                 raise BfmError(f"--{name.replace('_', '-')} must be >= 1")
         if self.max_wait_ms < 0 or self.timeout_s <= 0 or self.max_body_mb <= 0:
             raise BfmError("--max-wait-ms must be >= 0, --timeout-s and --max-body-mb > 0")
+        from .origin import check_origin_option
+
+        for origin in self.allow_origins:
+            check_origin_option(origin)
 
     @property
     def max_body_bytes(self) -> int:
@@ -60,6 +65,8 @@ class ServeOptions:
 
 
 def _from_text(key: str, text: str, hint: object) -> object:
+    if typing.get_origin(hint) is tuple:  # a list option: comma-separated
+        return tuple(part.strip() for part in text.split(",") if part.strip())
     kinds = typing.get_args(hint) or (hint,)
     for kind, what in ((int, "an integer"), (float, "a number")):
         if kind in kinds:

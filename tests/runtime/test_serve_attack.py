@@ -145,6 +145,22 @@ def test_removing_an_impossible_name_is_404(http: httpx.Client) -> None:
     assert response.status_code == 404
 
 
+# ---- browsers on behalf of other sites (serve/origin.py) --------------------------------------------------------
+
+
+def test_a_page_of_another_site_cannot_post_through_a_browser(server: ServerProcess, http: httpx.Client) -> None:
+    """A form or text/plain fetch needs no preflight, and the body is read as JSON all the same: the Origin the
+    browser adds is what tells it apart, also when the key is right (a key in the page's script)."""
+    body = json.dumps({"identity": "csrf", "images": [_face_b64()]})
+    forged = http.post("/v1/gallery/enroll", content=body,
+                       headers={"content-type": "text/plain", "origin": "https://evil.example"})
+    assert forged.status_code == 403 and "cross-origin request" in _error_of(forged)
+    assert "csrf" not in {p["identity"] for p in http.get("/v1/gallery/identities").json()["identities"]}
+    own = http.post("/v1/verify", json={"a": _face_b64(), "b": _face_b64()},
+                    headers={"origin": server.url})  # the page bfm-serve serves: same origin
+    assert own.status_code == 200 and own.json()["same"] is True
+
+
 # ---- metrics ----------------------------------------------------------------------------------------------------
 
 

@@ -34,7 +34,7 @@ def _document() -> dict[str, Any]:
     """/openapi.json of an app in this process; the lifespan (the bundle) is not started: the document needs none."""
     async def fetch() -> Any:
         transport = httpx.ASGITransport(app=create_app(ServeOptions(bundle=DEMO)))
-        async with httpx.AsyncClient(transport=transport, base_url="http://bfm") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             return await client.get("/openapi.json")
 
     response = asyncio.run(fetch())
