@@ -9,6 +9,13 @@ version, the precision and the CPU, so a second start reads both and runs no ref
 
 E_F and E_P of one batch run concurrently as two asynchronous requests; each thread that calls ``infer`` takes
 its own request from a pool (an ``InferRequest`` serves one caller at a time).
+
+The detector takes the letterboxed uint8 canvases themselves: BGR to RGB, the float conversion and the
+normalisation are the first steps of its compiled graph (OpenVINO's ``PrePostProcessor``), not numpy's. SCRFD is
+small and its activations outgrow the caches in large batches: one image a request, on a stream per core (the
+``THROUGHPUT`` hint, one thread each), took raw photos through the pipeline at 1.88x ort's rate against 1.63x for
+the same graph on whole 32-image requests (benchmarks/results/openvino_cpu.md). So a batch of photos is spread
+over the streams image by image, and a single photo takes a ``LATENCY`` compilation that puts every core on it.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import hashlib
 import json
 import os
 import queue
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -28,6 +36,7 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..contract import NETWORKS, Network
 from ..cpu_features import avx512, bf16_capable, bf16_fast, capabilities, cpu_flags
+from ..detect.spec import DetectorSpec
 from ..errors import BackendError, BfmError
 from ..optional import require
 from . import parity
@@ -37,7 +46,11 @@ if TYPE_CHECKING:
     from ..bundle import Bundle
 
 Precision = Literal["auto", "bf16", "f32"]
-DETECTOR = "detector"
+DETECTOR = "detector"  # the graph as exported: NCHW float32 batches (``detect``), compiled on first use
+# The detector on uint8 canvases (``detect_canvases``): one image on every core, and a stream per core.
+DETECTOR_ONE = "detector-latency"
+DETECTOR_STREAMS = "detector-streams"
+COMPILED_AS = f"detector as {DETECTOR_ONE} and {DETECTOR_STREAMS} on uint8 canvases"
 
 
 def default_cache_dir() -> Path:
@@ -64,6 +77,7 @@ class _Compiled:
     def __init__(self, compiled: Any, outputs: Sequence[str] | None) -> None:
         self.model = compiled
         self.outputs = [compiled.output(name) for name in outputs] if outputs else [compiled.output(0)]
+        self.streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     @contextmanager
@@ -99,20 +113,25 @@ class OpenVinoBackend(Backend):
             core.set_property({"CACHE_DIR": str(self.cache_dir)})
         except OSError as exc:
             raise BfmError(f"openvino backend: cannot use the cache folder {self.cache_dir}: {exc.strerror}") from None
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY"}
+        # Threads not pinned to cores: the runtime shares this CPU with its own decoding and alignment threads (and,
+        # in bfm-serve, with HTTP); a pinned thread waits for its one core where it could have taken the other
+        # (E_F on two faces on this busy 2-core machine: 39.2 ms pinned, 35.9 unpinned, medians of 40).
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY",
+                                  "ENABLE_CPU_PINNING": False}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
+        self._ov, self._core, self._config = ov, core, config
         self._graphs: dict[str, _Compiled] = {}
-        files: dict[str, tuple[Path, Sequence[str] | None]] = {
-            network: (bundle.models[network].file, [bundle.models[network].output_name]) for network in NETWORKS}
-        if bundle.detector is not None:
-            files[DETECTOR] = (bundle.detector.file, list(bundle.detector.output_names))
-        for name, (path, outputs) in files.items():
-            try:
-                compiled = core.compile_model(self._read_model(core, path), "CPU", config)
-            except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
-                raise BfmError(f"openvino backend: cannot compile {path}: {_first_line(exc)}") from None
-            self._graphs[name] = _Compiled(compiled, outputs)
+        self._compiling = threading.Lock()  # the float detector, compiled by the first caller of ``detect``
+        self._detector = bundle.detector
+        for network in NETWORKS:
+            entry = bundle.models[network]
+            self._graphs[network] = self._compile(entry.file, [entry.output_name], config)
+        if self._detector is not None:
+            outputs = list(self._detector.output_names)
+            self._graphs[DETECTOR_ONE] = self._compile(self._detector.file, outputs, config, self._detector)
+            streams = {**config, "PERFORMANCE_HINT": "THROUGHPUT"}
+            self._graphs[DETECTOR_STREAMS] = self._compile(self._detector.file, outputs, streams, self._detector)
         self.loaded_from_cache = all(_loaded_from_cache(g.model) for g in self._graphs.values())
         self.parity: dict[str, Any] | None = None
         if check_parity:
@@ -123,6 +142,18 @@ class OpenVinoBackend(Backend):
     def _read_model(core: Any, path: Path) -> Any:
         """The graph as OpenVINO reads it (the one seam the parity tests alter)."""
         return core.read_model(str(path))
+
+    def _compile(self, path: Path, outputs: Sequence[str], config: dict[str, Any],
+                 canvases: DetectorSpec | None = None) -> _Compiled:
+        """``path`` compiled with ``config``; with ``canvases``, as a detector that takes uint8 canvases."""
+        try:
+            model = self._read_model(self._core, path)
+            if canvases is not None:
+                model = _on_canvases(self._ov, model, canvases)
+            compiled = self._core.compile_model(model, "CPU", config)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
+            raise BfmError(f"openvino backend: cannot compile {path}: {_first_line(exc)}") from None
+        return _Compiled(compiled, outputs)
 
     def _check_parity(self, bundle: Bundle) -> dict[str, Any]:
         verdict = self.cache_dir / f"parity-{self._parity_key(bundle)}.json"
@@ -141,7 +172,8 @@ class OpenVinoBackend(Backend):
     def _parity_key(self, bundle: Bundle) -> str:
         hashes = [bundle.models[n].sha256 for n in NETWORKS] + ([bundle.detector.sha256] if bundle.detector else [])
         facts = [*hashes, self.openvino_version, self.precision, *sorted(cpu_flags()),
-                 f"gate {parity.MIN_COSINE} {parity.MAX_MASK_PROBABILITY_DIFF} {parity.MIN_BOX_IOU} {parity.MAX_LANDMARK_PX}"]
+                 f"gate {parity.MIN_COSINE} {parity.MAX_MASK_PROBABILITY_DIFF} {parity.MIN_BOX_IOU} {parity.MAX_LANDMARK_PX}",
+                 COMPILED_AS]  # a verdict on graphs compiled otherwise says nothing about these
         return hashlib.sha256("\n".join(facts).encode()).hexdigest()[:24]
 
     def infer(self, network: Network, batch: np.ndarray) -> np.ndarray:
@@ -149,13 +181,47 @@ class OpenVinoBackend(Backend):
         return out
 
     def detect(self, batch: np.ndarray) -> list[np.ndarray]:
-        if DETECTOR not in self._graphs:
+        if self._detector is None:
             return super().detect(batch)
+        with self._compiling:
+            if DETECTOR not in self._graphs:
+                self._graphs[DETECTOR] = self._compile(self._detector.file, list(self._detector.output_names),
+                                                       self._config)
         return self._run(DETECTOR, batch)
+
+    def detect_canvases(self, canvases: np.ndarray, mean: float, std: float,
+                        reverse_channels: bool) -> list[np.ndarray]:
+        spec = self._detector
+        if (spec is None or (mean, std, reverse_channels) != (spec.mean, spec.std, spec.channel_order == "RGB")
+                or canvases.dtype != np.uint8 or canvases.shape[1:] != (spec.input_size, spec.input_size, 3)):
+            return super().detect_canvases(canvases, mean, std, reverse_channels)  # not what the graph was built for
+        canvases = np.ascontiguousarray(canvases)
+        if len(canvases) == 1:
+            return self._run(DETECTOR_ONE, canvases)
+        graph = self._graphs[DETECTOR_STREAMS]
+        found: list[list[np.ndarray]] = []
+        # One image a request, as many requests in flight as the graph has streams; results are taken in the
+        # order the requests were started (the images are alike, so the oldest is the next to finish).
+        with _requests([graph] * min(graph.streams, len(canvases))) as requests:
+            try:
+                for index, request in enumerate(requests):
+                    request.start_async({0: canvases[index : index + 1]})
+                for index in range(len(canvases)):
+                    request = requests[index % len(requests)]
+                    request.wait()
+                    found.append([np.array(request.get_tensor(port).data) for port in graph.outputs])
+                    if index + len(requests) < len(canvases):
+                        request.start_async({0: canvases[index + len(requests) : index + len(requests) + 1]})
+            except Exception as exc:  # noqa: BLE001 - every OpenVINO failure, whatever its type
+                for request in requests:
+                    request.cancel()
+                raise BackendError(f"openvino backend: detector failed on {list(canvases.shape)}: "
+                                   f"{_first_line(exc)}") from None
+        return [np.concatenate([outputs[k] for outputs in found]) for k in range(len(graph.outputs))]
 
     def _run(self, name: str, batch: np.ndarray) -> list[np.ndarray]:
         graph = self._graphs[name]
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        batch = np.ascontiguousarray(batch) if name == DETECTOR_ONE else np.ascontiguousarray(batch, dtype=np.float32)
         with graph.request() as request:
             try:
                 request.infer({0: batch})
@@ -200,6 +266,22 @@ class OpenVinoBackend(Backend):
 def _requests(graphs: Sequence[_Compiled]) -> Iterator[list[Any]]:
     with ExitStack() as stack:
         yield [stack.enter_context(graph.request()) for graph in graphs]
+
+
+def _on_canvases(ov: Any, model: Any, spec: DetectorSpec) -> Any:
+    """The detector graph taking N x S x S x 3 BGR uint8 canvases: channel order, float conversion and
+    ``(x - mean) / std`` become its first operations (what ``bfm_deploy.tensor.to_nchw`` does on the host)."""
+    colour = ov.preprocess.ColorFormat
+    model.reshape({0: ov.PartialShape([-1, 3, spec.input_size, spec.input_size])})  # static sides: faster kernels
+    steps = ov.preprocess.PrePostProcessor(model)
+    steps.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(
+        colour.BGR)
+    steps.input().model().set_layout(ov.Layout("NCHW"))
+    convert = steps.input().preprocess()
+    if spec.channel_order == "RGB":
+        convert.convert_color(colour.RGB)
+    convert.convert_element_type(ov.Type.f32).mean(spec.mean).scale(spec.std)
+    return steps.build()
 
 
 def _loaded_from_cache(compiled: Any) -> bool:

@@ -4,12 +4,13 @@ Checked at load on real faces shipped with the package (``assets/parity``: four 
 mask, and their aligned crops, each also mirrored): each extractor's embeddings within cosine
 ``MIN_COSINE`` of onnxruntime's, the mask probability within ``MAX_MASK_PROBABILITY_DIFF``, and the detector's
 faces the same ones (same count, boxes overlapping by ``MIN_BOX_IOU``, landmarks within
-``MAX_LANDMARK_PX``). A backend that fails is refused with one line naming the network and the figure.
+``MAX_LANDMARK_PX``). The detector is checked the way the runtime calls it (``Backend.detect_canvases`` on
+uint8 canvases), on the photos as one batch and on each photo alone, since a backend may run the two on
+differently compiled graphs. A backend that fails is refused with one line naming the network and the figure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,7 +76,7 @@ def measure(bundle: Bundle, reference: Backend, candidate: Backend) -> ParityRep
             cosines[network] = float(_cosine(want, got).min())
     faces, iou, landmarks = 0, None, None
     if bundle.detector is not None:
-        faces, iou, landmarks = _compare_detections(bundle, reference.detect, candidate.detect)
+        faces, iou, landmarks = _compare_detections(bundle, reference, candidate)
     return ParityReport(cosines, mask_diff, faces, iou, landmarks)
 
 
@@ -106,24 +107,28 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray((a * b).sum(axis=1) / norms)
 
 
-Runner = Callable[[np.ndarray], list[np.ndarray]]
-
-
-def _compare_detections(bundle: Bundle, reference: Runner, candidate: Runner) -> tuple[int, float | None, float | None]:
+def _compare_detections(bundle: Bundle, reference: Backend, candidate: Backend) -> tuple[int, float | None, float | None]:
     from ..detect.network import NetworkDetector
 
-    assert bundle.detector is not None
+    spec = bundle.detector
+    assert spec is not None
+
+    def detector(backend: Backend) -> NetworkDetector:
+        return NetworkDetector(spec, backend.detect, run_canvases=backend.detect_canvases)
+
     photos = probe_photos()
-    want = NetworkDetector(bundle.detector, reference).detect_batch(photos)
-    got = NetworkDetector(bundle.detector, candidate).detect_batch(photos)
-    if [len(faces) for faces in want] != [len(faces) for faces in got]:
-        return sum(len(f) for f in want), 0.0, None  # another count: no face pairs up (IoU 0 refuses it)
-    pairs = [(a, b) for w, g in zip(want, got) for a, b in zip(w, g)]
+    want = detector(reference).detect_batch(photos)
+    batched = detector(candidate).detect_batch(photos)
+    alone = [detector(candidate).detect(photo) for photo in photos]
+    faces = sum(len(f) for f in want)
+    if any([len(f) for f in want] != [len(f) for f in got] for got in (batched, alone)):
+        return faces, 0.0, None  # another count: no face pairs up (IoU 0 refuses it)
+    pairs = [(a, b) for got in (batched, alone) for w, g in zip(want, got) for a, b in zip(w, g)]
     if not pairs:
         return 0, None, None
     iou = min(_iou(a.box, b.box) for a, b in pairs)
     landmarks = max(float(np.abs(a.landmarks - b.landmarks).max()) for a, b in pairs)
-    return len(pairs), iou, landmarks
+    return faces, iou, landmarks
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -9,8 +9,9 @@ last request is handed out (from then on fewer clients are busy than the level s
 left out because at 64 clients and 192 requests they are most of the run; each level sends at least 8 requests
 per client so that the window spans many batches, and the whole run's rate is kept beside it (``overall_pairs_per_s``).
 p50/p99 latency over all requests, per level and server;
-``Verifier.verify_many`` on the same pairs, in the same run, is the offline reference. Traffic goes to 127.0.0.1
-only and every loop is bounded in count and time.
+``Verifier.verify_many`` on the same pairs, in the same run, is the offline reference. The report names the backend
+each side really ran (``--backend openvino`` is ``openvino-f32`` or ``openvino-bf16``, as the server's ``/readyz``
+says). Traffic goes to 127.0.0.1 only and every loop is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def run_serve_load(options: ServeLoadOptions) -> dict[str, Any]:
     # Offline reference: the same number of verifications the service gets at a level, through verify_many.
     offline_items = [(chosen[i % len(chosen)].left, chosen[i % len(chosen)].right) for i in range(options.requests)]
     with Verifier(options.bundle, backend=options.backend) as verifier:
+        offline_backend = verifier.backend.name
         list(verifier.verify_many(offline_items[:8], aligned=True))  # warm-up
         rates = []
         for _ in range(options.offline_runs):
@@ -122,9 +124,12 @@ def run_serve_load(options: ServeLoadOptions) -> dict[str, Any]:
             rates.append(len(offline_items) / (time.perf_counter() - started))
     offline = round(statistics.median(rates), 2)
     servers: dict[str, list[dict[str, Any]]] = {}
+    server_backends: dict[str, str] = {}
     for name, extra in SERVERS.items():
         server = ServerProcess(options.bundle, options.backend, ("--queue-size", "1024", "--quiet", *extra))
         try:
+            with server.client() as client:
+                server_backends[name] = str(client.ready()["backend"])
             _load(server.url, pairs, 1, 8, options.seconds)  # warm-up
             servers[name] = [_load(server.url, pairs, level, max(options.requests, 8 * level), options.seconds)
                              for level in options.levels]
@@ -137,13 +142,14 @@ def run_serve_load(options: ServeLoadOptions) -> dict[str, Any]:
     } | {f"batched_vs_batch1_at_{c}": round(batched[c]["pairs_per_s"] / max(single[c]["pairs_per_s"], 1e-9), 3)
          for c in options.levels}
     return {"format": "bfm-bench-serve/1", "machine": describe_machine(), "bundle": str(options.bundle),
-            "backend": options.backend, "requests_per_level": options.requests, "distinct_pairs": len(pairs),
+            "backend": options.backend, "offline_backend": offline_backend, "server_backends": server_backends,
+            "requests_per_level": options.requests, "distinct_pairs": len(pairs),
             "offline_verify_many_pairs_per_s": offline, "offline_runs": rates, "servers": servers, "ratios": ratios}
 
 
 def format_serve_table(report: dict[str, Any]) -> str:
-    rows = [f"offline Verifier.verify_many: {report['offline_verify_many_pairs_per_s']:.1f} pairs/s (median of "
-            f"{len(report['offline_runs'])})",
+    rows = [f"backend {report['offline_backend']}; offline Verifier.verify_many: "
+            f"{report['offline_verify_many_pairs_per_s']:.1f} pairs/s (median of {len(report['offline_runs'])})",
             f"{'server':<8} {'clients':>7} {'pairs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'vs offline':>10}"]
     for name, levels in report["servers"].items():
         for row in levels:

@@ -310,6 +310,22 @@ def test_serve_load_runs_both_servers_and_the_offline_reference(data_dir: Path, 
     assert set(report["ratios"]) == {f"batched_vs_{ref}_at_{c}" for ref in ("offline", "batch1") for c in (1, 3)}
     assert (tmp_path / "serve.png").read_bytes().startswith(b"\x89PNG")
     assert _run(["--serve", "--concurrency", "1,x"]).exit_code == 2
+    assert report["offline_backend"] == "ort" and report["server_backends"] == {"batched": "ort", "batch-1": "ort"}
+
+
+def test_serve_load_measures_the_openvino_backend(data_dir: Path, tmp_path: Path) -> None:
+    """``--serve --backend openvino``: both servers and the offline reference run OpenVINO, and say which."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("openvino")
+    demo = Path(__file__).resolve().parents[2] / "engines" / "demo"
+    out = tmp_path / "serve.json"
+    result = _run(["--serve", "--backend", "openvino-f32", "--bundle", str(demo), "--data-dir", str(data_dir),
+                   "--concurrency", "2", "--requests", "16", "--json-out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["offline_backend"] == "openvino-f32"
+    assert report["server_backends"] == {"batched": "openvino-f32", "batch-1": "openvino-f32"}
+    assert all(row["completed"] == 16 and row["errors"] == 0 for levels in report["servers"].values() for row in levels)
 
 
 def test_plots_are_written_as_palette_pngs(tmp_path: Path) -> None:

@@ -101,6 +101,53 @@ def test_the_detector_finds_the_same_faces(demo, reference, tmp_path: Path) -> N
     assert report.max_landmark_px is not None and report.max_landmark_px < 0.5
 
 
+def _canvases(count: int) -> np.ndarray:
+    from bfm_deploy.detect.network import letterbox
+
+    photos = (probe_photos() * count)[:count]
+    return np.stack([letterbox(photo, 320)[0] for photo in photos])
+
+
+def test_the_detector_normalises_the_canvases_in_its_graph(demo, reference, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from bfm_deploy.tensor import to_nchw
+
+    spec = demo.detector
+    with create_backend("openvino", demo, precision="f32", cache_dir=tmp_path) as backend:
+        def no_host_path(*_args: object, **_kwargs: object) -> None:
+            raise AssertionError("the canvases went through the host's normalisation and the float graph")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(backend, "detect", no_host_path)
+            # one photo (the latency graph) and more photos than streams (the streams graph, image by image)
+            for count in (1, 5):
+                canvases = _canvases(count)
+                got = backend.detect_canvases(canvases, spec.mean, spec.std, True)
+                want = reference.detect(to_nchw(list(canvases), spec.mean, spec.std, True))
+                assert [g.shape for g in got] == [w.shape for w in want]
+                for g, w in zip(got, want):
+                    np.testing.assert_allclose(g, w, rtol=0, atol=2e-3)
+        # a normalisation the graph was not built for goes the host's way, and still gives the right outputs
+        canvases = _canvases(2)
+        other = backend.detect_canvases(canvases, 127.0, 128.0, True)
+        np.testing.assert_allclose(other[0], reference.detect(to_nchw(list(canvases), 127.0, 128.0, True))[0],
+                                   rtol=0, atol=2e-3)
+
+
+def test_a_detector_wrong_on_canvases_is_refused(demo, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # The uint8 graphs built with the channels left in BGR order: the float graph (``detect``) is right, so a gate
+    # that checked only that one would pass what the runtime runs.
+    from dataclasses import replace
+
+    build = openvino_backend._on_canvases
+    monkeypatch.setattr(openvino_backend, "_on_canvases",
+                        lambda ov, model, spec: build(ov, model, replace(spec, channel_order="BGR")))
+    with pytest.raises(BfmError, match="openvino-f32 backend: the detector"):
+        create_backend("openvino", demo, precision="f32", cache_dir=tmp_path)
+    assert not list(tmp_path.glob("parity-*.json"))
+
+
 @pytest.mark.parametrize("pays", [True, False])
 def test_auto_prefers_openvino_on_an_avx512_cpu(pays: bool, demo, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
