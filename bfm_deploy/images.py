@@ -157,6 +157,8 @@ def _read_file(path: Path, limits: ImageLimits) -> bytes:
         raise BfmError(f"image not found: {path}")
     if path.is_dir():
         raise BfmError(f"{path} is a directory, not an image")
+    if not path.is_file():  # a device or a pipe: its size says nothing (/dev/zero never ends)
+        raise BfmError(f"{path} is not a regular file, not an image")
     try:
         size = path.stat().st_size
         if size == 0:

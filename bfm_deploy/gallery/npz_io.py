@@ -44,7 +44,9 @@ def read_export(path: str | os.PathLike[str], embedding_size: int, meta: dict[st
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError, KeyError) as exc:
-        raise BfmError(f"{path}: not a gallery export ({exc})") from None
+        # numpy's own words for a pickle suggest loading it unsafely: never say that to a user
+        reason = "not an npz archive of arrays" if "pickle" in str(exc) else str(exc).splitlines()[0][:160]
+        raise BfmError(f"{path}: not a gallery export ({reason})") from None
     missing = [key for key in ARRAYS if key not in arrays]
     if missing:
         raise BfmError(f"{path}: not a gallery export (no {missing[0]!r} array)")

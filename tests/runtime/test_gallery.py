@@ -187,7 +187,8 @@ def test_cli_round_trip_export_import_and_errors(tmp_path: Path, data_dir: Path)
     assert result.exit_code == 2 and "'partial' does not hold one entry per face" in result.output, result.output
     export.write_bytes(b"garbage")
     result = runner.invoke(gallery_cli, ["import", copy, str(export), *common[:2]])
-    assert result.exit_code == 2 and "not a gallery export" in result.output
+    assert result.exit_code == 2 and "not a gallery export (not an npz archive of arrays)" in result.output
+    assert "allow_pickle" not in result.output  # numpy's advice to load it unsafely is not passed on
 
 
 def test_det_curve_and_tpir_at_fpir_on_hand_counted_scores() -> None:

@@ -41,6 +41,7 @@ def test_jpeg_and_png_round_trip(tmp_path: Path) -> None:
         (lambda d: d / "missing.jpg", "image not found"),
         (lambda d: d, "is a directory"),
         (lambda d: _touch(d / "empty.jpg", b""), "empty file"),
+        (lambda d: Path("/dev/zero"), "is not a regular file"),  # endless: never read
         (lambda d: _touch(d / "notes.jpg", b"this is a text file\n" * 20), "is not a JPEG file"),
         (lambda d: _touch(d / "page.png", b"<html>404 not found</html>"), "is not a PNG file"),
         (lambda d: _touch(d / "junk.bmp", b"BM" + bytes(100)), "corrupt or truncated BMP header"),
