@@ -74,6 +74,6 @@ def _from_text(key: str, text: str, hint: object) -> object:
                 return kind(text)  # type: ignore[operator]
             except ValueError:
                 raise BfmError(f"option {key} must be {what}, got {text!r}") from None
-    if Path in kinds and key != "gallery":
+    if Path in kinds:  # the bundle and the key file; the gallery is typed str (a folder or a connection string)
         return Path(text)
     return text
