@@ -132,8 +132,7 @@ class OpenVinoBackend(Backend):
         int8 = bundle.verify_int8() if self.precision == "int8" else {}
         for network in NETWORKS:
             entry = bundle.models[network]
-            graph = int8[network][0] if network in int8 else entry.file
-            self._graphs[network] = self._compile(graph, [entry.output_name] if graph == entry.file else [], config)
+            self._graphs[network] = self._compile(int8.get(network, entry.file), [entry.output_name], config)
         if self._detector is not None:
             outputs = list(self._detector.output_names)
             self._graphs[DETECTOR_ONE] = self._compile(self._detector.file, outputs, config, self._detector)

@@ -20,17 +20,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from bfm_deploy.bundle import Bundle, sha256_file
 from bfm_deploy.contract import CROP_SIZE, Network
-from bfm_deploy.datasets import PairLine, read_pairs_file
 from bfm_deploy.errors import BfmError
+from bfm_deploy.images import load_image
 from bfm_deploy.manifest import Int8Graph, Int8Variant
 from bfm_deploy.optional import require
 from bfm_deploy.routing import mask_probability, partial_route
 from bfm_deploy.tensor import l2_normalise, preprocess
+
+from .calibrate import LabelledPair, read_labelled_pairs
 
 MIN_AGREEMENT = 0.998  # decisions as FP32 on the check half
 MAX_ACCURACY_DROP = 0.001  # accuracy lost on the check half
@@ -43,15 +44,11 @@ def require_tools() -> tuple[Any, Any]:
     return require("openvino", "int8", "--int8"), require("nncf", "int8", "--int8")
 
 
-def read_int8_pairs(pairs_file: Path) -> list[PairLine]:
-    return read_pairs_file(pairs_file, need_labels=True)
-
-
 def quantize_extractors(bundle: Bundle, pairs_file: Path, log: Callable[[str], Any]) -> Int8Variant:
     """Quantize the bundle's E_F and E_P into its folder (``<route>.int8.xml/.bin``); the variant, or BfmError
     naming the route and the figure that failed the gate."""
     ov, nncf = require_tools()
-    pairs = read_int8_pairs(pairs_file)
+    pairs = read_labelled_pairs(pairs_file)
     core = ov.Core()
     faces = _Faces(sorted({str(p) for pair in pairs for p in (pair.left, pair.right)}))
     probability = faces.mask_probabilities(core, bundle)
@@ -79,7 +76,7 @@ def quantize_extractors(bundle: Bundle, pairs_file: Path, log: Callable[[str], A
         accuracy_f32, decided_f32 = _accuracy(faces, core.compile_model(model, "CPU", config), check, threshold)
         accuracy_int8, decided_int8 = _accuracy(faces, core.compile_model(quantized, "CPU", config), check, threshold)
         agreement = float((decided_f32 == decided_int8).mean())
-        gate[network] = {"check_pairs": len(check), "agreement": round(agreement, 5),
+        gate[network] = {"calibration_faces": len(samples), "check_pairs": len(check), "agreement": round(agreement, 5),
                          "accuracy_f32": round(accuracy_f32, 5), "accuracy_int8": round(accuracy_int8, 5)}
         log(f"{network} INT8 ({seconds:.0f} s): {len(check)} check pairs, decisions as FP32 {100 * agreement:.2f}%, "
             f"accuracy {100 * accuracy_f32:.2f} -> {100 * accuracy_int8:.2f}")
@@ -92,7 +89,7 @@ def quantize_extractors(bundle: Bundle, pairs_file: Path, log: Callable[[str], A
         ov.save_model(quantized, str(xml), compress_to_fp16=False)
         weights = xml.with_suffix(".bin")
         graphs[network] = Int8Graph(xml, sha256_file(xml), weights, sha256_file(weights))
-    description = (f"NNCF post-training quantization on {CALIBRATION_FACES} faces a route of the first half of "
+    description = (f"NNCF post-training quantization on up to {CALIBRATION_FACES} faces a route of the first half of "
                    f"{pairs_file.name} (sha256 {sha256_file(pairs_file)[:12]}), checked on its second half")
     return Int8Variant(graphs, description, gate)
 
@@ -104,9 +101,7 @@ class _Faces:
         self.index = {p: i for i, p in enumerate(paths)}
         crops = []
         for path in paths:
-            image = cv2.imread(path)
-            if image is None:
-                raise BfmError(f"--int8: cannot read {path}")
+            image = load_image(path)
             if image.shape[:2] != (CROP_SIZE, CROP_SIZE):
                 raise BfmError(f"--int8: {path} is {image.shape[1]}x{image.shape[0]}, not an aligned crop")
             crops.append(image)
@@ -122,16 +117,16 @@ class _Faces:
         return {p: float(probability[i]) for p, i in self.index.items()}
 
 
-def _routed(pairs: list[PairLine], probability: dict[str, float], mask_threshold: float, network: str
+def _routed(pairs: list[LabelledPair], probability: dict[str, float], mask_threshold: float, network: str
             ) -> list[tuple[str, str, bool]]:
     """The pairs the bundle's classifier sends to ``network``, as (left, right, same)."""
-    chosen = []
-    for pair in pairs:
-        a, b = str(pair.left), str(pair.right)
-        partial = bool(partial_route(np.array(probability[a]), np.array(probability[b]), mask_threshold))
-        if partial == (network == "partial"):
-            chosen.append((a, b, bool(pair.same)))
-    return chosen
+    rows = [(str(p.left), str(p.right), bool(p.same)) for p in pairs]
+    if not rows:
+        return []
+    left = np.array([probability[a] for a, _, _ in rows])
+    right = np.array([probability[b] for _, b, _ in rows])
+    partial = partial_route(left, right, mask_threshold)
+    return [row for row, goes in zip(rows, partial) if bool(goes) == (network == "partial")]
 
 
 def _run(compiled: Any, batch: np.ndarray) -> np.ndarray:

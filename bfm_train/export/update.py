@@ -55,10 +55,11 @@ def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[
         raise BfmError("--update needs something to change: --classifier, --detector, --detector-fallback, "
                        "--mask-calibration, --calibrate or --int8")
     if options.int8 is not None:
-        from .int8 import read_int8_pairs, require_tools
+        from .calibrate import read_labelled_pairs
+        from .int8 import require_tools
 
         require_tools()
-        read_int8_pairs(options.int8)
+        read_labelled_pairs(options.int8)
     if options.mask_calibration is not None:
         read_mask_calibration(options.mask_calibration)  # a bad list fails before any export work
     if options.calibrate is not None:
