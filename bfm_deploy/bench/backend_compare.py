@@ -4,7 +4,8 @@ What a user compares when choosing a backend: aligned ``verify_many`` (faces/s),
 (faces/s), batch-1 ``verify`` of two photos (ms, after start-up) and start-up itself (cache cold and warm where
 the backend has a cache). The backends take turns round by round, so that a change in the machine's load
 falls on all of them; each figure is the median over rounds and each ratio divides medians of this run.
-Decisions are compared with ort's on every pair measured.
+Decisions are compared with ort's on every pair measured. After the timed rounds, one more round of batch-1
+calls runs with timers around the backend's networks, to show where a single pair's time goes.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from ..bundle import Bundle
 from ..errors import BfmError
 from ..results import VerifyResult
 from ..verifier import Verifier
+from .stages import StageClock, TimedBackend
 from .stats import median
 
 REFERENCE = "ort"
+BATCH1_STAGES = ("detect", "classify", "extract")  # the backend's networks, as TimedBackend names them
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ def compare_backends(bundle_dir: Path, names: Sequence[str], aligned: Sequence[t
         for name in timings:
             for key in timings[name]:
                 timings[name][key] = timings[name][key][1:]
+        for name, verifier in verifiers.items():
+            rows[name]["batch1_split_ms"] = _batch1_split(bundle, verifier, raw, config)
+            progress()
     finally:
         for verifier in verifiers.values():
             verifier.backend.close()
@@ -125,6 +131,23 @@ def _verify_timed(verifier: Verifier, pairs: Sequence[Any], aligned: bool) -> tu
     return seconds, [r.same for r in results if isinstance(r, VerifyResult)]
 
 
+def _batch1_split(bundle: Bundle, verifier: Verifier, raw: Sequence[tuple[Path, Path]], config: CompareConfig
+                  ) -> dict[str, float]:
+    """Where the median batch-1 ``verify`` of ``batch1_calls`` spent its ms: the detector, the classifier, the
+    extractors and the rest (decoding, letterbox, SCRFD decoding, alignment, pre-processing, Python). One call's
+    split, so that its parts add up to its time (medians taken part by part would not)."""
+    clock = StageClock()
+    timed = Verifier(bundle, TimedBackend(verifier.backend, clock), batch_size=config.batch_size)
+    calls: list[dict[str, float]] = []
+    for i in range(config.batch1_calls + 1):  # the first call builds the timed verifier's detector
+        clock.reset()
+        seconds = _verify_timed(timed, [raw[i % len(raw)]], aligned=False)[0]
+        spent = {stage: clock.seconds.get(stage, 0.0) for stage in BATCH1_STAGES}
+        calls.append({**spent, "rest": seconds - sum(spent.values()), "call": seconds})
+    middle = sorted(calls[1:], key=lambda call: call["call"])[(len(calls) - 2) // 2]
+    return {stage: round(1000.0 * value, 2) for stage, value in middle.items()}
+
+
 def _agreement(got: dict[str, list[bool]], want: dict[str, list[bool]]) -> float:
     pairs = [(a, b) for key in want for a, b in zip(got[key], want[key])]
     return sum(a == b for a, b in pairs) / len(pairs) if pairs else 1.0
@@ -142,4 +165,11 @@ def format_comparison(report: dict[str, Any]) -> str:
         lines.append(f"{name:<14} {row['aligned_faces_per_s']:>11.1f} {row['aligned_vs_ort']:>7.2f} "
                      f"{row['raw_faces_per_s']:>9.1f} {row['raw_vs_ort']:>7.2f} {row['batch1_verify_ms']:>12.1f} "
                      f"{row['batch1_vs_ort']:>7.2f} {started:>19} {100 * row['same_decisions_as_ort']:>6.1f}%")
+    lines += ["", "batch-1 verify, where the time goes (ms, the median call of a timed round)",
+              "backend        detector   classifier   extractors   rest   call", "-" * 64]
+    for name, row in report["backends"].items():
+        if row.get("available") and "batch1_split_ms" in row:
+            split = row["batch1_split_ms"]
+            lines.append(f"{name:<14} {split['detect']:>8.1f} {split['classify']:>12.1f} {split['extract']:>12.1f} "
+                         f"{split['rest']:>6.1f} {split['call']:>6.1f}")
     return "\n".join(lines)

@@ -130,6 +130,12 @@ class TimedBackend(Backend):
         with self.clock.stage("detect"):
             return self.inner.detect(batch)
 
+    def detect_canvases(self, canvases: np.ndarray, mean: float, std: float,
+                        reverse_channels: bool) -> list[np.ndarray]:
+        # the inner backend's own path (openvino's takes uint8 canvases into its graph), not the base class's
+        with self.clock.stage("detect"):
+            return self.inner.detect_canvases(canvases, mean, std, reverse_channels)
+
     def infer_concurrent(self, jobs: dict[Network, np.ndarray]) -> dict[Network, np.ndarray]:
         with self.clock.stage(self._stage([n for n, b in jobs.items() if len(b)])):
             return self.inner.infer_concurrent(jobs)

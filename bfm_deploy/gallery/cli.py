@@ -7,7 +7,8 @@
     bfm-gallery export people people.npz; bfm-gallery import other people.npz
     bfm-gallery calibrate people --fpir 0.01                 # open-set thresholds from LFW folds 1-5
 
-``identify`` exits 0 when every probe was identified, 1 when any is unknown, 2 on an error.
+``identify`` exits 0 when every probe was identified, 1 when any is unknown, 2 on an error. ``enroll --folder``
+exits 1 when it skipped photos (unreadable, or no face found: each is listed) and enrolled the rest.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from ..cli_options import (backend_option, bundle_option, data_dir_option, detec
 from ..cli_support import OneLineGroup, one_line_errors
 from ..errors import BfmError
 from ..images import IMAGE_SUFFIXES
+from ..progress import progress
 from ..verifier import FaceFeatures, Verifier
 from .gallery import Gallery
 
 EXIT_ALL_IDENTIFIED, EXIT_SOME_UNKNOWN = 0, 1
+EXIT_SOME_SKIPPED = 1  # enroll --folder: the rest was enrolled, the skipped photos are listed
 
 # a folder (the embedded store: SQLite + FAISS) or a PostgreSQL connection string (postgresql://..., pgvector)
 gallery_argument = click.argument("gallery", metavar="GALLERY")
@@ -43,6 +46,34 @@ def _features(verifier: Verifier, images: list[Path], aligned: bool) -> list[Fac
 def _repairs(store: Gallery) -> None:
     for line in store.notes:
         note(f"note: {line}")
+
+
+def _folder_features(verifier: Verifier, store: Gallery, people: list[tuple[str, list[Path]]], aligned: bool,
+                     extend: bool) -> tuple[list[tuple[str, list[Path], list[FaceFeatures]]], list[dict[str, str]]]:
+    """Every face of a --folder enrolment, prepared before anything is stored: a name already enrolled (without
+    --extend) refuses the whole run, while a photo that cannot be read or holds no face is skipped and reported
+    (one bad photo among thousands should not stop a bulk enrolment, nor leave it half done)."""
+    if not extend:
+        clash = sorted({name for name, _ in people} & {name for name, _, _ in store.identities()})
+        if clash:
+            more = f" and {len(clash) - 1} more" if len(clash) > 1 else ""
+            raise BfmError(f"{clash[0]}{more} already enrolled (add faces with --extend, or remove them first); "
+                           "nothing enrolled")
+    ready: list[tuple[str, list[Path], list[FaceFeatures]]] = []
+    skipped: list[dict[str, str]] = []
+    with progress(total=sum(len(images) for _, images in people), desc="enroll", unit="image") as bar:
+        for name, images in people:  # an identity at a time: only the embeddings of the earlier ones are held
+            kept, faces = [], []
+            for path, face in zip(images, verifier.prepare_many(images, aligned)):
+                if isinstance(face, BfmError):
+                    skipped.append({"identity": name, "image": str(path), "error": str(face)})
+                else:
+                    kept.append(path)
+                    faces.append(face)
+            if faces:
+                ready.append((name, kept, verifier.features(faces)))
+            bar.update(len(images))
+    return ready, skipped
 
 
 def _folder_identities(folder: Path) -> list[tuple[str, list[Path]]]:
@@ -104,16 +135,24 @@ def enroll(gallery: str, identity: str | None, images: tuple[Path, ...], folder:
             raise BfmError("enroll needs IDENTITY and at least one image (or --folder DIR)")
         people = [(identity, list(images))]
     enrolled: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
     with Verifier(bundle, backend=backend, detector=detector) as verifier, \
             Gallery.open(gallery, verifier.bundle, create=True) as store:
-        for name, paths in people:
-            features = _features(verifier, paths, aligned)
+        if folder is None:  # named images: any one that fails stops the enrolment before anything is stored
+            ready = [(name, paths, _features(verifier, paths, aligned)) for name, paths in people]
+        else:
+            ready, skipped = _folder_features(verifier, store, people, aligned, extend)
+        for name, paths, features in ready:
             ids = store.add(name, features, [p.name for p in paths], extend=extend)
             masked = sum(f.masked for f in features)
             enrolled.append({"identity": name, "face_ids": ids, "masked": masked})
             note(f"enrolled {name}: {len(ids)} face(s), {masked} masked")
         total = len(store)
-    emit_json(json_out, {"gallery": str(gallery), "enrolled": enrolled, "faces": total})
+    for item in skipped:
+        note(f"skipped {item['image']}: {item['error']}")
+    emit_json(json_out, {"gallery": str(gallery), "enrolled": enrolled, "skipped": skipped, "faces": total})
+    if skipped:
+        raise SystemExit(EXIT_SOME_SKIPPED)
 
 
 @command()

@@ -154,13 +154,19 @@ def test_bad_input_gets_one_line_errors_and_loses_nothing(tmp_path: Path, demo: 
         Gallery.open(broken, demo)
 
 
-def test_cli_round_trip_export_import_and_errors(tmp_path: Path, data_dir: Path) -> None:
-    runner = CliRunner()
+def _people_folder(tmp_path: Path, data_dir: Path, names: tuple[str, ...]) -> Path:
+    """tmp_path/people/NAME/ with two aligned LFW crops of each name (an enroll --folder input)."""
     people = tmp_path / "people"
-    for name in ("Aaron_Peirsol", "Abdullah_Gul"):
+    for name in names:
         (people / name).mkdir(parents=True)
         for image in sorted((data_dir / "lfw" / "aligned112" / name).glob("*.jpg"))[:2]:
             (people / name / image.name).write_bytes(image.read_bytes())
+    return people
+
+
+def test_cli_round_trip_export_import_and_errors(tmp_path: Path, data_dir: Path) -> None:
+    runner = CliRunner()
+    people = _people_folder(tmp_path, data_dir, ("Aaron_Peirsol", "Abdullah_Gul"))
     gallery = str(tmp_path / "g")
     common = ["--bundle", str(DEMO_BUNDLE), "--backend", "ort"]
     result = runner.invoke(gallery_cli, ["enroll", gallery, "--folder", str(people), "--aligned", "--quiet", *common])
@@ -189,6 +195,29 @@ def test_cli_round_trip_export_import_and_errors(tmp_path: Path, data_dir: Path)
     result = runner.invoke(gallery_cli, ["import", copy, str(export), *common[:2]])
     assert result.exit_code == 2 and "not a gallery export (not an npz archive of arrays)" in result.output
     assert "allow_pickle" not in result.output  # numpy's advice to load it unsafely is not passed on
+
+
+def test_cli_folder_enrolment_skips_bad_photos_and_refuses_a_rerun_whole(tmp_path: Path, data_dir: Path) -> None:
+    runner = CliRunner()
+    people = _people_folder(tmp_path, data_dir, ("Aaron_Peirsol", "Abdullah_Gul"))
+    (people / "Abdullah_Gul" / "broken.jpg").write_bytes(b"not a jpeg")
+    (people / "Nobody").mkdir()
+    (people / "Nobody" / "empty.png").write_bytes(b"")
+    gallery, report = str(tmp_path / "g"), tmp_path / "enrol.json"
+    common = ["--bundle", str(DEMO_BUNDLE), "--backend", "ort", "--aligned"]
+    result = runner.invoke(gallery_cli, ["enroll", gallery, "--folder", str(people), "--json-out", str(report), *common])
+    assert result.exit_code == 1, result.output
+    assert "skipped" in result.output and "broken.jpg" in result.output and "Traceback" not in result.output
+    written = json.loads(report.read_text())
+    assert [e["identity"] for e in written["enrolled"]] == ["Aaron_Peirsol", "Abdullah_Gul"]
+    assert [len(e["face_ids"]) for e in written["enrolled"]] == [2, 2] and written["faces"] == 4
+    assert sorted(Path(s["image"]).name for s in written["skipped"]) == ["broken.jpg", "empty.png"]
+    # a second run names what is enrolled already and stores nothing, not a half of the folder
+    _people_folder(tmp_path, data_dir, ("Colin_Powell",))
+    result = runner.invoke(gallery_cli, ["enroll", gallery, "--folder", str(people), "--quiet", *common])
+    assert result.exit_code == 2 and "Aaron_Peirsol and 1 more already enrolled" in result.output, result.output
+    listed = runner.invoke(gallery_cli, ["list", gallery, *common[:2]]).output
+    assert "Colin_Powell" not in listed and "Abdullah_Gul\t2 face(s)" in listed
 
 
 def test_det_curve_and_tpir_at_fpir_on_hand_counted_scores() -> None:

@@ -171,4 +171,8 @@ def test_the_bench_compares_the_pipeline_with_ort(data_dir: Path) -> None:
     assert rows["ort"]["aligned_vs_ort"] == rows["ort"]["raw_vs_ort"] == 1.0
     assert rows["openvino-f32"]["backend"]["precision"] == "f32" and set(rows["openvino-f32"]["startup_s"]) == {"cold", "warm"}
     assert rows["openvino-f32"]["same_decisions_as_ort"] == 1.0  # FP32: the same answers on these pairs
-    assert "openvino-f32" in format_comparison(report)
+    for row in rows.values():  # the batch-1 split: every network timed (on the backend's own detector path), parts adding up
+        split = row["batch1_split_ms"]
+        assert min(split["detect"], split["classify"], split["extract"]) > 0 and split["rest"] >= 0
+        assert abs(split["detect"] + split["classify"] + split["extract"] + split["rest"] - split["call"]) < 0.03
+    assert "openvino-f32" in format_comparison(report) and "where the time goes" in format_comparison(report)
