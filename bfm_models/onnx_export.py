@@ -14,8 +14,14 @@ from bfm_deploy.contract import INPUT_NAME
 
 
 
-def export_onnx(module: nn.Module, path: Path, output_name: str, opset: int) -> None:
-    """Single-file ONNX with a dynamic batch axis named ``batch``, checked by the onnx package.
+# Only weight matrices this large are stored as float16: below it the bytes saved are not worth a Cast node.
+FLOAT16_MIN_VALUES = 65536
+FLOAT32_SUFFIX = ":float32"  # the Cast's output, read where the float32 initialiser was
+
+
+def export_onnx(module: nn.Module, path: Path, output_name: str, opset: int, float16_weights: bool = False) -> None:
+    """Single-file ONNX with a dynamic batch axis named ``batch``, checked by the onnx package; with
+    ``float16_weights``, its large weights stored as float16 (``store_float16_weights``).
 
     The TorchScript exporter (dynamo=False) handles these plain CNNs reliably and deterministically;
     its deprecation warnings are not actionable for users of bfm-export.
@@ -32,3 +38,36 @@ def export_onnx(module: nn.Module, path: Path, output_name: str, opset: int) -> 
             dynamic_axes={INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}},
         )
     onnx.checker.check_model(str(path))
+    if float16_weights:
+        store_float16_weights(path)
+
+
+def store_float16_weights(path: Path) -> None:
+    """Rewrite the ONNX file ``path`` with each float32 initialiser of at least ``FLOAT16_MIN_VALUES`` values
+    stored as float16 under its own name, and a Cast back to float32 before its first use: the graph still
+    computes in float32 (onnxruntime and OpenVINO fold the Cast when they load it) on weights rounded to
+    float16, in half the bytes. The initialiser keeps its name so that tools addressing weights by name still
+    find them; the node reads ``<name>:float32``."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    casts = []
+    for index, init in enumerate(graph.initializer):
+        values = numpy_helper.to_array(init)
+        if init.data_type != TensorProto.FLOAT or values.size < FLOAT16_MIN_VALUES:
+            continue
+        if float(np.abs(values).max()) > float(np.finfo(np.float16).max):
+            continue  # would overflow: kept float32
+        graph.initializer[index].CopyFrom(numpy_helper.from_array(values.astype(np.float16), init.name))
+        wide = init.name + FLOAT32_SUFFIX
+        for node in graph.node:
+            node.input[:] = [wide if name == init.name else name for name in node.input]
+        casts.append(helper.make_node("Cast", [init.name], [wide], to=TensorProto.FLOAT, name=f"{init.name}_cast"))
+    nodes = [*casts, *graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))

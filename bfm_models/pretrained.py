@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from bfm_deploy.errors import BfmError
-from bfm_deploy.onnx_graph import Graph, read_graph
+from bfm_deploy.onnx_graph import FLOAT, Graph, read_graph
 
 from .classifier import MaskClassifier
 from .iresnet import IResNet
@@ -351,9 +351,22 @@ def onnx_state_dict(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _onnx_graph(path: Path) -> tuple[Graph, dict[str, np.ndarray]]:
-    """Nodes and weights, read by bfm's own protobuf reader: no onnx package needed (the GPU machine has none)."""
+    """Nodes and weights, read by bfm's own protobuf reader: no onnx package needed (the GPU machine has none).
+
+    Nodes that only pass an initialiser on are folded into the initialiser they make: a Cast to float32 of a
+    weight stored as float16 (``store_float16_weights``), and an Identity (torch's exporter writes one where two
+    weights are equal, e.g. zeroed ones). The graph then reads as the exporter's plain float32 one."""
     graph = read_graph(path)
-    return graph, graph.initializers
+    inits = dict(graph.initializers)
+    nodes = []
+    for node in graph.nodes:
+        if node.op_type == "Cast" and node.attrs.get("to") == FLOAT and node.inputs[0] in inits:
+            inits[node.outputs[0]] = inits[node.inputs[0]].astype(np.float32)
+        elif node.op_type == "Identity" and node.inputs[0] in inits:
+            inits[node.outputs[0]] = inits[node.inputs[0]]
+        else:
+            nodes.append(node)
+    return Graph(tuple(nodes), inits), inits
 
 
 def _init(inits: dict[str, np.ndarray], name: str, shape: tuple[int, ...] | None, path: Path) -> np.ndarray:

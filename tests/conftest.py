@@ -8,7 +8,7 @@ import pytest
 from bfm_deploy.datasets import default_data_dir
 from tests.fixtures.bundles import BUNDLE_THRESHOLDS as BUNDLE_THRESHOLDS
 from tests.fixtures.bundles import DEMO_BUNDLE
-from tests.fixtures.bundles import DARK_PIXEL_MEAN, STEEP, add_classifier_weights, build_runtime_bundle
+from tests.fixtures.bundles import DARK_PIXEL_MEAN, FC1_WEIGHT, STEEP, add_classifier_weights, build_runtime_bundle
 from tests.fixtures.bundles import DARKEN as DARKEN
 
 
@@ -56,7 +56,7 @@ def brightness_classifier():  # -> bfm_models.MaskClassifier
     (the torch twin of tests/fixtures/bundles.py's classifier graph, for the train-side tests).
 
     conv channel 0 averages each 4x4 patch (+1, so it stays positive through the ReLU: (pixel / 127.5)),
-    fc1 unit 0 averages channel 0 over the image, fc2 turns "below the cut" into a large masked logit.
+    fc1 unit 0 sums channel 0 over the image (``FC1_WEIGHT`` each), fc2 turns its mean "below the cut" into a large masked logit.
     BatchNorm layers keep their identity statistics.
     """
     import torch
@@ -72,8 +72,8 @@ def brightness_classifier():  # -> bfm_models.MaskClassifier
         model.conv.weight[0] = 1.0 / model.conv.weight[0].numel()
         model.conv.bias[0] = 1.0
         cells = model.fc1.in_features // model.conv.out_channels
-        model.fc1.weight[0, :cells] = 1.0 / cells
-        model.fc2.weight[1, 0] = -STEEP
+        model.fc1.weight[0, :cells] = FC1_WEIGHT  # a sum, scaled to the mean by fc2
+        model.fc2.weight[1, 0] = -STEEP / (FC1_WEIGHT * cells)
         model.fc2.bias[1] = STEEP * DARK_PIXEL_MEAN / 127.5
     return model
 

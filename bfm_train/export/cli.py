@@ -51,7 +51,7 @@ from .options import MIN_OPSET, ExportOptions
                    "of PAIRS (labelled aligned pairs of training identities) and kept only if the second half "
                    "decides as FP32 on >= 99.8% of its pairs, losing <= 0.1 points.")
 @click.option("--update", "update", type=click.Path(file_okay=False, path_type=Path), metavar="BUNDLE",
-              help="Change the existing BUNDLE instead of exporting one: its --classifier (a checkpoint), "
+              help="Change the existing BUNDLE instead of exporting one: its --classifier (a checkpoint or a bundle), "
                    "--detector, --detector-fallback, --mask-calibration, route thresholds (--calibrate) and/or INT8 "
                    "extractors (--int8); its extractors stay as they are.")
 @quiet_option
@@ -72,7 +72,7 @@ def main(checkpoint: Path | None, name: str | None, out: Path | None, opset: int
         update_bundle(update, UpdateOptions(classifier=Path(classifier) if classifier else None, detector=detector,
                                             detector_size=detector_size, detector_fallback=detector_fallback,
                                             mask_calibration=mask_calibration,
-                                            calibrate=calibrate, int8=int8, opset=opset))
+                                            calibrate=calibrate, int8=int8, opset=opset, seed=seed))
         return
     if int8 is not None:
         raise BfmError("--int8 PAIRS quantizes an exported bundle: bfm-export --update BUNDLE --int8 PAIRS")

@@ -112,15 +112,21 @@ def _classifier(from_source: nn.Module | None, options: ExportOptions) -> _Class
         if from_source is None:
             raise BfmError("the source has no mask classifier: pass --classifier random or --classifier CHECKPOINT")
         return _Classifier(from_source, "from the source checkpoint")
+    return load_classifier(choice, options.seed)
+
+
+def load_classifier(choice: str, seed: int = 0) -> _Classifier:
+    """``--classifier``: 'random' (seeded), a checkpoint's classifier.* tensors, or a bundle folder's classifier
+    (rebuilt from its graph or weights, with its calibrated mask threshold and where it came from)."""
     if choice == RANDOM_CLASSIFIER:
         # Seeded so that re-exporting gives the same bundle; such a classifier routes at random.
         generator_state = torch.random.get_rng_state()
-        torch.manual_seed(options.seed)
+        torch.manual_seed(seed)
         try:
             model = create_model("classifier")
         finally:
             torch.random.set_rng_state(generator_state)
-        return _Classifier(model, f"random initialisation (seed {options.seed}), untrained: routing is arbitrary")
+        return _Classifier(model, f"random initialisation (seed {seed}), untrained: routing is arbitrary")
     path = Path(choice)
     if path.is_dir():  # a bundle: its classifier, rebuilt from classifier.onnx (checked against the graph)
         from bfm_deploy.backends.torch_backend import torch_modules
@@ -129,6 +135,9 @@ def _classifier(from_source: nn.Module | None, options: ExportOptions) -> _Class
         bundle = Bundle.load(path)
         modules, _ = torch_modules(bundle, ("classifier",))
         origin = f"from bundle {bundle.name} (classifier.onnx sha256 {bundle.models['classifier'].sha256})"
+        earlier = bundle.manifest.source.get("classifier")
+        if isinstance(earlier, str):
+            origin += f", which had it {earlier}"
         entry = bundle.mask_threshold_entry
         threshold = None if entry is None else Threshold(
             entry.value, f"{entry.calibration} (carried from bundle {bundle.name})")

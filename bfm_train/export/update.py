@@ -1,6 +1,7 @@
 """Change parts of an existing bundle without re-exporting its extractors: ``bfm-export --update BUNDLE``.
 
-A new mask classifier (from a checkpoint), a calibrated mask threshold, route thresholds calibrated again (on
+A new mask classifier (from a checkpoint, or another bundle's with its calibrated mask threshold: the
+bundle's own re-exports it as bfm-export now writes it), a calibrated mask threshold, route thresholds calibrated again (on
 the pairs the bundle's classifier now sends each route), another detector, or INT8 extractors for OpenVINO
 (``int8.py``, behind their accuracy gate): each is checked as
 ``bfm-export`` checks it (ONNX against torch on real faces, the detector decoding at its size), the other files
@@ -16,25 +17,25 @@ from pathlib import Path
 from typing import Any
 
 from bfm_deploy.atomic import atomic_dir, atomic_write_text
-from bfm_deploy.bundle import MANIFEST, Bundle, sha256_file
+from bfm_deploy.bundle import MANIFEST, Bundle
 from bfm_deploy.cli_options import note as tool_note
 from bfm_deploy.datasets import default_data_dir
 from bfm_deploy.detect.fallback import parse_chain_option
 from bfm_train.export.detector import DETECTOR_FILE, install_detector
 from bfm_deploy.errors import BfmError
-from bfm_deploy.manifest import ModelEntry, Threshold
-from bfm_train.system import BFMSystem
+from bfm_deploy.manifest import Threshold
 
 from .mask_threshold import calibrated_mask_threshold, read_mask_calibration
 from .network import export_network
 from .parity import parity_batch
+from .source import load_classifier
 
 CLASSIFIER_FILE = "classifier.onnx"
 
 
 @dataclass
 class UpdateOptions:
-    classifier: Path | None = None  # a checkpoint whose classifier.* replaces the bundle's
+    classifier: Path | None = None  # a checkpoint whose classifier.* replaces the bundle's, or a bundle
     detector: str | None = None  # "scrfd", "none" or an SCRFD .onnx path; None keeps the bundle's
     detector_size: int = 320
     detector_fallback: str | None = None  # --detector-fallback steps or "none"; None keeps the bundle's
@@ -42,6 +43,7 @@ class UpdateOptions:
     calibrate: Path | None = None  # labelled pairs of training identities: each route's threshold again
     int8: Path | None = None  # labelled pairs of training identities: INT8 E_F and E_P behind their gate
     opset: int = 17
+    seed: int = 0  # of --classifier random
     min_cosine: float = 0.9999
     parity_images: int = 16
     data_dir: Path | None = None
@@ -78,12 +80,17 @@ def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[
                 shutil.copytree(item, tmp / item.name)  # built engines: rebuild them for a changed network
             elif item.name != MANIFEST:
                 shutil.copy2(item, tmp / item.name)
+        carried_threshold = None
         if options.classifier is not None:
-            classifier = _export_classifier(options.classifier, tmp, options, log)
-            origin = f"from {options.classifier.name} (sha256 {sha256_file(options.classifier)})"
+            # read before the bundle's own files are replaced: --classifier may name this very bundle
+            chosen = load_classifier(str(options.classifier), options.seed)
+            carried_threshold = chosen.mask_threshold
+            batch = parity_batch(options.data_dir or default_data_dir(), options.parity_images)
+            classifier = export_network("classifier", chosen.module.eval(), tmp, "classifier", batch.tensor,
+                                        options.opset, options.min_cosine, log)
             # weights.safetensors would hold the old classifier
             manifest = replace(manifest, models={**manifest.models, "classifier": classifier},
-                               source={**manifest.source, "classifier": origin}, weights=None)
+                               source={**manifest.source, "classifier": chosen.origin}, weights=None)
             (tmp / "weights.safetensors").unlink(missing_ok=True)
         if options.detector == "none":
             manifest = replace(manifest, detector=None)
@@ -98,8 +105,8 @@ def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[
             mask_threshold = calibrated_mask_threshold(tmp / CLASSIFIER_FILE, options.mask_calibration)
             manifest = replace(manifest, mask_threshold=mask_threshold)
             log(f"mask threshold {mask_threshold.value}: {mask_threshold.calibration}")
-        elif options.classifier is not None:
-            manifest = replace(manifest, mask_threshold=None)  # calibrated for the old classifier
+        elif options.classifier is not None:  # the old one was calibrated for the old classifier
+            manifest = replace(manifest, mask_threshold=carried_threshold)
         atomic_write_text(tmp / MANIFEST, manifest.to_json())
         if options.calibrate is not None:  # with the classifier and mask threshold the bundle now has
             manifest = replace(manifest, thresholds=_route_thresholds(Bundle.load(tmp), options.calibrate, log))
@@ -139,13 +146,3 @@ def _route_thresholds(bundle: Bundle, pairs_file: Path, log: Callable[[str], Any
     for route, cal in calibrated.items():
         log(f"{route} threshold {cal.value:.4f}: {cal.description}")
     return {route: Threshold(round(cal.value, 6), cal.description) for route, cal in calibrated.items()}
-
-
-def _export_classifier(checkpoint: Path, folder: Path, options: UpdateOptions,
-                       log: Callable[[str], Any]) -> ModelEntry:
-    system = BFMSystem.from_checkpoint(checkpoint)
-    if system.classifier is None:
-        raise BfmError(f"{checkpoint.name} has no classifier.* tensors")
-    batch = parity_batch(options.data_dir or default_data_dir(), options.parity_images)
-    return export_network("classifier", system.classifier.eval(), folder, "classifier", batch.tensor,
-                          options.opset, options.min_cosine, log)

@@ -348,6 +348,66 @@ def test_classifier_taken_from_a_bundle(mbf_bundle: Path) -> None:
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+def test_the_classifier_is_stored_with_float16_weights_that_its_torch_weights_equal(mbf_bundle: Path) -> None:
+    """fc1 (the bulk of Table I) is stored as float16 behind a Cast: the file is about half the float32 one, and
+    weights.safetensors, the graph and the torch rebuild from the graph hold the same (rounded) values."""
+    from safetensors.numpy import load_file
+
+    from bfm_deploy.onnx_graph import read_graph
+    from bfm_models import create_model
+    from bfm_models.pretrained import onnx_state_dict
+
+    graph = read_graph(mbf_bundle / "classifier.onnx")
+    stored = graph.initializers["fc1.weight"]
+    assert stored.dtype == np.float16 and graph.nodes[0].op_type == "Cast"
+    params = Bundle.load(mbf_bundle).models["classifier"].params
+    assert (mbf_bundle / "classifier.onnx").stat().st_size < 0.55 * 4 * params
+    torch_weights = load_file(str(mbf_bundle / "weights.safetensors"))["classifier.fc1.weight"]
+    rebuilt = onnx_state_dict(mbf_bundle / "classifier.onnx", create_model("classifier"))["fc1.weight"].numpy()
+    assert np.array_equal(torch_weights, stored.astype(np.float32)) and np.array_equal(rebuilt, torch_weights)
+
+
+def test_update_re_exports_an_older_float32_classifier_with_its_mask_threshold(tmp_path: Path, mbf_bundle: Path,
+                                                                                data_dir: Path) -> None:
+    """--update BUNDLE --classifier BUNDLE on a bundle written before float16 weights (classifier.onnx float32,
+    no weights.safetensors): the classifier is rebuilt from its graph and stored as float16, its calibrated mask
+    threshold and origin are kept, and it decides as before on real faces, bright and darkened."""
+    from bfm_deploy.onnx_graph import read_graph
+    from bfm_deploy.verifier import Verifier
+    from bfm_models.onnx_export import export_onnx
+    from bfm_train.export.update import UpdateOptions, update_bundle
+    from tests.conftest import DARKEN, brightness_classifier
+
+    old = tmp_path / "old"
+    shutil.copytree(mbf_bundle, old)
+    (old / "weights.safetensors").unlink()
+    export_onnx(brightness_classifier(), old / "classifier.onnx", "logits", 17)  # float32, as exports used to be
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest.pop("weights")
+    manifest["models"]["classifier"]["sha256"] = sha256_file(old / "classifier.onnx")
+    manifest["mask_threshold"] = {"value": 0.4, "calibration": "test threshold"}
+    (old / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    assert read_graph(old / "classifier.onnx").initializers["fc1.weight"].dtype == np.float32
+    new = tmp_path / "new"
+    shutil.copytree(old, new)
+    update_bundle(new, UpdateOptions(classifier=new, data_dir=data_dir), **QUIET)
+
+    assert read_graph(new / "classifier.onnx").initializers["fc1.weight"].dtype == np.float16
+    assert (new / "classifier.onnx").stat().st_size < 0.55 * (old / "classifier.onnx").stat().st_size
+    after = Bundle.load(new)
+    assert after.mask_threshold == 0.4 and after.mask_threshold_entry is not None
+    assert after.mask_threshold_entry.calibration == "test threshold (carried from bundle mbf)"
+    assert after.manifest.source["classifier"].startswith("from bundle mbf (classifier.onnx sha256 ")
+    assert after.manifest.source["classifier"].endswith(f"which had it {manifest['source']['classifier']}")
+    crops = [cv2.imread(str(p)) for p in sorted((data_dir / "lfw" / "aligned112").glob("*/*.jpg"))[:24]]
+    crops += [(c.astype(np.float32) * DARKEN).astype(np.uint8) for c in crops]
+    with Verifier(old, backend="ort") as before, Verifier(new, backend="ort") as now:
+        p_old = before.mask_probability(crops, aligned=True)
+        p_new = now.mask_probability(crops, aligned=True)
+    assert ((p_old >= 0.4) == (p_new >= 0.4)).all() and 0 < (p_new >= 0.4).sum() < len(crops)
+    assert np.abs(p_old - p_new).max() < 1e-3
+
+
 def test_classifier_from_a_bundle_brings_its_calibrated_mask_threshold(mbf_bundle: Path, data_dir: Path,
                                                                         tmp_path: Path) -> None:
     """A calibrated mask threshold belongs to its classifier: --classifier BUNDLE carries it into the new bundle,
