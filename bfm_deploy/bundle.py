@@ -156,19 +156,6 @@ class Bundle:
         if sha256_file(self.weights) != expected:  # streamed: it can be large
             raise self._mismatch(self.weights)
 
-    def verify_int8(self) -> dict[str, Path]:
-        """The INT8 extractors' graph files per route (OpenVINO reads each one's ``.bin`` beside it), graph and
-        weights checked against their sha256; only the openvino-int8 backend reads them. A bundle without them is
-        refused with the command that makes them."""
-        variant = self.manifest.int8
-        if variant is None:
-            raise BfmError(f"bundle {self.root} has no INT8 extractors: make them with bfm-export --update "
-                           f"{self.root} --int8 PAIRS (training identities' labelled pairs)")
-        for graph in variant.graphs.values():
-            self._checked_bytes(graph.file, graph.sha256)
-            self._checked_bytes(graph.weights_file, graph.weights_sha256)
-        return {route: graph.file for route, graph in variant.graphs.items()}
-
     def _checked_bytes(self, file: Path, expected: str) -> bytes:
         """The file's content, after checking it against ``expected`` (its sha256 in the manifest)."""
         if not file.is_file():

@@ -190,50 +190,6 @@ class WeightsEntry:
 
 
 @dataclass(frozen=True)
-class Int8Graph:
-    """One extractor quantized to INT8 for OpenVINO: its IR graph (``.xml``) and weights (``.bin``)."""
-
-    file: Path
-    sha256: str
-    weights_file: Path
-    weights_sha256: str
-
-    @classmethod
-    def from_dict(cls, obj: Any, where: Where, root: Path) -> Int8Graph:
-        f = Fields.of(obj, where)
-        graph = cls(root / f.file_name("file"), f.sha256("sha256"), root / f.file_name("weights_file"),
-                    f.sha256("weights_sha256"))
-        _no_rest(f)
-        return graph
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file.name, "sha256": self.sha256, "weights_file": self.weights_file.name,
-                "weights_sha256": self.weights_sha256}
-
-
-@dataclass(frozen=True)
-class Int8Variant:
-    """The optional INT8 E_F and E_P of the openvino-int8 backend (``int8``), written by ``bfm-export --update
-    --int8`` only where they passed its gate; ``gate`` is that check's report, kept as written."""
-
-    graphs: dict[str, Int8Graph]  # full, partial
-    calibration: str
-    gate: dict[str, Any]
-
-    @classmethod
-    def from_dict(cls, obj: Any, where: Where, root: Path) -> Int8Variant:
-        f = Fields.of(obj, where)
-        routes = f.child("graphs")
-        graphs = {route: Int8Graph.from_dict(routes.get(route, dict), routes.at(route), root) for route in ROUTES}
-        _no_rest(routes)
-        return cls(graphs, f.text("calibration"), f.get("gate", dict))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"graphs": {route: g.to_dict() for route, g in self.graphs.items()}, "calibration": self.calibration,
-                "gate": copy.deepcopy(self.gate)}
-
-
-@dataclass(frozen=True)
 class Manifest:
     """A whole ``manifest.json``. ``source`` and ``tools`` are provenance, free-form objects kept as written."""
 
@@ -250,7 +206,6 @@ class Manifest:
     detector: DetectorSpec | None = None
     mask_threshold: Threshold | None = None  # the classifier probability that counts as masked; None: 0.5
     weights: WeightsEntry | None = None
-    int8: Int8Variant | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -292,9 +247,8 @@ class Manifest:
                                               "a probability", open_range=True)
                           if f.has("mask_threshold") else None)
         weights = WeightsEntry.from_dict(f.get("weights", dict), f.at("weights"), root) if f.has("weights") else None
-        int8 = Int8Variant.from_dict(f.get("int8", dict), f.at("int8"), root) if f.has("int8") else None
         return cls(name, contract, embedding_size, metric, thresholds, models, source, tools, created, licence,
-                   detector, mask_threshold, weights, int8, f.rest())
+                   detector, mask_threshold, weights, f.rest())
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of ``manifest.json``, keys in the order bfm-export writes them."""
@@ -311,7 +265,7 @@ class Manifest:
             "tools": copy.deepcopy(self.tools),
         }
         optional = {"licence": self.licence, "detector": self.detector, "mask_threshold": self.mask_threshold,
-                    "weights": self.weights, "int8": self.int8}
+                    "weights": self.weights}
         for key, value in optional.items():
             if value is not None:
                 data[key] = value if isinstance(value, str) else value.to_dict()

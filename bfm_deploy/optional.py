@@ -19,7 +19,6 @@ EXTRAS = {
     "gallery": "large and PostgreSQL galleries",
     "gpu": "TensorRT engines and CUDA",
     "openvino": "the OpenVINO CPU backend",
-    "int8": "INT8 extractors (bfm-export --int8)",
     "explain": "explanations (bfm-explain)",
 }
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -68,9 +69,16 @@ def test_wheel_carries_licences_and_type_markers(wheel: Path) -> None:
 def test_installed_bfm_verify_outside_the_repo_matches_the_checkout(wheels: tuple[Path, Path], tmp_path: Path,
                                                                    data_dir: Path) -> None:
     venv = tmp_path / "venv"
-    # The new environment sees this one's packages (numpy, onnxruntime, ...) but gets its own bfm.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    # The new environment sees this one's packages (numpy, onnxruntime, pip, ...) but gets its own bfm. Not by
+    # --system-site-packages: made from inside a virtual environment, that shows the base interpreter's packages,
+    # not this environment's. A path line in a .pth file is only appended to sys.path (the .pth files there, such
+    # as an editable bfm's finder, are not run), after the new environment's own site-packages.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
+    own = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    outer = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    (Path(own) / "outer_environment.pth").write_text("".join(f"{path}\n" for path in outer))
     _pip(python, "install", *map(str, wheels))  # wheels only: nothing is built with the new environment's tools
     env = {k: v for k, v in os.environ.items() if k not in ("BFM_BUNDLE", "BFM_DATA", "PYTHONPATH")}
     where = subprocess.run([str(python), "-c", "import bfm_deploy.bundle as b; print(b.__file__); print(b.default_bundle())"],

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", REPO / "examples" / "README.md"]
 
 NOT_RUN = {
-    'pip install torch==2.13.0 && pip install -e ".[train,dev,serve,ray,gallery,openvino,int8]"': "the setup itself: .ci/run runs it",
+    'pip install torch==2.13.0 && pip install -e ".[train,dev,serve,ray,gallery,openvino]"': "the setup itself: .ci/run runs it",
     "python -m pytest -q": "this test suite",
     'pip install ".[test]" && python -m pytest -q tests/runtime':
         ".ci/run runs it in a new environment without torch (its runtime tests are part of this suite)",
@@ -35,10 +35,6 @@ NOT_RUN = {
     "bfm-real-masks work_dirs/face-mask-detection work_dirs/real_masks":
         "needs the 162 MB copy of Face-Mask-Detection: tests/runtime/test_real_masks.py builds the committed sample",
     'pip install -e ".[openvino]"': "an extra's install; the setup line above installs it with the others",
-    "bfm-export --update work_dirs/bundles/demo-int8 --int8 work_dirs/calibration_pairs.txt":
-        "needs the LFW folds 1-5 masked twins (bfm-mask, minutes); tests/train/test_int8.py runs the same update",
-    "bfm-bench --latency --backend all --bundle work_dirs/bundles/demo-int8 --batches 1,16,64 --runs 3":
-        "times the INT8 bundle made above; the bfm-bench --latency command above runs (quick) in this test",
     "bfm-serve --port 8000": "a server that runs until stopped: tests/runtime/test_serve.py starts it on a free port",
     "curl -F a=@examples/zakayev_1.jpg -F b=@examples/zakayev_3_masked.jpg http://127.0.0.1:8000/v1/verify":
         "talks to that server: tests/runtime/test_serve.py sends the same multipart request",

@@ -1,5 +1,5 @@
 """Do two bundles' mask classifiers decide alike? Mask probabilities on every MFR2 photo and on every fifth
-aligned LFW face, through onnxruntime, at each bundle's own mask threshold.
+aligned LFW face (``--every``: every Nth of both), through onnxruntime, at each bundle's own mask threshold.
 
     git archive a7533f9 engines/demo | tar -x -C /tmp/before   # the demo bundle before its float16 weights
     python tools/compare_classifiers.py /tmp/before/engines/demo engines/demo
@@ -29,9 +29,9 @@ from bfm_deploy.verifier import Face, Verifier
 CHUNK = 128
 
 
-def _faces(data_dir: Path, verifier: Verifier) -> dict[str, list[np.ndarray]]:
-    mfr2 = sorted((data_dir / "mfr2").glob("*/*.png"))
-    lfw = sorted((data_dir / "lfw" / "aligned112").glob("*/*.jpg"))[::5]
+def _faces(data_dir: Path, verifier: Verifier, every: int) -> dict[str, list[np.ndarray]]:
+    mfr2 = sorted((data_dir / "mfr2").glob("*/*.png"))[::every]
+    lfw = sorted((data_dir / "lfw" / "aligned112").glob("*/*.jpg"))[::5 * every]
     if not mfr2 or not lfw:
         raise BfmError(f"no MFR2 photos or aligned LFW faces under {data_dir} (set --data-dir)")
     prepared = verifier.prepare_many([load_image(p) for p in progress(mfr2, desc="MFR2 photos", unit="photo")])
@@ -48,12 +48,14 @@ def _probabilities(verifier: Verifier, crops: list[np.ndarray]) -> np.ndarray:
 @click.argument("first", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("second", type=click.Path(file_okay=False, path_type=Path))
 @data_dir_option
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Compare every Nth MFR2 photo and every (5N)th LFW face only (a quick look).")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the figures as JSON.")
 @one_line_errors
-def main(first: Path, second: Path, data_dir: Path, json_out: Path | None) -> None:
+def main(first: Path, second: Path, data_dir: Path, every: int, json_out: Path | None) -> None:
     """Compare the mask decisions of bundle FIRST and bundle SECOND."""
     with Verifier(first, backend="ort") as a, Verifier(second, backend="ort") as b:
-        faces = _faces(data_dir, a)
+        faces = _faces(data_dir, a, every)
         rows = {}
         for name, crops in faces.items():
             pa, pb = _probabilities(a, crops), _probabilities(b, crops)

@@ -45,7 +45,7 @@ from .base import BACKENDS, AutoTry, Backend, BackendEntry
 if TYPE_CHECKING:
     from ..bundle import Bundle
 
-Precision = Literal["auto", "bf16", "f32", "int8"]
+Precision = Literal["auto", "bf16", "f32"]
 DETECTOR = "detector"  # the graph as exported: NCHW float32 batches (``detect``), compiled on first use
 # The detector on uint8 canvases (``detect_canvases``): one image on every core, and a stream per core.
 DETECTOR_ONE = "detector-latency"
@@ -60,13 +60,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bfm" / "openvino"
 
 
-def resolve_precision(precision: str, flags: frozenset[str] | None = None) -> Literal["bf16", "f32", "int8"]:
-    """``auto``: BF16 where AMX makes it the fast one, else FP32; ``bf16`` needs a CPU that computes it; ``int8``
-    (the bundle's INT8 extractors) is never chosen for the caller: it changes a few decisions."""
-    if precision not in ("auto", "bf16", "f32", "int8"):
-        raise BfmError(f"openvino backend: unknown precision {precision!r} (auto, bf16, f32 or int8)")
-    if precision == "int8":
-        return "int8"
+def resolve_precision(precision: str, flags: frozenset[str] | None = None) -> Literal["bf16", "f32"]:
+    """``auto``: BF16 where AMX makes it the fast one, else FP32; ``bf16`` needs a CPU that computes it."""
+    if precision not in ("auto", "bf16", "f32"):
+        raise BfmError(f"openvino backend: unknown precision {precision!r} (auto, bf16 or f32)")
     if precision == "bf16" and not bf16_capable(flags):
         raise BfmError("openvino backend: bf16 needs a CPU with AMX or AVX-512 BF16; this one has neither (use f32)")
     if precision == "auto":
@@ -119,9 +116,7 @@ class OpenVinoBackend(Backend):
         # Threads not pinned to cores: the runtime shares this CPU with its own decoding and alignment threads (and,
         # in bfm-serve, with HTTP); a pinned thread waits for its one core where it could have taken the other
         # (E_F on two faces on this busy 2-core machine: 39.2 ms pinned, 35.9 unpinned, medians of 40).
-        # INT8: the quantized extractors' integer kernels; whatever stays floating point (and the other graphs) FP32
-        hint = "f32" if self.precision == "int8" else self.precision
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY",
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY",
                                   "ENABLE_CPU_PINNING": False}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
@@ -129,10 +124,9 @@ class OpenVinoBackend(Backend):
         self._graphs: dict[str, _Compiled] = {}
         self._compiling = threading.Lock()  # the float detector, compiled by the first caller of ``detect``
         self._detector = bundle.detector
-        int8 = bundle.verify_int8() if self.precision == "int8" else {}
         for network in NETWORKS:
             entry = bundle.models[network]
-            self._graphs[network] = self._compile(int8.get(network, entry.file), [entry.output_name], config)
+            self._graphs[network] = self._compile(entry.file, [entry.output_name], config)
         if self._detector is not None:
             outputs = list(self._detector.output_names)
             self._graphs[DETECTOR_ONE] = self._compile(self._detector.file, outputs, config, self._detector)
@@ -171,19 +165,14 @@ class OpenVinoBackend(Backend):
 
         with OrtBackend(bundle, device="cpu") as reference:
             report = parity.measure(bundle, reference, self)
-        # INT8 moves embeddings by design (its decisions were gated at export, ``bfm_train/export/int8.py``); here
-        # the gate catches a graph that is not the bundle's quantized extractor at all
-        min_cosine = parity.MIN_COSINE_INT8 if self.precision == "int8" else parity.MIN_COSINE
-        parity.check(report, self.name, min_cosine)  # raises before a passing verdict could be written
+        parity.check(report, self.name)  # raises before a passing verdict could be written
         atomic_write_text(verdict, json.dumps(report.to_dict()) + "\n")
         return {**report.to_dict(), "cached": False}
 
     def _parity_key(self, bundle: Bundle) -> str:
         hashes = [bundle.models[n].sha256 for n in NETWORKS] + ([bundle.detector.sha256] if bundle.detector else [])
-        if self.precision == "int8" and bundle.manifest.int8 is not None:
-            hashes += [g.sha256 for g in bundle.manifest.int8.graphs.values()]
         facts = [*hashes, self.openvino_version, self.precision, *sorted(cpu_flags()),
-                 f"gate {parity.MIN_COSINE} {parity.MIN_COSINE_INT8} {parity.MAX_MASK_PROBABILITY_DIFF} {parity.MIN_BOX_IOU} {parity.MAX_LANDMARK_PX}",
+                 f"gate {parity.MIN_COSINE} {parity.MAX_MASK_PROBABILITY_DIFF} {parity.MIN_BOX_IOU} {parity.MAX_LANDMARK_PX}",
                  COMPILED_AS]  # a verdict on graphs compiled otherwise says nothing about these
         return hashlib.sha256("\n".join(facts).encode()).hexdigest()[:24]
 
@@ -333,5 +322,3 @@ BACKENDS.register("openvino", BackendEntry(OpenVinoBackend, needs=NEEDS, extra="
 # The same backend held to one precision: what --backend names to compare them (bfm-bench --latency --backend all).
 BACKENDS.register("openvino-f32", BackendEntry(_create_precision("f32"), needs=NEEDS, extra="openvino"))
 BACKENDS.register("openvino-bf16", BackendEntry(_create_precision("bf16"), needs=NEEDS, extra="openvino"))
-# The bundle's INT8 E_F and E_P (bfm-export --update BUNDLE --int8 PAIRS): only where named, never by auto.
-BACKENDS.register("openvino-int8", BackendEntry(_create_precision("int8"), needs=NEEDS, extra="openvino"))

@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 
 PROBES = Path(__file__).resolve().parents[1] / "assets" / "parity"
 MIN_COSINE = 0.999
-# INT8 extractors: their decisions were gated at export; this only refuses a graph that is not the extractor
-# (the demo's INT8 E_F and E_P on these probes: lowest cosine 0.988 and 0.987)
-MIN_COSINE_INT8 = 0.9
 MAX_MASK_PROBABILITY_DIFF = 0.01
 MIN_BOX_IOU = 0.95
 MAX_LANDMARK_PX = 1.5
@@ -83,12 +80,12 @@ def measure(bundle: Bundle, reference: Backend, candidate: Backend) -> ParityRep
     return ParityReport(cosines, mask_diff, faces, iou, landmarks)
 
 
-def check(report: ParityReport, backend: str, min_cosine: float = MIN_COSINE) -> None:
+def check(report: ParityReport, backend: str) -> None:
     """Refuse (BfmError, one line) where a figure is past its bound."""
     for network, cosine in report.min_cosine.items():
-        if not cosine >= min_cosine:
+        if not cosine >= MIN_COSINE:
             raise BfmError(f"{backend} backend: {network} disagrees with onnxruntime on the parity faces "
-                           f"(cosine {cosine:.5f} < {min_cosine}); refusing it (use --backend ort)")
+                           f"(cosine {cosine:.5f} < {MIN_COSINE}); refusing it (use --backend ort)")
     if not report.max_mask_probability_diff <= MAX_MASK_PROBABILITY_DIFF:
         raise BfmError(f"{backend} backend: the mask classifier disagrees with onnxruntime on the parity faces "
                        f"(mask probability off by {report.max_mask_probability_diff:.4f}); refusing it")

@@ -20,9 +20,9 @@ from .machine import describe_machine, load_average, measure_matmul
 from .stats import median
 from .sweep import TimingConfig, sweep_network
 
-BACKENDS = ("ort", "openvino-f32", "openvino-bf16", "openvino-int8", "torch", "trt")
+BACKENDS = ("ort", "openvino-f32", "openvino-bf16", "torch", "trt")
 # CPU backends whose whole pipeline is also timed beside ort when more than one of them is (backend_compare.py)
-COMPARED = ("ort", "openvino", "openvino-f32", "openvino-bf16", "openvino-int8")
+COMPARED = ("ort", "openvino", "openvino-f32", "openvino-bf16")
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 QUICK_BATCHES = (1, 4, 16)
 OVERHEAD_TARGET = 0.90

@@ -46,21 +46,17 @@ from .options import MIN_OPSET, ExportOptions
 @click.option("--mask-calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="'image<TAB>0|1' lines of held-out aligned faces (1 = masked): calibrate the bundle's mask "
                    "threshold (balanced accuracy).")
-@click.option("--int8", "int8", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PAIRS",
-              help="With --update: INT8 E_F and E_P for --backend openvino-int8 (NNCF), calibrated on the first half "
-                   "of PAIRS (labelled aligned pairs of training identities) and kept only if the second half "
-                   "decides as FP32 on >= 99.8% of its pairs, losing <= 0.1 points.")
 @click.option("--update", "update", type=click.Path(file_okay=False, path_type=Path), metavar="BUNDLE",
               help="Change the existing BUNDLE instead of exporting one: its --classifier (a checkpoint or a bundle), "
-                   "--detector, --detector-fallback, --mask-calibration, route thresholds (--calibrate) and/or INT8 "
-                   "extractors (--int8); its extractors stay as they are.")
+                   "--detector, --detector-fallback, --mask-calibration and/or route thresholds (--calibrate); "
+                   "its extractors stay as they are.")
 @quiet_option
 @one_line_errors
 def main(checkpoint: Path | None, name: str | None, out: Path | None, opset: int, thresholds: str | None,
          calibrate: Path | None, overwrite: bool, from_pretrained: str | None, backbone: str,
          classifier: str | None, seed: int, no_torch_weights: bool, licence: str | None, detector: str | None,
          detector_size: int, detector_fallback: str | None, mask_calibration: Path | None,
-         int8: Path | None, update: Path | None) -> None:
+         update: Path | None) -> None:
     """Export CHECKPOINT (a bfm-train safetensors file, or a run directory: its latest one) to a model bundle: classifier.onnx, full.onnx,
     partial.onnx, the detector's detector.onnx and manifest.json, each network checked against the torch
     model on real faces."""
@@ -72,10 +68,8 @@ def main(checkpoint: Path | None, name: str | None, out: Path | None, opset: int
         update_bundle(update, UpdateOptions(classifier=Path(classifier) if classifier else None, detector=detector,
                                             detector_size=detector_size, detector_fallback=detector_fallback,
                                             mask_calibration=mask_calibration,
-                                            calibrate=calibrate, int8=int8, opset=opset, seed=seed))
+                                            calibrate=calibrate, opset=opset, seed=seed))
         return
-    if int8 is not None:
-        raise BfmError("--int8 PAIRS quantizes an exported bundle: bfm-export --update BUNDLE --int8 PAIRS")
     options = ExportOptions(
         name=name, out=out, opset=opset, thresholds=thresholds, calibrate=calibrate, overwrite=overwrite,
         from_pretrained=from_pretrained, backbone=backbone, classifier=classifier, seed=seed,

@@ -2,8 +2,7 @@
 
 A new mask classifier (from a checkpoint, or another bundle's with its calibrated mask threshold: the
 bundle's own re-exports it as bfm-export now writes it), a calibrated mask threshold, route thresholds calibrated again (on
-the pairs the bundle's classifier now sends each route), another detector, or INT8 extractors for OpenVINO
-(``int8.py``, behind their accuracy gate): each is checked as
+the pairs the bundle's classifier now sends each route) or another detector: each is checked as
 ``bfm-export`` checks it (ONNX against torch on real faces, the detector decoding at its size), the other files
 are copied unchanged, and the result replaces the bundle atomically only once it loads.
 """
@@ -41,7 +40,6 @@ class UpdateOptions:
     detector_fallback: str | None = None  # --detector-fallback steps or "none"; None keeps the bundle's
     mask_calibration: Path | None = None  # "image<TAB>0|1" lines of held-out aligned crops (1 = masked)
     calibrate: Path | None = None  # labelled pairs of training identities: each route's threshold again
-    int8: Path | None = None  # labelled pairs of training identities: INT8 E_F and E_P behind their gate
     opset: int = 17
     seed: int = 0  # of --classifier random
     min_cosine: float = 0.9999
@@ -53,15 +51,9 @@ def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[
     root = Path(bundle_dir)
     bundle = Bundle.load(root)
     if all(x is None for x in (options.classifier, options.detector, options.detector_fallback,
-                               options.mask_calibration, options.calibrate, options.int8)):
+                               options.mask_calibration, options.calibrate)):
         raise BfmError("--update needs something to change: --classifier, --detector, --detector-fallback, "
-                       "--mask-calibration, --calibrate or --int8")
-    if options.int8 is not None:
-        from .calibrate import read_labelled_pairs
-        from .int8 import require_tools
-
-        require_tools()
-        read_labelled_pairs(options.int8)
+                       "--mask-calibration or --calibrate")
     if options.mask_calibration is not None:
         read_mask_calibration(options.mask_calibration)  # a bad list fails before any export work
     if options.calibrate is not None:
@@ -111,21 +103,6 @@ def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[
         if options.calibrate is not None:  # with the classifier and mask threshold the bundle now has
             manifest = replace(manifest, thresholds=_route_thresholds(Bundle.load(tmp), options.calibrate, log))
             atomic_write_text(tmp / MANIFEST, manifest.to_json())
-        if options.int8 is not None:  # on the classifier and thresholds the bundle now has
-            from .int8 import quantize_extractors
-
-            manifest = replace(manifest, int8=quantize_extractors(Bundle.load(tmp), options.int8, log))
-            atomic_write_text(tmp / MANIFEST, manifest.to_json())
-        elif manifest.int8 is not None and any(x is not None for x in (options.classifier, options.mask_calibration,
-                                                                       options.calibrate)):
-            # its gate was passed on the old routing and thresholds: it says nothing about the new ones
-            for graph in manifest.int8.graphs.values():
-                (tmp / graph.file.name).unlink(missing_ok=True)
-                (tmp / graph.weights_file.name).unlink(missing_ok=True)
-            manifest = replace(manifest, int8=None)
-            atomic_write_text(tmp / MANIFEST, manifest.to_json())
-            log("INT8 extractors removed: their gate was checked with the old classifier or thresholds "
-                "(make them again with --int8)")
         Bundle.load(tmp)
         for item in tmp.iterdir():
             item.chmod(0o755 if item.is_dir() else 0o644)

@@ -28,7 +28,6 @@ EXTRA_IMPORTS = {
     "train": ("torch", "onnx", "safetensors", "yaml", "dlib", "face_recognition_models", "bfm_models", "bfm_train"),
     "gpu": ("tensorrt", "cuda", "onnx"),
     "openvino": ("openvino",),
-    "int8": ("openvino", "nncf"),  # bfm-export --int8 (bfm_train): no runtime module of its own
     "explain": ("torch", "safetensors", "bfm_models"),
 }
 # Runtime modules that belong to an extra; every other runtime module is part of the base install.

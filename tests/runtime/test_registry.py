@@ -50,7 +50,7 @@ def test_require_imports_or_names_the_extra_in_one_line() -> None:
 # --- backends -------------------------------------------------------------------------------------------------------
 
 def test_backend_names_come_from_the_registrations_in_choice_order() -> None:
-    names = ("auto", "trt", "ort", "openvino", "openvino-f32", "openvino-bf16", "openvino-int8", "torch")
+    names = ("auto", "trt", "ort", "openvino", "openvino-f32", "openvino-bf16", "torch")
     assert BACKEND_NAMES == BACKENDS.names() == names
     assert {BACKENDS.get(n).extra for n in BACKEND_NAMES} == {None, "gpu", "openvino", "train"}  # what installs each
     with pytest.raises(BfmError, match=rf"^unknown backend 'tensorflow'; choose one of {', '.join(names)}$"):
