@@ -1,8 +1,8 @@
 """Change parts of an existing bundle without re-exporting its extractors: ``bfm-export --update BUNDLE``.
 
-A new mask classifier (from a checkpoint, or another bundle's with its calibrated mask threshold: the
-bundle's own re-exports it as bfm-export now writes it), a calibrated mask threshold, route thresholds calibrated again (on
-the pairs the bundle's classifier now sends each route) or another detector: each is checked as
+A new mask classifier (from a checkpoint, or from a bundle with its calibrated mask threshold; naming the bundle
+itself re-exports its classifier as bfm-export now writes one), a calibrated mask threshold, route thresholds
+calibrated again (on the pairs the bundle's classifier now sends each route) or another detector: each is checked as
 ``bfm-export`` checks it (ONNX against torch on real faces, the detector decoding at its size), the other files
 are copied unchanged, and the result replaces the bundle atomically only once it loads.
 """
