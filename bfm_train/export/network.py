@@ -12,40 +12,24 @@ from bfm_deploy.contract import INPUT_NAME, OUTPUT_NAMES, OUTPUT_SIZES, Network,
 from bfm_deploy.errors import BfmError
 from bfm_deploy.manifest import ModelEntry, Parity
 from bfm_models import count_macs, count_params
-from bfm_models.onnx_export import FLOAT16_MIN_VALUES, export_onnx
+from bfm_models.onnx_export import export_onnx
 
 from .parity import check_parity
 
 # Networks whose large weights a bundle stores as float16 (computed in float32). The Table I classifier's fc1
-# (12544 x 512) makes it the largest file of a bundle, and a mask decision has margins far beyond that rounding:
-# `python tools/compare_classifiers.py OLD NEW` on the demo bundle before and after found its mask probability
-# moved by at most 4.3e-5 on every MFR2 photo and 2,647 LFW faces, no decision changed. Embeddings are compared
+# (12544 x 512) makes it the largest file of a bundle, and a mask decision has margins far beyond that rounding
+# (engines/README.md: what `tools/compare_classifiers.py` measured on the demo bundle). Embeddings are compared
 # against thresholds to 1e-4 and stay float32.
 FLOAT16_WEIGHTS: frozenset[Network] = frozenset({"classifier"})
-
-
-def round_to_float16(module: nn.Module) -> None:
-    """Round ``module``'s tensors of at least ``FLOAT16_MIN_VALUES`` values to float16 in place: the torch
-    model, its graph (which stores them as float16) and the bundle's weights.safetensors then hold the same
-    weights, and the parity check compares like with like."""
-    import torch
-
-    with torch.no_grad():
-        for tensor in (*module.parameters(), *module.buffers()):
-            if tensor.is_floating_point() and tensor.numel() >= FLOAT16_MIN_VALUES:
-                tensor.copy_(tensor.half().to(tensor.dtype))
 
 
 def export_network(network: Network, module: nn.Module, folder: Path, architecture: str, batch: np.ndarray,
                    opset: int, min_cosine: float, log: Any, note: str | None = None) -> ModelEntry:
     """Export ``module`` to ``folder/<network>.onnx``, check it against the torch model on ``batch`` and return
     its manifest entry; BfmError (nothing kept) when the graph disagrees or breaks the output contract.
-    A network of ``FLOAT16_WEIGHTS`` has its large weights rounded in place first."""
+    A network of ``FLOAT16_WEIGHTS`` has its large weights rounded to float16 in place (``export_onnx``)."""
     path = folder / f"{network}.onnx"
-    half = network in FLOAT16_WEIGHTS
-    if half:
-        round_to_float16(module)
-    export_onnx(module, path, OUTPUT_NAMES[network], opset, float16_weights=half)
+    export_onnx(module, path, OUTPUT_NAMES[network], opset, float16_weights=network in FLOAT16_WEIGHTS)
     parity = check_parity(module, path, batch)
     log(f"{network}: max abs diff {parity.max_abs_diff:.3g}, min cosine {parity.min_cosine:.7f}")
     if not parity.min_cosine >= min_cosine:  # also catches NaN

@@ -97,7 +97,7 @@ def update_bundle(bundle_dir: str | Path, options: UpdateOptions, log: Callable[
             mask_threshold = calibrated_mask_threshold(tmp / CLASSIFIER_FILE, options.mask_calibration)
             manifest = replace(manifest, mask_threshold=mask_threshold)
             log(f"mask threshold {mask_threshold.value}: {mask_threshold.calibration}")
-        elif options.classifier is not None:  # the old one was calibrated for the old classifier
+        elif options.classifier is not None:  # the bundle's belonged to its old classifier: the new one's own, if any
             manifest = replace(manifest, mask_threshold=carried_threshold)
         atomic_write_text(tmp / MANIFEST, manifest.to_json())
         if options.calibrate is not None:  # with the classifier and mask threshold the bundle now has

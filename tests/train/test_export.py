@@ -367,6 +367,27 @@ def test_the_classifier_is_stored_with_float16_weights_that_its_torch_weights_eq
     assert np.array_equal(torch_weights, stored.astype(np.float32)) and np.array_equal(rebuilt, torch_weights)
 
 
+def test_float16_weights_keep_float32_where_a_value_is_past_float16s_range(tmp_path: Path) -> None:
+    """One rule for module and graph: a large weight within float16's range is rounded in the module and stored
+    as float16 in the graph; one holding a value float16 cannot hold stays float32 in both."""
+    from bfm_deploy.onnx_graph import read_graph
+    from bfm_models.onnx_export import FLOAT16_MAX, export_onnx
+
+    for largest, stored in ((1.0, np.float16), (2 * FLOAT16_MAX, np.float32)):
+        torch.manual_seed(0)
+        module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 112 * 112, 2))
+        with torch.no_grad():
+            module[1].weight[0, 0] = largest
+        before = module[1].weight.detach().clone()
+        path = tmp_path / f"linear-{largest}.onnx"
+        export_onnx(module, path, "logits", 17, float16_weights=True)
+        weight = next(v for v in read_graph(path).initializers.values() if v.size == before.numel())
+        assert weight.dtype == stored
+        after = module[1].weight.detach()
+        assert torch.equal(after, before.half().float() if stored == np.float16 else before)
+        assert np.array_equal(weight.astype(np.float32), after.numpy())  # the graph holds the module's weights
+
+
 def test_update_re_exports_an_older_float32_classifier_with_its_mask_threshold(tmp_path: Path, mbf_bundle: Path,
                                                                                 data_dir: Path) -> None:
     """--update BUNDLE --classifier BUNDLE on a bundle written before float16 weights (classifier.onnx float32,
